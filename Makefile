@@ -1,0 +1,66 @@
+# adctr — the user's verbs. `make help` lists them.
+EXP ?= default
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+RAW := data/$(EXP)/raw/_manifest.json
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export TOKENIZERS_PARALLELISM := false
+
+.DEFAULT_GOAL := help
+.PHONY: help features embed train evaluate export replay ui test bench lint clean distclean
+
+help: ## list the verbs
+	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  EXP=<name> picks experiments/<name>.toml (default: $(EXP))"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+$(RAW): experiments/$(EXP).toml | $(STAMP)
+	$(PY) -m pipeline raw --experiment $(EXP)
+
+features: $(STAMP) $(RAW) ## build raw data (when missing), embeddings and feature tables
+	$(PY) -m pipeline embed --experiment $(EXP)
+	$(PY) -m pipeline features --experiment $(EXP)
+
+embed: $(STAMP) $(RAW) ## embed ad, query and behaviour texts (cached)
+	$(PY) -m pipeline embed --experiment $(EXP)
+
+train: $(STAMP) ## train the LightGBM and neural CTR/CVR models (MLflow runs)
+	$(PY) -m pipeline train --experiment $(EXP)
+
+evaluate: $(STAMP) ## compare models on test, log plots and tables, set the champion
+	$(PY) -m pipeline evaluate --experiment $(EXP)
+
+export: $(STAMP) ## publish the bid / placement weight table from the champion
+	$(PY) -m pipeline export --experiment $(EXP)
+
+replay: $(STAMP) ## offline replay of bidding strategies against the logged auctions
+	$(PY) -m pipeline replay --experiment $(EXP)
+
+ui: $(STAMP) ## serve the MLflow dashboard on 127.0.0.1 (Ctrl-C stops it)
+	$(PY) -m pipeline ui
+
+test: $(STAMP) ## run the test suite
+	$(PY) -m pytest
+
+bench: $(STAMP) ## speed and memory benchmarks, measured side by side
+	$(PY) -m pipeline.bench
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean: ## remove generated data and the MLflow store (keeps .venv)
+	rm -rf data mlruns
+
+distclean: clean ## also remove the virtual environment
+	rm -rf $(VENV)

@@ -1,0 +1,229 @@
+"""Experiment configuration: frozen dataclasses, strict TOML loading and `--set` overrides.
+
+An experiment TOML lists only what differs from the defaults. Each top-level table is one
+section; each section is a frozen dataclass owned by the code that uses it. An unknown section or
+key, or a value of the wrong type, raises `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from features.behaviour import FeatureConfig
+from features.marketplace import MarketConfig
+from features.split import SplitConfig
+from features.text import EmbedConfig
+from models.bidding import BiddingConfig
+from models.calibration import CalibrationConfig
+from models.lgbm import LightGBMConfig
+from models.neural import NeuralConfig
+
+EXPERIMENTS_DIR = Path("experiments")
+
+
+class ConfigError(ValueError):
+    """A config problem the user can fix; the message is one line and names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the raw data comes from and where outputs go."""
+
+    source: str = "simulated"  # simulated | criteo | avazu | ali_ccp | mind | ipinyou | generic
+    path: str = ""  # input file or folder for `ingest` sources
+    root: str = "data"  # outputs land in <root>/<experiment>/
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    models: tuple[str, ...] = ("lightgbm", "neural")
+    num_threads: int = 2
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    champion_metric: str = "test_ctcvr_logloss"
+    champion_mode: str = "min"  # min | max
+    ece_bins: int = 15
+    reliability_bins: int = 15
+    position_buckets: tuple[int, ...] = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    strategy: str = "ortb"  # linear | ortb | paced | constant
+    guardrail_margin: float = 0.02  # max relative worsening of test_ctcvr_logloss vs published
+    segment_columns: tuple[str, ...] = ("age_bucket", "device")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Column mapping for the generic CSV/Parquet adapter (see README)."""
+
+    format: str = "csv"  # csv | parquet | tsv
+    separator: str = ","
+    has_header: bool = True
+    label_click: str = "click"
+    label_conversion: str = ""
+    timestamp: str = ""
+    user_id: str = ""
+    ad_id: str = ""
+    text_columns: tuple[str, ...] = ()
+    categorical_columns: tuple[str, ...] = ()
+    numeric_columns: tuple[str, ...] = ()
+    max_rows: int = 0  # 0 = all
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    market: MarketConfig = field(default_factory=MarketConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lightgbm: LightGBMConfig = field(default_factory=LightGBMConfig)
+    neural: NeuralConfig = field(default_factory=NeuralConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    bidding: BiddingConfig = field(default_factory=BiddingConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.data.root) / self.name
+
+    def flat(self) -> dict[str, Any]:
+        """`section.key -> value` for every setting (logged as MLflow params)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "name":
+                continue
+            for k, v in dataclasses.asdict(getattr(self, f.name)).items():
+                out[f"{f.name}.{k}"] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def digest(self) -> str:
+        """A short hash of the effective settings (goes into every manifest)."""
+        blob = json.dumps(self.flat(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+SECTIONS: dict[str, type] = {
+    k: v for k, v in typing.get_type_hints(Experiment).items() if k != "name"
+}
+
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Check `value` against a dataclass field type; return (ok, coerced value)."""
+    origin = typing.get_origin(tp)
+    if tp is float:
+        if isinstance(value, bool):
+            return False, value
+        return (isinstance(value, int | float), float(value) if isinstance(value, int) else value)
+    if tp is int:
+        return (isinstance(value, int) and not isinstance(value, bool), value)
+    if tp is bool or tp is str:
+        return (isinstance(value, tp), value)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            return False, value
+        inner = args[0]
+        items = []
+        for item in value:
+            ok, item = _type_ok(item, inner)
+            if not ok:
+                return False, value
+            items.append(item)
+        return True, tuple(items)
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(tp):
+            ok, coerced = _type_ok(value, arg)
+            if ok:
+                return True, coerced
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    raise TypeError(f"unsupported config field type {tp!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _build_section(section: str, cls: type, values: dict[str, Any], source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                f"{source}: unknown key '{section}.{key}' (known: {', '.join(sorted(known))})"
+            )
+        ok, coerced = _type_ok(value, hints[key])
+        if not ok:
+            raise ConfigError(
+                f"{source}: '{section}.{key}' must be {_type_name(hints[key])}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        kwargs[key] = coerced
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a section's own __post_init__ validation
+        raise ConfigError(f"{source}: [{section}] {exc}") from None
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`section.key=value` -> (section, key, value); value parsed as TOML, else a string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    path, raw = text.split("=", 1)
+    section, key = path.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return section, key, value
+
+
+def load_experiment(
+    name: str, overrides: list[str] | tuple[str, ...] = (), directory: Path | None = None
+) -> Experiment:
+    """Load `experiments/<name>.toml`, apply `section.key=value` overrides, validate strictly."""
+    directory = EXPERIMENTS_DIR if directory is None else directory
+    path = directory / f"{name}.toml"
+    if not path.is_file():
+        available = sorted(p.stem for p in directory.glob("*.toml"))
+        raise ConfigError(
+            f"no experiment '{name}': {path} does not exist (available: {', '.join(available)})"
+        )
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for text in overrides:
+        section, key, value = parse_override(text)
+        raw.setdefault(section, {})[key] = value
+    sections = {}
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{path}: unknown section '[{section}]' (known: {', '.join(SECTIONS)})"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: '{section}' must be a table, got {values!r}")
+        sections[section] = _build_section(section, SECTIONS[section], values, str(path))
+    return Experiment(name=name, **sections)
+

@@ -1,0 +1,211 @@
+"""Files between stages: Parquet tables plus `_manifest.json`, written atomically.
+
+A stage output is a directory. It is built in `.tmp-<name>-<uuid>/` beside the target, every
+file is fsynced, the manifest is written last, and the directory is renamed into place. A
+crashed job leaves only a `.tmp-*` folder, which the next run removes; readers refuse a
+directory without a manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_manifest.json"
+
+
+class DataError(ValueError):
+    """Bad input data; the message is one line naming the file, column and row count."""
+
+
+def code_version() -> str:
+    """`git describe` of the working tree when available, else the package version."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import version
+
+        return version("adctr")
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def clean_stale(parent: Path, name: str) -> None:
+    """Remove leftovers of crashed writes of `name`; restore a target lost mid-swap."""
+    if not parent.is_dir():
+        return
+    target = parent / name
+    for old in sorted(parent.glob(f".old-{name}-*")):
+        if not target.exists() and (old / MANIFEST).exists():
+            os.rename(old, target)
+            log.warning("restored %s from an interrupted swap", target)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in parent.glob(f".tmp-{name}-*"):
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temporary directory that replaces `target` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target.parent, target.name)
+    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if target.exists():
+            old = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
+            os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_file(target: Path, data: bytes) -> None:
+    """Write bytes to `target` atomically (temp file beside it, fsync, rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+
+
+def schema_of(frame: pl.DataFrame | pl.LazyFrame) -> dict[str, str]:
+    schema = frame.collect_schema() if isinstance(frame, pl.LazyFrame) else frame.schema
+    return {name: str(dtype) for name, dtype in schema.items()}
+
+
+def write_tables(
+    target: Path,
+    tables: Mapping[str, pl.DataFrame | pl.LazyFrame],
+    *,
+    config_digest: str,
+    inputs: Mapping[str, Path] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    files: Mapping[str, bytes] | None = None,
+) -> dict[str, Any]:
+    """Write `<name>.parquet` for each table (+ raw `files`) and the manifest, atomically."""
+    with atomic_dir(target) as tmp:
+        rows: dict[str, int] = {}
+        schemas: dict[str, dict[str, str]] = {}
+        for name, frame in tables.items():
+            out = tmp / f"{name}.parquet"
+            if isinstance(frame, pl.LazyFrame):
+                frame.sink_parquet(out, engine="streaming")
+                rows[name] = pl.scan_parquet(out).select(pl.len()).collect().item()
+            else:
+                frame.write_parquet(out)
+                rows[name] = frame.height
+            schemas[name] = schema_of(pl.scan_parquet(out))
+        for name, data in (files or {}).items():
+            (tmp / name).write_bytes(data)
+        manifest = {
+            "tables": {n: {"rows": rows[n], "schema": schemas[n]} for n in tables},
+            "files": {n: hashlib.sha256(d).hexdigest() for n, d in (files or {}).items()},
+            "inputs": {k: input_digest(Path(p)) for k, p in (inputs or {}).items()},
+            "config_hash": config_digest,
+            "code_version": code_version(),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **dict(extra or {}),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
+def input_digest(path: Path) -> str:
+    """The digest of an input: its manifest's digest for a stage directory, else the file's."""
+    if path.is_dir():
+        man = path / MANIFEST
+        return file_digest(man) if man.exists() else "missing"
+    return file_digest(path) if path.exists() else "missing"
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    man = Path(directory) / MANIFEST
+    if not man.is_file():
+        raise DataError(
+            f"{directory}: no {MANIFEST} (stage output missing or incomplete); "
+            "run the stage that writes it first"
+        )
+    return json.loads(man.read_text())
+
+
+def check_schema(
+    frame: pl.DataFrame | pl.LazyFrame, expected: Mapping[str, pl.DataType], where: str
+) -> None:
+    """Raise a DataError listing every missing column and every column of the wrong type."""
+    schema = frame.collect_schema() if isinstance(frame, pl.LazyFrame) else frame.schema
+    problems = []
+    for col, dtype in expected.items():
+        if col not in schema:
+            problems.append(f"missing column '{col}' ({dtype})")
+        elif schema[col] != dtype and not (
+            dtype == pl.List and isinstance(schema[col], pl.List)
+        ):
+            problems.append(f"column '{col}' is {schema[col]}, expected {dtype}")
+    if problems:
+        raise DataError(f"{where}: schema mismatch: " + "; ".join(problems))
+
+
+def read_table(
+    directory: Path, name: str, expected: Mapping[str, pl.DataType] | None = None
+) -> pl.LazyFrame:
+    """Scan `<directory>/<name>.parquet` after checking the manifest and (optionally) schema."""
+    manifest = read_manifest(directory)
+    path = Path(directory) / f"{name}.parquet"
+    if name not in manifest.get("tables", {}) or not path.is_file():
+        raise DataError(f"{path}: table '{name}' not in {directory / MANIFEST}")
+    lf = pl.scan_parquet(path)
+    if expected:
+        check_schema(lf, expected, str(path))
+    return lf
