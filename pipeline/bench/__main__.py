@@ -1,0 +1,31 @@
+"""`make bench`: speed and memory figures, each measured side by side in one run.
+
+Each section is a module `pipeline/bench/<name>.py` with a `main() -> None` that prints its
+table. `python -m pipeline.bench [name ...]` runs all sections, or the named ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+from pipeline.stage import setup_logging
+
+ORDER = ["embed", "features", "neural"]
+
+
+def main(argv: list[str]) -> int:
+    setup_logging()
+    here = Path(__file__).parent
+    present = {m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_")}
+    names = argv or [n for n in ORDER if n in present] + sorted(present - set(ORDER))
+    for name in names:
+        print(f"\n=== bench: {name} ===", flush=True)
+        importlib.import_module(f"pipeline.bench.{name}").main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
