@@ -1,12 +1,404 @@
-"""Neural multi-task CTR/CVR estimator (stub: the neural issue fills this in)."""
+"""Neural multi-task CTR/CVR estimator: trains, predicts and saves a `DCNESMM` network.
+
+`NeuralCTR` follows scikit-learn's contract (settings in `__init__`, `fit -> self`, learned state
+with a trailing underscore, `predict_proba`). Training is seeded and deterministic on CPU, batches
+are sliced from column tensors with a seeded permutation, large id tables get sparse gradients
+and `SparseAdam`, and the best epoch on the validation CTR AUC is kept. `save` / `load` use
+safetensors plus a JSON config (no pickle).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import roc_auc_score
+
+from models.dcn_esmm import DCNESMM, embedding_width, esmm_loss
+from models.matrix import FeatureMatrix
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "adctr-neural/1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)
 class NeuralConfig:
-    epochs: int = 4
+    """Hyperparameters of the DCN-v2 x ESMM model and its training loop."""
+
+    embedding_dim: int = 16  # widest id embedding; small vocabularies get ceil(6 * card ** .25)
+    text_tower: tuple[int, ...] = (128, 32)  # MLP over the concatenated dense vectors
+    cross_layers: int = 3
+    cross_rank: int = 0  # 0 = full-rank cross weights; > 0 = low-rank U V^T
+    mlp_sizes: tuple[int, ...] = (256, 128)
+    head_sizes: tuple[int, ...] = (64,)
+    dropout: float = 0.1
+    log_numeric: bool = True  # sign(x) * log1p(|x|) before standardising (counts are skewed)
+    numeric_clip: float = 8.0  # clip standardised numerics to +-this
+    lr: float = 2e-3
+    weight_decay: float = 1e-5  # AdamW decay of the dense weights (not the id tables)
+    embedding_l2: float = 0.0  # L2 on the id embeddings looked up in each batch
+    ctcvr_weight: float = 1.0
     batch_size: int = 2048
-    lr: float = 1e-3
+    epochs: int = 6
+    patience: int = 1  # epochs without a better valid CTR AUC before stopping
+    sparse_embeddings: bool = True  # sparse id gradients + SparseAdam; else dense AdamW
+    num_threads: int = 2
+    predict_batch_size: int = 16384
+
+    def __post_init__(self) -> None:
+        positive = ("embedding_dim", "batch_size", "epochs", "num_threads", "predict_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if min(self.cross_layers, self.cross_rank, self.patience) < 0:
+            raise ValueError("cross_layers, cross_rank and patience must be >= 0")
+        sizes = (*self.text_tower, *self.mlp_sizes, *self.head_sizes)
+        if any(s < 1 for s in sizes):
+            raise ValueError("layer sizes must be >= 1")
+
+
+class NeuralCTR:
+    """DCN-v2 x ESMM estimator: `predict_proba` returns columns [pctr, pcvr, pctcvr]."""
+
+    def __init__(self, config: NeuralConfig = NeuralConfig(), random_state: int = 0):
+        self.config = config
+        self.random_state = random_state
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"config": self.config, "random_state": self.random_state}
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        X: FeatureMatrix,
+        click: np.ndarray,
+        conversion: np.ndarray,
+        X_valid: FeatureMatrix | None = None,
+        click_valid: np.ndarray | None = None,
+        conversion_valid: np.ndarray | None = None,
+    ) -> NeuralCTR:
+        """Train on the whole impression space; early-stop on (X_valid, click_valid) CTR AUC."""
+        cfg = self.config
+        y_click, y_conv = _labels(click, conversion, len(X))
+        has_valid = X_valid is not None
+        if has_valid:
+            if click_valid is None or conversion_valid is None:
+                raise ValueError("X_valid needs click_valid and conversion_valid")
+            yv_click, yv_conv = _labels(click_valid, conversion_valid, len(X_valid))
+        self._fit_schema(X)
+        with _torch_settings(cfg.num_threads), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.random_state)
+            self.module_ = self._build_module()
+            self.module_.set_output_bias(
+                float(y_click.mean()), float(y_conv.sum() / max(y_click.sum(), 1.0))
+            )
+            optimizers = self._optimizers()
+            cols = self._columns(X)
+            targets = (torch.from_numpy(y_click), torch.from_numpy(y_conv))
+            generator = torch.Generator().manual_seed(self.random_state)
+            self.history_: list[dict[str, float]] = []
+            best, best_state, since_best = -math.inf, None, 0
+            for epoch in range(1, cfg.epochs + 1):
+                row = self._train_epoch(cols, targets, optimizers, generator)
+                row = {"epoch": epoch, **row}
+                if has_valid:
+                    row |= self._validate(X_valid, yv_click, yv_conv)
+                    score = row["valid_ctr_auc"]
+                    score = -row["valid_loss"] if math.isnan(score) else score
+                    if score > best:
+                        best, since_best = score, 0
+                        best_state = {k: v.clone() for k, v in self.module_.state_dict().items()}
+                        self.best_epoch_ = epoch
+                    else:
+                        since_best += 1
+                self.history_.append(row)
+                logger.info("epoch %d/%d %s", epoch, cfg.epochs, _fmt(row))
+                if has_valid and since_best > cfg.patience:
+                    break
+            if best_state is not None:
+                self.module_.load_state_dict(best_state)
+            else:
+                self.best_epoch_ = len(self.history_)
+        self.module_.eval()
+        logger.info("neural: best epoch %d of %d", self.best_epoch_, len(self.history_))
+        return self
+
+    def _fit_schema(self, X: FeatureMatrix) -> None:
+        cfg = self.config
+        self.categorical_names_ = tuple(X.categorical_names)
+        self.numeric_names_ = tuple(X.numeric_names)
+        self.cardinalities_ = tuple(max(int(c), 1) for c in X.cardinalities)
+        self.embedding_widths_ = tuple(
+            embedding_width(c, cfg.embedding_dim) for c in self.cardinalities_
+        )
+        self.embedding_names_ = tuple(sorted(X.embeddings))
+        self.embedding_dims_ = tuple(int(X.embeddings[k].shape[1]) for k in self.embedding_names_)
+        values = np.asarray(X.numeric, dtype=np.float64)
+        if cfg.log_numeric:
+            values = np.sign(values) * np.log1p(np.abs(values))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+        self.numeric_mean_ = np.nan_to_num(mean, nan=0.0).astype(np.float32)
+        self.numeric_std_ = np.where(np.isfinite(std) & (std > 1e-6), std, 1.0).astype(np.float32)
+        self.numeric_with_indicator_ = np.isnan(values).any(axis=0)
+
+    def _build_module(self) -> DCNESMM:
+        cfg = self.config
+        module = DCNESMM(
+            self.cardinalities_,
+            self.embedding_widths_,
+            len(self.numeric_names_),
+            int(self.numeric_with_indicator_.sum()),
+            sum(self.embedding_dims_),
+            text_tower=cfg.text_tower,
+            cross_layers=cfg.cross_layers,
+            cross_rank=cfg.cross_rank,
+            mlp_sizes=cfg.mlp_sizes,
+            head_sizes=cfg.head_sizes,
+            dropout=cfg.dropout,
+            sparse_embeddings=cfg.sparse_embeddings,
+            log_numeric=cfg.log_numeric,
+            numeric_clip=cfg.numeric_clip,
+        )
+        module.numeric.mean.copy_(torch.from_numpy(self.numeric_mean_))
+        module.numeric.std.copy_(torch.from_numpy(self.numeric_std_))
+        module.numeric.with_indicator.copy_(torch.from_numpy(self.numeric_with_indicator_))
+        return module
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        cfg, m = self.config, self.module_
+        id_params = list(m.ids.parameters())
+        ids = {id(p) for p in id_params}
+        dense = [p for p in m.parameters() if id(p) not in ids]
+        opts: list[torch.optim.Optimizer] = [
+            torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        ]
+        if id_params and cfg.sparse_embeddings:
+            opts.append(torch.optim.SparseAdam(id_params, lr=cfg.lr))
+        elif id_params:
+            opts.append(torch.optim.Adam(id_params, lr=cfg.lr))
+        return opts
+
+    def _train_epoch(
+        self,
+        cols: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]],
+        targets: tuple[torch.Tensor, torch.Tensor],
+        optimizers: list[torch.optim.Optimizer],
+        generator: torch.Generator,
+    ) -> dict[str, float]:
+        cfg, module = self.config, self.module_
+        codes, numeric, vectors = cols
+        n = codes.shape[0]
+        module.train()
+        started = time.perf_counter()
+        perm = torch.randperm(n, generator=generator)
+        sums = torch.zeros(3, dtype=torch.float64)
+        for start in range(0, n, cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            ctr_logit, cvr_logit, lookups = module(
+                codes[idx], numeric[idx], [v[idx] for v in vectors]
+            )
+            loss, ctr_bce, ctcvr_bce = esmm_loss(
+                ctr_logit, cvr_logit, targets[0][idx], targets[1][idx], cfg.ctcvr_weight
+            )
+            total = loss
+            if cfg.embedding_l2 > 0 and lookups:
+                total = loss + cfg.embedding_l2 * sum(e.pow(2).sum(1).mean() for e in lookups)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            total.backward()
+            for opt in optimizers:
+                opt.step()
+            sums += torch.tensor([loss.item(), ctr_bce.item(), ctcvr_bce.item()]) * len(idx)
+        seconds = time.perf_counter() - started
+        means = (sums / n).tolist()
+        return {
+            "train_loss": means[0],
+            "train_ctr_loss": means[1],
+            "train_ctcvr_loss": means[2],
+            "train_seconds": seconds,
+            "samples_per_s": n / seconds,
+        }
+
+    def _validate(self, X: FeatureMatrix, click: np.ndarray, conv: np.ndarray) -> dict[str, float]:
+        ctr_logit, cvr_logit = self._logits(X)
+        _, ctr_bce, ctcvr_bce = esmm_loss(
+            ctr_logit, cvr_logit, torch.from_numpy(click), torch.from_numpy(conv)
+        )
+        pctr = torch.sigmoid(ctr_logit).numpy()
+        pctcvr = pctr * torch.sigmoid(cvr_logit).numpy()
+        return {
+            "valid_loss": float(ctr_bce + self.config.ctcvr_weight * ctcvr_bce),
+            "valid_ctr_loss": float(ctr_bce),
+            "valid_ctcvr_loss": float(ctcvr_bce),
+            "valid_ctr_auc": _auc(click, pctr),
+            "valid_ctcvr_auc": _auc(conv, pctcvr),
+        }
+
+    # -------------------------------------------------------------- predict
+    def predict_proba(self, X: FeatureMatrix) -> np.ndarray:
+        """(N, 3) float64 columns [pctr, pcvr, pctcvr] with pctcvr = pctr * pcvr."""
+        with _torch_settings(self.config.num_threads):
+            ctr_logit, cvr_logit = self._logits(X)
+        pctr = torch.sigmoid(ctr_logit).numpy().astype(np.float64)
+        pcvr = torch.sigmoid(cvr_logit).numpy().astype(np.float64)
+        return np.column_stack([pctr, pcvr, pctr * pcvr])
+
+    def _logits(self, X: FeatureMatrix) -> tuple[torch.Tensor, torch.Tensor]:
+        if not hasattr(self, "module_"):
+            raise RuntimeError("NeuralCTR is not fitted: call fit() or load() first")
+        codes, numeric, vectors = self._columns(X)
+        self.module_.eval()
+        out_ctr, out_cvr = [], []
+        step = self.config.predict_batch_size
+        with torch.inference_mode():
+            for s in range(0, codes.shape[0], step):
+                ctr, cvr, _ = self.module_(
+                    codes[s : s + step], numeric[s : s + step], [v[s : s + step] for v in vectors]
+                )
+                out_ctr.append(ctr)
+                out_cvr.append(cvr)
+        if not out_ctr:
+            return torch.zeros(0), torch.zeros(0)
+        return torch.cat(out_ctr), torch.cat(out_cvr)
+
+    def _columns(self, X: FeatureMatrix) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Zero-copy tensors over X's arrays, after checking X has the fitted columns."""
+        if tuple(X.categorical_names) != self.categorical_names_:
+            raise ValueError(
+                f"categorical columns {X.categorical_names} != fitted {self.categorical_names_}"
+            )
+        if tuple(X.numeric_names) != self.numeric_names_:
+            raise ValueError(f"numeric columns {X.numeric_names} != fitted {self.numeric_names_}")
+        if tuple(sorted(X.embeddings)) != self.embedding_names_:
+            raise ValueError(f"embeddings {sorted(X.embeddings)} != fitted {self.embedding_names_}")
+        vectors = [_tensor(X.embeddings[k], np.float32) for k in self.embedding_names_]
+        for name, v, d in zip(self.embedding_names_, vectors, self.embedding_dims_, strict=True):
+            if v.shape[1] != d:
+                raise ValueError(f"embedding '{name}' has width {v.shape[1]}, fitted on {d}")
+        n = len(X)
+        codes = _tensor(X.categorical, np.int64).reshape(n, len(self.categorical_names_))
+        numeric = _tensor(X.numeric, np.float32).reshape(n, len(self.numeric_names_))
+        return codes, numeric, vectors
+
+    # ---------------------------------------------------------- save / load
+    def save(self, directory: str | Path) -> Path:
+        """Write `model.safetensors` (weights and buffers) and `config.json`; no pickle."""
+        if not hasattr(self, "module_"):
+            raise RuntimeError("NeuralCTR is not fitted: nothing to save")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in self.module_.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT})
+        meta = {
+            "format": FORMAT,
+            "random_state": self.random_state,
+            "config": dataclasses.asdict(self.config),
+            "categorical_names": list(self.categorical_names_),
+            "cardinalities": list(self.cardinalities_),
+            "embedding_widths": list(self.embedding_widths_),
+            "numeric_names": list(self.numeric_names_),
+            "numeric_mean": self.numeric_mean_.tolist(),
+            "numeric_std": self.numeric_std_.tolist(),
+            "numeric_with_indicator": self.numeric_with_indicator_.tolist(),
+            "embedding_names": list(self.embedding_names_),
+            "embedding_dims": list(self.embedding_dims_),
+            "best_epoch": self.best_epoch_,
+            "history": self.history_,
+        }
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> NeuralCTR:
+        """Rebuild a fitted estimator from `save`'s files; predictions are identical."""
+        directory = Path(directory)
+        meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{directory}: not a {FORMAT} model (format={meta.get('format')!r})")
+        config = NeuralConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
+        )
+        est = cls(config, random_state=meta["random_state"])
+        est.categorical_names_ = tuple(meta["categorical_names"])
+        est.cardinalities_ = tuple(meta["cardinalities"])
+        est.embedding_widths_ = tuple(meta["embedding_widths"])
+        est.numeric_names_ = tuple(meta["numeric_names"])
+        est.numeric_mean_ = np.asarray(meta["numeric_mean"], dtype=np.float32)
+        est.numeric_std_ = np.asarray(meta["numeric_std"], dtype=np.float32)
+        est.numeric_with_indicator_ = np.asarray(meta["numeric_with_indicator"], dtype=bool)
+        est.embedding_names_ = tuple(meta["embedding_names"])
+        est.embedding_dims_ = tuple(meta["embedding_dims"])
+        est.best_epoch_ = meta["best_epoch"]
+        est.history_ = meta["history"]
+        est.module_ = est._build_module()
+        est.module_.load_state_dict(load_file(str(directory / WEIGHTS_FILE)), strict=True)
+        est.module_.eval()
+        return est
+
+
+def _labels(click: np.ndarray, conversion: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 float32 label arrays of length n; conversion only where click (ESMM's premise)."""
+    c = np.asarray(click).astype(np.float32).reshape(-1)
+    v = np.asarray(conversion).astype(np.float32).reshape(-1)
+    if c.shape[0] != n or v.shape[0] != n:
+        raise ValueError(f"labels have {c.shape[0]} / {v.shape[0]} rows, features have {n}")
+    if not (np.isin(c, (0, 1)).all() and np.isin(v, (0, 1)).all()):
+        raise ValueError("click and conversion must be 0/1")
+    if (v > c).any():
+        raise ValueError(f"{int((v > c).sum())} rows have conversion=1 without a click")
+    return c, v
+
+
+def _tensor(a: np.ndarray, dtype: type) -> torch.Tensor:
+    """A tensor sharing memory with `a` when its dtype and layout allow (read only here)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # non-writable arrays: never written
+        return torch.from_numpy(a)
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else math.nan
+
+
+def _fmt(row: dict[str, float]) -> str:
+    return " ".join(
+        f"{k}={v:,.0f}" if k == "samples_per_s" else f"{k}={v:.4f}"
+        for k, v in row.items()
+        if k != "epoch"
+    )
+
+
+@contextlib.contextmanager
+def _torch_settings(num_threads: int) -> Iterator[None]:
+    """Fixed thread count and deterministic algorithms, restored afterwards."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(num_threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)

@@ -1,0 +1,217 @@
+"""Estimator tests for the DCN-v2 x ESMM neural CTR/CVR model, on tiny data built here."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from models.dcn_esmm import esmm_loss
+from models.matrix import FeatureMatrix
+from models.neural import NeuralConfig, NeuralCTR
+
+TINY = NeuralConfig(
+    embedding_dim=4,
+    text_tower=(8,),
+    cross_layers=2,
+    mlp_sizes=(16,),
+    head_sizes=(8,),
+    batch_size=64,
+    epochs=2,
+    num_threads=1,
+)
+
+
+def make_data(
+    n: int = 300, seed: int = 0, numeric: bool = True, embeddings: bool = True
+) -> tuple[FeatureMatrix, np.ndarray, np.ndarray]:
+    """A learnable toy: clicks depend on a category, a numeric column and a user-ad dot product."""
+    rng = np.random.default_rng(seed)
+    cards = (12, 40, 4)
+    cat = np.column_stack([rng.integers(0, c, n) for c in cards]).astype(np.int64)
+    num = rng.normal(size=(n, 3)).astype(np.float32)
+    num[:, 2] = rng.exponential(50.0, n)  # a skewed count
+    num[rng.random((n, 3)) < 0.1] = np.nan
+    ad, user = (
+        rng.normal(size=(n, 6)).astype(np.float32),
+        rng.normal(size=(n, 6)).astype(np.float32),
+    )
+    logit = 1.5 * (cat[:, 0] % 2) - 0.5 + np.nan_to_num(num[:, 0]) + 0.5 * (ad * user).sum(1)
+    click = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    conversion = click * (rng.random(n) < np.where(cat[:, 2] == 1, 0.6, 0.1))
+    X = FeatureMatrix(
+        categorical=cat,
+        numeric=num if numeric else np.zeros((n, 0), np.float32),
+        categorical_names=("ad_id", "user_id", "placement"),
+        numeric_names=("x0", "x1", "count") if numeric else (),
+        cardinalities=cards,
+        embeddings={"ad_text": ad, "user_interest": user} if embeddings else {},
+    )
+    return X, click, conversion.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[FeatureMatrix, np.ndarray, np.ndarray]:
+    return make_data()
+
+
+@pytest.fixture(scope="module")
+def fitted(data) -> NeuralCTR:
+    X, click, conv = data
+    return NeuralCTR(TINY, random_state=3).fit(X, click, conv)
+
+
+def test_fit_returns_self_and_probabilities_are_consistent(data):
+    X, click, conv = data
+    est = NeuralCTR(TINY, random_state=3)
+    assert est.fit(X, click, conv) is est
+    p = est.predict_proba(X)
+    assert p.shape == (len(X), 3)
+    assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
+    np.testing.assert_array_equal(p[:, 2], p[:, 0] * p[:, 1])
+    assert len(est.history_) == TINY.epochs and est.best_epoch_ == TINY.epochs
+
+
+def test_same_seed_same_predictions_other_seed_differs(data, fitted):
+    X, click, conv = data
+    again = NeuralCTR(TINY, random_state=3).fit(X, click, conv)
+    np.testing.assert_array_equal(again.predict_proba(X), fitted.predict_proba(X))
+    other = NeuralCTR(TINY, random_state=4).fit(X, click, conv)
+    assert not np.allclose(other.predict_proba(X), fitted.predict_proba(X))
+
+
+def test_overfits_one_small_batch():
+    X, _, _ = make_data(n=128, seed=1)
+    click = (X.categorical[:, 1] % 2).astype(np.int64)  # a pure id effect: memorise it
+    conv = click * (X.categorical[:, 1] % 4 == 1)
+    cfg = replace(TINY, batch_size=128, epochs=150, lr=1e-2, dropout=0.0, weight_decay=0.0)
+    est = NeuralCTR(cfg, random_state=0).fit(X, click, conv)
+    losses = [row["train_loss"] for row in est.history_]
+    assert losses[-1] < 0.1 * losses[0]
+    p = est.predict_proba(X)
+    assert roc_auc_score(click, p[:, 0]) > 0.99
+    assert roc_auc_score(conv, p[:, 2]) > 0.99
+
+
+def test_esmm_loss_matches_the_formula_over_every_row():
+    ctr_logit = torch.tensor([0.3, -1.0, 2.0, -0.2])
+    cvr_logit = torch.tensor([-0.5, 0.7, -2.0, 1.1])
+    click = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    conv = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    total, ctr_bce, ctcvr_bce = esmm_loss(ctr_logit, cvr_logit, click, conv)
+    pctr, pcvr = torch.sigmoid(ctr_logit).double(), torch.sigmoid(cvr_logit).double()
+    pctcvr = pctr * pcvr
+    want_ctr = -(click * pctr.log() + (1 - click) * (1 - pctr).log()).mean()
+    want_ctcvr = -(conv * pctcvr.log() + (1 - conv) * (1 - pctcvr).log()).mean()
+    assert float(ctr_bce) == pytest.approx(float(want_ctr), rel=1e-5)
+    assert float(ctcvr_bce) == pytest.approx(float(want_ctcvr), rel=1e-5)  # mean over all 4 rows
+    assert float(total) == pytest.approx(float(want_ctr + want_ctcvr), rel=1e-5)
+
+
+def test_cvr_learns_from_unclicked_rows_when_no_conversions():
+    """Clicks but no conversions: every row, clicked or not, pushes pCVR (whole space)."""
+    ctr_logit = torch.tensor([0.5, -0.5, 1.0, 0.0])
+    cvr_logit = torch.zeros(4, requires_grad=True)
+    click = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    _, _, ctcvr_bce = esmm_loss(ctr_logit, cvr_logit, click, torch.zeros(4))
+    assert float(ctcvr_bce.detach()) > 0
+    (grad,) = torch.autograd.grad(ctcvr_bce, cvr_logit)
+    assert (grad > 0).all()  # a selection-biased CVR loss would leave rows 1 and 2 at zero
+
+
+def test_a_row_without_click_or_conversion_is_in_the_ctcvr_loss():
+    ctr_logit, cvr_logit = torch.tensor([1.0]), torch.tensor([2.0])
+    _, _, ctcvr_bce = esmm_loss(ctr_logit, cvr_logit, torch.zeros(1), torch.zeros(1))
+    pctcvr = torch.sigmoid(ctr_logit) * torch.sigmoid(cvr_logit)
+    assert float(ctcvr_bce) == pytest.approx(-math.log(1 - float(pctcvr)), rel=1e-5)
+
+
+def test_conversions_pull_pcvr_up_through_pctcvr():
+    """Conversions (always with clicks): the conversion term raises pCVR and pCTR together."""
+    ctr_logit = torch.zeros(3, requires_grad=True)
+    cvr_logit = torch.zeros(3, requires_grad=True)
+    ones = torch.ones(3)
+    _, _, ctcvr_bce = esmm_loss(ctr_logit, cvr_logit, ones, ones)
+    g_ctr, g_cvr = torch.autograd.grad(ctcvr_bce, [ctr_logit, cvr_logit])
+    assert (g_ctr < 0).all() and (g_cvr < 0).all()
+
+
+def test_esmm_loss_is_finite_for_extreme_logits():
+    logits = torch.tensor([-60.0, -20.0, 0.0, 20.0, 60.0], requires_grad=True)
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
+    total, _, _ = esmm_loss(logits, logits, labels, labels * 0)
+    (grad,) = torch.autograd.grad(total, logits)
+    assert torch.isfinite(total) and torch.isfinite(grad).all()
+
+
+def test_fits_with_clicks_but_no_conversions(data):
+    X, click, _ = data
+    est = NeuralCTR(TINY, random_state=0).fit(X, click, np.zeros_like(click))
+    p = est.predict_proba(X)
+    assert p[:, 1].mean() < 0.05  # pCVR learned (downwards) from the whole space
+
+
+def test_conversion_without_click_is_rejected(data):
+    X, click, conv = data
+    bad = conv.copy()
+    bad[np.flatnonzero(click == 0)[0]] = 1
+    with pytest.raises(ValueError, match="without a click"):
+        NeuralCTR(TINY).fit(X, click, bad)
+
+
+def test_save_load_gives_identical_predictions(tmp_path, data, fitted):
+    X, _, _ = data
+    fitted.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["cardinalities"] == [12, 40, 4] and meta["config"]["embedding_dim"] == 4
+    loaded = NeuralCTR.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+    assert loaded.config == fitted.config and loaded.history_ == fitted.history_
+
+
+@pytest.mark.parametrize(("numeric", "embeddings"), [(False, True), (True, False), (False, False)])
+def test_works_without_numeric_or_embeddings(numeric, embeddings, tmp_path):
+    X, click, conv = make_data(n=200, numeric=numeric, embeddings=embeddings)
+    est = NeuralCTR(TINY).fit(X, click, conv)
+    p = est.predict_proba(X)
+    assert p.shape == (200, 3) and (p >= 0).all() and (p <= 1).all()
+    np.testing.assert_array_equal(NeuralCTR.load(est.save(tmp_path)).predict_proba(X), p)
+
+
+def test_unseen_codes_map_to_zero(data, fitted):
+    X, _, _ = data
+    rows = X.take(np.arange(5))
+    zero, huge, neg = (rows.categorical.copy() for _ in range(3))
+    zero[:, 1], huge[:, 1], neg[:, 1] = 0, 10_000, -3
+    preds = [fitted.predict_proba(replace(rows, categorical=codes)) for codes in (zero, huge, neg)]
+    np.testing.assert_array_equal(preds[0], preds[1])
+    np.testing.assert_array_equal(preds[0], preds[2])
+
+
+def test_early_stopping_keeps_the_best_valid_epoch():
+    X, click, conv = make_data(n=400, seed=2)
+    Xv, cv, vv = make_data(n=200, seed=5)
+    cfg = replace(TINY, epochs=6, patience=1, lr=5e-2)
+    est = NeuralCTR(cfg, random_state=1).fit(X, click, conv, Xv, cv, vv)
+    aucs = [row["valid_ctr_auc"] for row in est.history_]
+    assert est.best_epoch_ == int(np.argmax(aucs)) + 1
+    assert {"valid_loss", "valid_ctcvr_auc", "train_loss", "samples_per_s"} <= set(est.history_[0])
+    p = est.predict_proba(Xv)
+    assert roc_auc_score(cv, p[:, 0]) == pytest.approx(max(aucs), abs=1e-6)
+
+
+def test_rejects_other_columns_and_bad_config(data, fitted):
+    X, _, _ = data
+    with pytest.raises(ValueError, match="numeric columns"):
+        fitted.predict_proba(replace(X, numeric=X.numeric[:, :2], numeric_names=("x0", "x1")))
+    with pytest.raises(ValueError, match="dropout"):
+        NeuralConfig(dropout=1.5)
