@@ -74,16 +74,25 @@ def group_auc(y: ArrayLike, p: ArrayLike, groups: ArrayLike) -> float:
 
 
 def reliability_curve(
-    y: ArrayLike, p: ArrayLike, n_bins: int = 15
+    y: ArrayLike, p: ArrayLike, n_bins: int = 15, strategy: str = "uniform"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per equal-width bin over [0, 1]: mean prediction, observed positive rate, count.
+    """Per bin: mean prediction, observed positive rate, count.
 
-    All three arrays have `n_bins` entries; empty bins have NaN means and a count of 0.
+    `strategy="uniform"`: `n_bins` equal-width bins over [0, 1] (the ECE bins); empty bins have
+    NaN means and a count of 0. `strategy="quantile"`: bins of about equal count (better for
+    CTRs of a few percent, which all fall in the first uniform bin); at most `n_bins` bins.
     """
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     y_arr, p_arr = _check(y, p)
-    idx = np.clip((p_arr * n_bins).astype(np.int64), 0, n_bins - 1)
+    if strategy == "uniform":
+        idx = np.clip((p_arr * n_bins).astype(np.int64), 0, n_bins - 1)
+    elif strategy == "quantile":
+        edges = np.unique(np.quantile(p_arr, np.linspace(0, 1, n_bins + 1))) if len(p_arr) else []
+        n_bins = max(len(edges) - 1, 1)
+        idx = np.searchsorted(np.asarray(edges)[1:-1], p_arr, side="right")
+    else:
+        raise ValueError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}")
     counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
     sum_p = np.bincount(idx, weights=p_arr, minlength=n_bins)
     sum_y = np.bincount(idx, weights=y_arr, minlength=n_bins)

@@ -128,6 +128,19 @@ def test_reliability_curve_bins() -> None:
     assert math.isnan(expected_calibration_error([], []))
 
 
+def test_reliability_curve_quantile_bins() -> None:
+    p = np.array([0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
+    y = np.array([0, 0, 0, 1, 0, 1])
+    mean_pred, frac_pos, counts = reliability_curve(y, p, n_bins=3, strategy="quantile")
+    np.testing.assert_array_equal(counts, [2, 2, 2])
+    np.testing.assert_allclose(mean_pred, [0.015, 0.035, 0.055])
+    np.testing.assert_allclose(frac_pos, [0.0, 0.5, 0.5])
+    _, _, one = reliability_curve([0, 1], [0.2, 0.2], n_bins=5, strategy="quantile")
+    np.testing.assert_array_equal(one, [2])
+    with pytest.raises(ValueError, match="strategy"):
+        reliability_curve(y, p, strategy="nope")
+
+
 def test_lift_curve() -> None:
     frac, gain = lift_curve([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8])
     np.testing.assert_allclose(frac, [0, 0.25, 0.5, 0.75, 1.0])
