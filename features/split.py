@@ -3,15 +3,57 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
+
+import polars as pl
+
+SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Day boundaries are counted from the first impression day (0-based, end exclusive)."""
+    """Day boundaries count from the first impression's day (train, then valid, then test).
+
+    Datasets without usable timestamps carry their own `split` column (from the dataset's files
+    or a seeded random split made at ingest: `random_seed`, `valid_fraction`, `test_fraction`).
+    """
 
     train_days: int = 18
     valid_days: int = 5
     test_days: int = 5
-    random_seed: int = 7  # for datasets without timestamps: seeded random split
+    random_seed: int = 7
     valid_fraction: float = 0.1
     test_fraction: float = 0.2
+
+
+def assign_split(impressions: pl.LazyFrame, cfg: SplitConfig) -> tuple[pl.LazyFrame, dict]:
+    """Add a `split` column (unless the data brings one) and return the boundaries used."""
+    if "split" in impressions.collect_schema().names():
+        return impressions, {"split_mode": "given"}
+    first = impressions.select(pl.col("ts").min()).collect().item()
+    day0 = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    valid_start = day0 + timedelta(days=cfg.train_days)
+    test_start = valid_start + timedelta(days=cfg.valid_days)
+    test_end = test_start + timedelta(days=cfg.test_days)
+    split = (
+        pl.when(pl.col("ts") < valid_start)
+        .then(pl.lit("train"))
+        .when(pl.col("ts") < test_start)
+        .then(pl.lit("valid"))
+        .when(pl.col("ts") < test_end)
+        .then(pl.lit("test"))
+        .otherwise(pl.lit("after"))
+    )
+    bounds = {
+        "split_mode": "time",
+        "valid_start": valid_start.isoformat(),
+        "test_start": test_start.isoformat(),
+        "test_end": test_end.isoformat(),
+    }
+    return impressions.with_columns(split.alias("split")), bounds
+
+
+def cold_start_flag(impressions: pl.LazyFrame) -> pl.Expr:
+    """True on test rows whose ad had no impression before the test period."""
+    seen = impressions.filter(pl.col("split") != "test").select("ad_id").unique().collect()["ad_id"]
+    return (pl.col("split") == "test") & ~pl.col("ad_id").is_in(seen.implode())

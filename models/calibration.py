@@ -1,11 +1,82 @@
-"""Probability calibration fitted on the validation split."""
+"""Probability calibration fitted on the validation split: isotonic, or Platt where data is thin.
+
+Bids multiply probabilities by money, so they must be calibrated. Saved as JSON (no pickle).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+EPS = 1e-6
 
 
 @dataclass(frozen=True)
 class CalibrationConfig:
     method: str = "isotonic"  # isotonic | platt
-    min_positives_isotonic: int = 200
+    min_positives_isotonic: int = 200  # fewer positives on valid -> Platt
+
+    def __post_init__(self) -> None:
+        if self.method not in ("isotonic", "platt"):
+            raise ValueError(f"calibration.method must be isotonic or platt, not {self.method!r}")
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+class Calibrator:
+    """Maps raw scores to calibrated probabilities; `fit(p, y) -> self`, `transform(p)`."""
+
+    def __init__(self, method: str = "isotonic", min_positives_isotonic: int = 200) -> None:
+        self.method = method
+        self.min_positives_isotonic = min_positives_isotonic
+
+    def fit(self, p: np.ndarray, y: np.ndarray) -> Calibrator:
+        p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        ok = np.isfinite(p)
+        p, y = p[ok], y[ok]
+        positives = int(y.sum())
+        if positives == 0 or positives == len(y):
+            self.method_ = "identity"
+        elif self.method == "isotonic" and positives >= self.min_positives_isotonic:
+            iso = IsotonicRegression(y_min=EPS, y_max=1 - EPS, out_of_bounds="clip")
+            iso.fit(p, y)
+            self.method_ = "isotonic"
+            self.x_, self.y_ = iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist()
+        else:
+            lr = LogisticRegression(C=1e4).fit(_logit(p)[:, None], y)
+            self.method_ = "platt"
+            self.coef_, self.intercept_ = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        return self
+
+    def transform(self, p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p, dtype=np.float64)
+        if self.method_ == "identity":
+            return p.copy()
+        if self.method_ == "isotonic":
+            return np.clip(np.interp(p, self.x_, self.y_), EPS, 1 - EPS)
+        return 1.0 / (1.0 + np.exp(-(self.coef_ * _logit(p) + self.intercept_)))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method_}
+        if self.method_ == "isotonic":
+            out.update(x=self.x_, y=self.y_)
+        elif self.method_ == "platt":
+            out.update(coef=self.coef_, intercept=self.intercept_)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibrator:
+        cal = cls(method=data["method"] if data["method"] != "identity" else "isotonic")
+        cal.method_ = data["method"]
+        if cal.method_ == "isotonic":
+            cal.x_, cal.y_ = data["x"], data["y"]
+        elif cal.method_ == "platt":
+            cal.coef_, cal.intercept_ = data["coef"], data["intercept"]
+        return cal

@@ -67,20 +67,40 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Column mapping for the generic CSV/Parquet adapter (see README)."""
+    """How `ingest` reads an external dataset (see pipeline/ingest and the README).
 
-    format: str = "csv"  # csv | parquet | tsv
-    separator: str = ","
+    The first block applies to every adapter; the rest is the column mapping of the generic
+    CSV/Parquet adapter ("" = the dataset has no such column).
+    """
+
+    split_mode: str = "auto"  # auto | time | files | random (auto: own files > time > random)
+    max_rows: int = 0  # read at most this many rows of each input file (0 = all)
+    on_bad_rows: str = "quarantine"  # quarantine | error
+    max_bad_fraction: float = 0.01  # more malformed rows than this in one file -> error
+    only_with_text: bool = False  # mind: keep only shown items whose text is in news.tsv
+    format: str = "csv"  # csv | tsv | parquet
+    separator: str = ""  # "" = "," for csv, tab for tsv
     has_header: bool = True
+    column_names: tuple[str, ...] = ()  # names of the columns of a file without a header
+    quote_char: str = '"'  # "" = no quoting
     label_click: str = "click"
     label_conversion: str = ""
     timestamp: str = ""
+    timestamp_format: str = ""  # "" = ISO 8601 | unix | unix_ms | a strptime format
+    split_column: str = ""  # a column holding train | valid | test
     user_id: str = ""
     ad_id: str = ""
-    text_columns: tuple[str, ...] = ()
+    advertiser_id: str = ""
+    category: str = ""
+    title: str = ""
+    description: str = ""
+    placement: str = ""
+    position: str = ""
+    device: str = ""
+    query: str = ""
+    cost: str = ""
     categorical_columns: tuple[str, ...] = ()
     numeric_columns: tuple[str, ...] = ()
-    max_rows: int = 0  # 0 = all
 
 
 @dataclass(frozen=True)
@@ -226,4 +246,3 @@ def load_experiment(
             raise ConfigError(f"{path}: '{section}' must be a table, got {values!r}")
         sections[section] = _build_section(section, SECTIONS[section], values, str(path))
     return Experiment(name=name, **sections)
-

@@ -189,9 +189,7 @@ def check_schema(
     for col, dtype in expected.items():
         if col not in schema:
             problems.append(f"missing column '{col}' ({dtype})")
-        elif schema[col] != dtype and not (
-            dtype == pl.List and isinstance(schema[col], pl.List)
-        ):
+        elif schema[col] != dtype and not (dtype == pl.List and isinstance(schema[col], pl.List)):
             problems.append(f"column '{col}' is {schema[col]}, expected {dtype}")
     if problems:
         raise DataError(f"{where}: schema mismatch: " + "; ".join(problems))

@@ -1,0 +1,92 @@
+"""MLflow tracking: the project's store, one experiment per experiment config, tagged runs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from pipeline.config import Experiment
+
+log = logging.getLogger(__name__)
+
+STORE_DIR = Path("mlruns")
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else `sqlite:///<cwd>/mlruns/mlflow.db`."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    STORE_DIR.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def artifact_root() -> str:
+    """Artifacts beside the store: `<store dir>/artifacts` for sqlite stores, else `mlruns/`."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return (STORE_DIR / "artifacts").resolve().as_uri()
+
+
+def use_experiment(exp: Experiment) -> str:
+    """Point MLflow at the project store and the experiment named like the config; its id."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(tracking_uri())
+    found = mlflow.get_experiment_by_name(exp.name)
+    if found is None:
+        exp_id = mlflow.create_experiment(
+            exp.name, artifact_location=f"{artifact_root()}/{exp.name}"
+        )
+    else:
+        exp_id = found.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+@contextlib.contextmanager
+def stage_run(
+    exp: Experiment,
+    stage: str,
+    run_name: str | None = None,
+    model: str | None = None,
+    tags: dict[str, str] | None = None,
+    log_config: bool = True,
+) -> Iterator[mlflow.ActiveRun]:
+    """One top-level MLflow run for a stage (or one model of the train stage), tagged."""
+    use_experiment(exp)
+    all_tags = {"stage": stage, "experiment": exp.name, "config_hash": exp.digest()}
+    if model:
+        all_tags["model"] = model
+    all_tags.update(tags or {})
+    with mlflow.start_run(run_name=run_name or (model or stage), tags=all_tags) as run:
+        if log_config:
+            log_experiment_config(exp)
+        yield run
+
+
+def log_experiment_config(exp: Experiment) -> None:
+    """The flattened config as params and the experiment TOML as an artifact."""
+    params = {k: _param(v) for k, v in exp.flat().items()}
+    mlflow.log_params(params)
+    toml_path = Path("experiments") / f"{exp.name}.toml"
+    if toml_path.is_file():
+        mlflow.log_artifact(str(toml_path), artifact_path="config")
+
+
+def _param(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log finite metrics; NaN (undefined, e.g. AUC of one class) is skipped, not logged."""
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and v == v}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
