@@ -17,6 +17,7 @@ from features.split import SPLITS, assign_split, cold_start_flag
 from pipeline.config import Experiment
 from pipeline.io import read_manifest, read_table, write_tables
 from pipeline.stage import Layout, StageSummary
+from pipeline.text_features import add_text_features
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ def run(exp: Experiment) -> StageSummary:
         .cast(pl.Float32)
         .alias("ad_age_days"),
     )
+    frame, text_spec = add_text_features(frame, layout, exp)
     names = frame.collect_schema().names()
     extra_cat = [c for c in names if c.startswith("cat_")]
     extra_num = [c for c in names if c.startswith("num_")]
@@ -193,24 +195,30 @@ def run(exp: Experiment) -> StageSummary:
     )
     numeric = [c for c, all_null in train_nulls.items() if not all_null]
     frame = frame.with_columns([pl.col(c).cast(pl.Float32).alias(f"n_{c}") for c in numeric])
-    spec_features = [
-        {
-            "name": f"c_{c}",
-            "kind": "categorical",
-            "source": c,
-            "cardinality": int(vocab.filter(pl.col("column") == c).height) + 1,
-            "family": "id" if c.endswith("_id") or c in ("category", "brand") else "context",
-        }
-        for c in categorical
-    ] + [
-        {
-            "name": f"n_{c}",
-            "kind": "numeric",
-            "source": c,
-            "family": "behaviour" if c in beh_names else ("context" if c == "position" else "ad"),
-        }
-        for c in numeric
-    ]
+    spec_features = (
+        [
+            {
+                "name": f"c_{c}",
+                "kind": "categorical",
+                "source": c,
+                "cardinality": int(vocab.filter(pl.col("column") == c).height) + 1,
+                "family": "id" if c.endswith("_id") or c in ("category", "brand") else "context",
+            }
+            for c in categorical
+        ]
+        + [
+            {
+                "name": f"n_{c}",
+                "kind": "numeric",
+                "source": c,
+                "family": "behaviour"
+                if c in beh_names
+                else ("context" if c == "position" else "ad"),
+            }
+            for c in numeric
+        ]
+        + text_spec
+    )
     meta = [c for c in META if c in frame.collect_schema().names()]
     keep = meta + [f["name"] for f in spec_features]
     frame = frame.select(keep).sort("impression_id").collect()
@@ -220,7 +228,7 @@ def run(exp: Experiment) -> StageSummary:
         "labels": ["click", "conversion"] if has_conv else ["click"],
         "meta": meta,
         "has_conversion": has_conv,
-        "has_text": False,
+        "has_text": bool(text_spec),
         "priors": priors,
         "split": bounds,
         "rows": {s: t.height for s, t in tables.items()},

@@ -1,0 +1,188 @@
+"""Train the CTR/CVR models. Reads `features/`. Writes `models/<kind>/` (model files, calibrators,
+spec), `predictions/<kind>/` (raw and calibrated valid/test predictions), and one MLflow run per
+model with params, training curves, valid/test metrics and a registered pyfunc model."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from models.calibration import Calibrator
+from models.lgbm import LightGBMCTR
+from pipeline.config import Experiment
+from pipeline.datasets import labels, load_spec, load_split, spec_columns, to_matrix
+from pipeline.io import atomic_dir, write_tables
+from pipeline.mlflow_model import META_FILE, calibrate
+from pipeline.scoring import task_metrics
+from pipeline.stage import Layout, StageSummary
+from pipeline.tracking import log_metrics, stage_run
+
+log = logging.getLogger(__name__)
+PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
+
+
+def fit_model(kind: str, exp: Experiment, frames: dict, spec: dict) -> Any:
+    """Fit one model family on train with early stopping on valid."""
+    xt, xv = to_matrix(frames["train"], spec, kind), to_matrix(frames["valid"], spec, kind)
+    (ct, vt), (cv, vv) = labels(frames["train"], spec), labels(frames["valid"], spec)
+    seed = exp.data.seed
+    log.info(
+        "training %s on %s rows (%d categorical, %d numeric, %d dense inputs)",
+        kind,
+        f"{len(xt):,}",
+        xt.categorical.shape[1],
+        xt.numeric.shape[1],
+        len(xt.embeddings),
+    )
+    if kind == "lightgbm":
+        return LightGBMCTR(exp.lightgbm, seed, exp.train.num_threads).fit(xt, ct, vt, xv, cv, vv)
+    if kind == "neural":
+        from models.neural import NeuralCTR
+
+        zeros_t, zeros_v = np.zeros_like(ct), np.zeros_like(cv)
+        return NeuralCTR(exp.neural, seed).fit(
+            xt, ct, vt if vt is not None else zeros_t, xv, cv, vv if vv is not None else zeros_v
+        )
+    raise ValueError(f"unknown model '{kind}' in train.models (known: lightgbm, neural)")
+
+
+def fit_calibrators(raw_valid: np.ndarray, frame: pl.DataFrame, spec: dict, exp: Experiment):
+    click, conv = labels(frame, spec)
+    cfg = exp.calibration
+    cals = {"ctr": Calibrator(cfg.method, cfg.min_positives_isotonic).fit(raw_valid[:, 0], click)}
+    if conv is not None and np.isfinite(raw_valid[:, 1]).all():
+        clicked = click == 1
+        cals["cvr"] = Calibrator(cfg.method, cfg.min_positives_isotonic).fit(
+            raw_valid[clicked, 1], conv[clicked]
+        )
+    return cals
+
+
+def _log_curves(kind: str, model: Any) -> None:
+    """Per-iteration (LightGBM) or per-epoch (neural) train/valid curves as stepped metrics."""
+    if kind == "lightgbm":
+        for task, evals in model.evals_result_.items():
+            for split, metrics in evals.items():
+                for name, values in metrics.items():
+                    short = {"binary_logloss": "logloss"}.get(name, name)
+                    key = f"curve_{task}_{split}_{short}"
+                    for step in range(0, len(values), max(1, len(values) // 200)):
+                        mlflow.log_metric(key, values[step], step=step)
+    else:
+        for row in model.history_:
+            step = int(row["epoch"])
+            log_metrics({f"curve_{k}": v for k, v in row.items() if k != "epoch"}, step=step)
+
+
+def _metrics(frame: pl.DataFrame, spec: dict, pred: np.ndarray, prefix: str) -> dict:
+    click, conv = labels(frame, spec)
+    users = frame["user_id"].to_numpy()
+    return task_metrics(click, conv, pred[:, 0], pred[:, 1], pred[:, 2], users, prefix)
+
+
+def _log_model(
+    kind: str, exp: Experiment, model_dir: Path, frame: pl.DataFrame, spec: dict, pred: np.ndarray
+):
+    cols = spec_columns(spec, kind)
+    names = [e["name"] for k in ("categorical", "numeric") for e in cols[k]]
+    example = frame.head(5).select(names).to_pandas()
+    output = pd.DataFrame(pred[:5], columns=["pctr", "pcvr", "pctcvr"])
+    signature = mlflow.models.infer_signature(example, output)
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(PYFUNC_CODE),
+        artifacts={"model_dir": str(model_dir)},
+        signature=signature,
+        registered_model_name=f"adctr-{exp.name}-{kind}",
+    )
+
+
+def train_one(kind: str, exp: Experiment, layout: Layout, frames: dict, spec: dict) -> dict:
+    tags = {
+        "split_mode": str(spec.get("split", {}).get("split_mode", "")),
+        "text_features": str(spec.get("has_text", False)).lower(),
+        "has_conversion": str(spec.get("has_conversion", True)).lower(),
+    }
+    with stage_run(exp, "train", model=kind, tags=tags) as run:
+        model = fit_model(kind, exp, frames, spec)
+        raw = {s: model.predict_proba(to_matrix(frames[s], spec, kind)) for s in ("valid", "test")}
+        cals = fit_calibrators(raw["valid"], frames["valid"], spec, exp)
+        cal = {s: calibrate(r, cals) for s, r in raw.items()}
+        _log_curves(kind, model)
+        metrics = _metrics(frames["valid"], spec, cal["valid"], "valid_")
+        metrics |= _metrics(frames["test"], spec, cal["test"], "test_")
+        raw_test = _metrics(frames["test"], spec, raw["test"], "test_")
+        metrics |= {f"{k}_raw": v for k, v in raw_test.items() if k.endswith("calibration")}
+        cold = frames["test"]["cold_start"].to_numpy()
+        if cold.any():
+            metrics |= _metrics(
+                frames["test"].filter(pl.col("cold_start")), spec, cal["test"][cold], "test_cold_"
+            )
+        log_metrics(metrics)
+        model_dir = layout.models / kind
+        with atomic_dir(model_dir) as tmp:
+            model.save(tmp / "model")
+            meta = {
+                "kind": kind,
+                "spec": spec,
+                "calibrators": {k: c.to_dict() for k, c in cals.items()},
+            }
+            (tmp / META_FILE).write_text(json.dumps(meta))
+            (tmp / "history.json").write_text(json.dumps(getattr(model, "history_", [])))
+        info = _log_model(kind, exp, model_dir, frames["test"], spec, cal["test"])
+        preds = []
+        for s in ("valid", "test"):
+            preds.append(
+                pl.DataFrame(
+                    {
+                        "impression_id": frames[s]["impression_id"],
+                        "split": s,
+                        "pctr_raw": raw[s][:, 0],
+                        "pcvr_raw": raw[s][:, 1],
+                        "pctcvr_raw": raw[s][:, 2],
+                        "pctr": cal[s][:, 0],
+                        "pcvr": cal[s][:, 1],
+                        "pctcvr": cal[s][:, 2],
+                    }
+                )
+            )
+        write_tables(
+            layout.predictions / kind,
+            {"predictions": pl.concat(preds)},
+            config_digest=exp.digest(),
+            inputs={"features": layout.features},
+            extra={
+                "run_id": run.info.run_id,
+                "model_uri": info.model_uri,
+                "registered_model": f"adctr-{exp.name}-{kind}",
+                "registered_version": info.registered_model_version,
+            },
+        )
+        log.info(
+            "%s: test ctr auc %.4f logloss %.5f; cvr auc %.4f",
+            kind,
+            metrics.get("test_ctr_auc", float("nan")),
+            metrics.get("test_ctr_logloss", float("nan")),
+            metrics.get("test_cvr_auc", float("nan")),
+        )
+        return metrics
+
+
+def run(exp: Experiment) -> StageSummary:
+    layout = Layout.of(exp)
+    summary = StageSummary("train", output=str(layout.models))
+    spec = load_spec(layout.features)
+    frames = {s: load_split(layout.features, s) for s in ("train", "valid", "test")}
+    summary.rows_in = sum(f.height for f in frames.values())
+    for kind in exp.train.models:
+        metrics = train_one(kind, exp, layout, frames, spec)
+        summary.notes[f"{kind}_test_ctr_auc"] = round(metrics.get("test_ctr_auc", float("nan")), 4)
+    summary.rows_out = frames["test"].height
+    return summary
