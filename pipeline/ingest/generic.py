@@ -69,7 +69,10 @@ def parse_ts(cfg: IngestConfig) -> pl.Expr:
         micros = (col.cast(pl.Float64, strict=False) * scale).round().cast(pl.Int64, strict=False)
         return pl.from_epoch(micros, time_unit="us")
     if cfg.timestamp_format:
-        return col.str.strptime(TS, cfg.timestamp_format, strict=False)
+        fmt = cfg.timestamp_format
+        if "%H" in fmt and "%M" not in fmt:  # polars wants minutes with hours (e.g. %y%m%d%H)
+            col, fmt = col + "00", fmt + "%M"
+        return col.str.strptime(TS, fmt, strict=False)
     return col.str.to_datetime(time_unit="us", strict=False)
 
 

@@ -440,3 +440,18 @@ def test_real_ipinyou_sample(tmp_path):
     assert test.height == 21_150 and test["click"].sum() == 50
     assert imps.filter(pl.col("split") != "test")["click"].sum() == 255
     assert imps["cat_hour"].null_count() == 0
+
+
+def test_generic_unix_and_hour_timestamps_and_max_rows(tmp_path):
+    path = write(
+        tmp_path / "log.csv", "t,h,click\n1700000000,23103114,1\n1700003600.5,23103115,0\n9,9,0\n"
+    )
+    exp = make_exp(tmp_path, "generic", path, timestamp="t", timestamp_format="unix", max_rows=2)
+    summary = ingest.run(exp)
+    assert (summary.rows_in, summary.rows_out) == (2, 2)
+    ts = raw(exp)[0]["impressions"]["ts"].to_list()
+    assert ts == [datetime(2023, 11, 14, 22, 13, 20), datetime(2023, 11, 14, 23, 13, 20, 500000)]
+    exp = make_exp(tmp_path, "generic", path, timestamp="h", timestamp_format="%y%m%d%H",
+                   max_bad_fraction=1.0)  # fmt: skip
+    assert ingest.run(exp).rows_quarantined == 1  # "9" is not YYMMDDHH
+    assert raw(exp)[0]["impressions"]["ts"][1] == datetime(2023, 10, 31, 15)
