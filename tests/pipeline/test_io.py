@@ -1,0 +1,305 @@
+"""Files between stages: atomic directory writes (also under SIGKILL), manifests, schema checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline import io
+from pipeline.io import (
+    MANIFEST,
+    DataError,
+    atomic_dir,
+    atomic_file,
+    check_schema,
+    clean_stale,
+    read_manifest,
+    read_table,
+    write_tables,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def table(value: int, rows: int = 5) -> pl.DataFrame:
+    return pl.DataFrame({"id": list(range(rows)), "v": [value] * rows})
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith((".tmp-", ".old-")))
+
+
+# --- atomic_dir ---------------------------------------------------------------------------
+
+
+def test_atomic_dir_publishes_only_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith(".tmp-out-")
+        (tmp / "a.txt").write_text("hello")
+        assert not target.exists()  # nothing is visible at the target while writing
+    assert (target / "a.txt").read_text() == "hello"
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_dir_leaves_no_target_when_the_block_raises(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="boom"), atomic_dir(target) as tmp:
+        (tmp / "half.parquet").write_bytes(b"PAR1")
+        raise RuntimeError("boom")
+    assert not target.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_dir_keeps_the_previous_output_when_the_block_raises(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    write_tables(target, {"t": table(1)}, config_digest="a")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "t.parquet").write_bytes(b"garbage")
+        raise RuntimeError("boom")
+    assert read_table(target, "t").collect()["v"].to_list() == [1] * 5
+    assert leftovers(tmp_path) == []
+
+
+def test_replacing_an_existing_output(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    write_tables(target, {"t": table(1), "gone": table(0)}, config_digest="a")
+    write_tables(target, {"t": table(2, rows=3)}, config_digest="b")
+    assert read_table(target, "t").collect()["v"].to_list() == [2, 2, 2]
+    manifest = read_manifest(target)
+    assert manifest["config_hash"] == "b"
+    assert manifest["tables"] == {"t": {"rows": 3, "schema": {"id": "Int64", "v": "Int64"}}}
+    # the replaced directory is gone entirely: no table of the old version survives
+    assert not (target / "gone.parquet").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_stale_tmp_of_the_same_name_is_cleaned(tmp_path: Path) -> None:
+    stale_dir = tmp_path / ".tmp-out-deadbeef"
+    stale_dir.mkdir()
+    (stale_dir / "t.parquet").write_bytes(b"partial")
+    stale_file = tmp_path / ".tmp-out-cafebabe"
+    stale_file.write_bytes(b"partial")
+    other = tmp_path / ".tmp-other-deadbeef"  # another output's write in progress: untouched
+    other.mkdir()
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "x").write_text("x")
+    assert not stale_dir.exists() and not stale_file.exists()
+    assert other.exists()
+
+
+def test_interrupted_swap_is_restored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash between `target -> .old-*` and `.tmp-* -> target` loses nothing."""
+    target = tmp_path / "out"
+    write_tables(target, {"t": table(1)}, config_digest="a")
+    real_rename = os.rename
+    calls = []
+
+    def crash_on_second(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise OSError("power cut")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(io.os, "rename", crash_on_second)
+    with pytest.raises(OSError, match="power cut"):
+        write_tables(target, {"t": table(2)}, config_digest="b")
+    monkeypatch.setattr(io.os, "rename", real_rename)
+    assert not target.exists()
+    assert any(name.startswith(".old-out-") for name in leftovers(tmp_path))
+    clean_stale(tmp_path, "out")
+    assert read_table(target, "t").collect()["v"].to_list() == [1] * 5
+    assert leftovers(tmp_path) == []
+
+
+# --- SIGKILL mid-write ---------------------------------------------------------------------
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from collections.abc import Mapping
+    from pathlib import Path
+    import polars as pl
+    from pipeline.io import write_tables
+
+    class Stalling(Mapping):
+        # the first table is written, then the writer stalls before the second
+        def __init__(self, value):
+            self.frames = {
+                "first": pl.DataFrame({"v": [value] * 1000}),
+                "second": pl.DataFrame({"v": [value] * 1000}),
+            }
+        def __getitem__(self, key):
+            return self.frames[key]
+        def __iter__(self):
+            return iter(self.frames)
+        def __len__(self):
+            return len(self.frames)
+        def items(self):
+            for i, kv in enumerate(self.frames.items()):
+                if i == 1:
+                    print("ready", flush=True)
+                    time.sleep(300)
+                yield kv
+
+    write_tables(Path(sys.argv[1]), Stalling(int(sys.argv[2])), config_digest="killed")
+    """
+)
+
+
+def kill_mid_write(target: Path, value: int) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target), str(value)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", proc.stderr.read()
+        # it really is mid-write: a temporary directory holds the first table only
+        tmps = list(target.parent.glob(f".tmp-{target.name}-*"))
+        assert len(tmps) == 1 and (tmps[0] / "first.parquet").is_file()
+        assert not (tmps[0] / MANIFEST).exists()
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigkill_mid_write_leaves_no_output(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    kill_mid_write(target, 2)
+    assert not target.exists()
+    with pytest.raises(DataError):
+        read_table(target, "first")
+    # the next run cleans the crashed write and publishes normally
+    write_tables(target, {"first": table(3)}, config_digest="c")
+    assert read_table(target, "first").collect()["v"].unique().to_list() == [3]
+    assert leftovers(tmp_path) == []
+
+
+def test_sigkill_mid_write_keeps_the_previous_complete_output(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    write_tables(target, {"first": table(1), "second": table(1)}, config_digest="a")
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    kill_mid_write(target, 2)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert read_manifest(target)["config_hash"] == "a"
+    for name in ("first", "second"):
+        assert read_table(target, name).collect()["v"].unique().to_list() == [1]
+
+
+# --- manifests, reads and schema checks ----------------------------------------------------
+
+
+def test_manifest_records_schema_rows_inputs_and_provenance(tmp_path: Path) -> None:
+    upstream = tmp_path / "up"
+    write_tables(upstream, {"t": table(1)}, config_digest="u")
+    lazy = table(4, rows=7).lazy().with_columns(pl.col("v").cast(pl.Int32))
+    manifest = write_tables(
+        tmp_path / "down",
+        {"eager": table(1), "lazy": lazy},
+        config_digest="cfg123",
+        inputs={"up": upstream, "nothing": tmp_path / "absent"},
+        extra={"note": "x"},
+        files={"spec.json": b"{}"},
+    )
+    on_disk = json.loads((tmp_path / "down" / MANIFEST).read_text())
+    assert on_disk == manifest
+    assert manifest["tables"]["eager"]["rows"] == 5
+    assert manifest["tables"]["lazy"] == {"rows": 7, "schema": {"id": "Int64", "v": "Int32"}}
+    assert manifest["inputs"]["up"] == io.file_digest(upstream / MANIFEST)
+    assert manifest["inputs"]["nothing"] == "missing"
+    assert manifest["config_hash"] == "cfg123"
+    assert manifest["code_version"]
+    assert datetime.fromisoformat(manifest["created_at"]).tzinfo is not None
+    assert manifest["note"] == "x"
+    assert (tmp_path / "down" / "spec.json").read_bytes() == b"{}"
+    assert set(manifest["files"]) == {"spec.json"}
+
+
+def test_input_digest_changes_when_the_input_is_rewritten(tmp_path: Path) -> None:
+    upstream = tmp_path / "up"
+    write_tables(upstream, {"t": table(1)}, config_digest="u")
+    first = io.input_digest(upstream)
+    write_tables(upstream, {"t": table(2)}, config_digest="u2")
+    assert io.input_digest(upstream) != first
+
+
+def test_read_table_without_manifest_is_a_data_error(tmp_path: Path) -> None:
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    table(1).write_parquet(folder / "ads.parquet")  # a table alone is not a finished output
+    with pytest.raises(DataError, match=r"no _manifest\.json"):
+        read_table(folder, "ads")
+    with pytest.raises(DataError, match="no _manifest"):
+        read_table(tmp_path / "never_written", "ads")
+
+
+def test_read_table_of_a_table_not_in_the_manifest(tmp_path: Path) -> None:
+    write_tables(tmp_path / "raw", {"ads": table(1)}, config_digest="a")
+    with pytest.raises(DataError, match="table 'users' not in"):
+        read_table(tmp_path / "raw", "users")
+
+
+def test_read_table_checks_the_schema(tmp_path: Path) -> None:
+    write_tables(tmp_path / "raw", {"ads": table(1)}, config_digest="a")
+    lf = read_table(tmp_path / "raw", "ads", {"id": pl.Int64, "v": pl.Int64})
+    assert lf.collect().height == 5
+    with pytest.raises(DataError, match=r"ads\.parquet: schema mismatch"):
+        read_table(tmp_path / "raw", "ads", {"id": pl.Int64, "v": pl.String})
+
+
+def test_check_schema_lists_every_problem() -> None:
+    frame = pl.DataFrame(
+        {
+            "ad_id": [1],
+            "price": ["1.0"],  # wrong type
+            "click": [1],  # Int64, expected Int8
+            "keywords": [["a", "b"]],
+        }
+    )
+    expected = {
+        "ad_id": pl.Int64,
+        "price": pl.Float64,
+        "click": pl.Int8,
+        "keywords": pl.List(pl.String),
+        "title": pl.String,  # missing
+        "ts": pl.Datetime("us"),  # missing
+    }
+    with pytest.raises(DataError) as info:
+        check_schema(frame.lazy(), expected, "ads.parquet")
+    message = str(info.value)
+    assert message.startswith("ads.parquet: schema mismatch")
+    assert "missing column 'title'" in message
+    assert "missing column 'ts'" in message
+    assert "column 'price' is String, expected Float64" in message
+    assert "column 'click' is Int64, expected Int8" in message
+    assert "'ad_id'" not in message and "'keywords'" not in message
+    assert message.count(";") == 3  # four problems, one message line
+    assert "\n" not in message
+
+
+def test_check_schema_passes_a_matching_frame() -> None:
+    frame = pl.DataFrame({"a": [1], "b": [["x"]]})
+    check_schema(frame, {"a": pl.Int64, "b": pl.List(pl.String)}, "f")
+
+
+def test_atomic_file_replaces_content(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "x.json"
+    atomic_file(target, b"1")
+    atomic_file(target, b"2")
+    assert target.read_bytes() == b"2"
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]
