@@ -46,12 +46,17 @@ def mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
 
 
 class IdEmbeddings(nn.Module):
-    """One embedding table per categorical field; codes outside [0, cardinality) map to 0."""
+    """One embedding table per categorical field; codes outside [0, cardinality) map to 0.
 
-    def __init__(self, cardinalities: Sequence[int], widths: Sequence[int], sparse: bool):
+    Tables with at least `sparse_min_rows` rows produce sparse gradients (for `SparseAdam`, which
+    touches only the rows in the batch); smaller ones are cheaper to update densely.
+    """
+
+    def __init__(self, cardinalities: Sequence[int], widths: Sequence[int], sparse_min_rows: int):
         super().__init__()
         self.tables = nn.ModuleList(
-            nn.Embedding(c, w, sparse=sparse) for c, w in zip(cardinalities, widths, strict=True)
+            nn.Embedding(c, w, sparse=c >= sparse_min_rows)
+            for c, w in zip(cardinalities, widths, strict=True)
         )
         for table in self.tables:
             nn.init.normal_(table.weight, std=0.01)
@@ -147,12 +152,12 @@ class DCNESMM(nn.Module):
         mlp_sizes: Sequence[int] = (256, 128),
         head_sizes: Sequence[int] = (64,),
         dropout: float = 0.1,
-        sparse_embeddings: bool = True,
+        sparse_min_rows: int = 50_000,
         log_numeric: bool = True,
         numeric_clip: float = 8.0,
     ):
         super().__init__()
-        self.ids = IdEmbeddings(cardinalities, embedding_widths, sparse_embeddings)
+        self.ids = IdEmbeddings(cardinalities, embedding_widths, sparse_min_rows)
         self.numeric = NumericInput(n_numeric, n_indicators, log_numeric, numeric_clip)
         self.text = TextTower(text_dim, text_tower, dropout)
         x0_dim = self.ids.out_dim + self.numeric.out_dim + self.text.out_dim

@@ -24,6 +24,7 @@ TINY = NeuralConfig(
     batch_size=64,
     epochs=2,
     num_threads=1,
+    sparse_min_rows=20,  # the 40-row table takes SparseAdam, the others dense Adam
 )
 
 
@@ -75,6 +76,7 @@ def test_fit_returns_self_and_probabilities_are_consistent(data):
     assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
     np.testing.assert_array_equal(p[:, 2], p[:, 0] * p[:, 1])
     assert len(est.history_) == TINY.epochs and est.best_epoch_ == TINY.epochs
+    assert [t.sparse for t in est.module_.ids.tables] == [False, True, False]
 
 
 def test_same_seed_same_predictions_other_seed_differs(data, fitted):
