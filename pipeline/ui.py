@@ -1,0 +1,190 @@
+"""`make ui`: the MLflow dashboard on 127.0.0.1 against the project's store; Ctrl-C stops it.
+
+Store: `MLFLOW_TRACKING_URI` if set, else `sqlite:///<cwd>/mlruns/mlflow.db`, artifacts for
+experiments created from the UI under `<store dir>/artifacts` (where the pipeline puts its own).
+The server runs with one worker, job execution and telemetry off (about 600 MB instead of 2.4 GB).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+SERVER_ENV = {
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+RUNS_VIEW = "#/experiments/{id}/runs?workflowType=machine_learning"
+
+
+def default_store_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else `sqlite:///<cwd>/mlruns/mlflow.db`."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def artifact_root_for(store_uri: str) -> Path:
+    """`<db dir>/artifacts` for a sqlite store, else `<cwd>/mlruns/artifacts`."""
+    if store_uri.startswith("sqlite:///"):
+        return Path(store_uri.removeprefix("sqlite:///")).resolve().parent / "artifacts"
+    return (Path.cwd() / "mlruns" / "artifacts").resolve()
+
+
+def start_server(
+    store_uri: str,
+    port: int,
+    artifact_root: Path | None = None,
+    log_path: Path | None = None,
+    timeout_s: float = 120.0,
+) -> tuple[subprocess.Popen, str]:
+    """Start `mlflow server` on 127.0.0.1:`port`, wait until `/health` answers; (process, url).
+
+    The server runs in its own process group (stop it with `stop_server`); its output goes to
+    `log_path` (a temporary file when None). Raises RuntimeError, with the log's tail, if it
+    exits or is not healthy within `timeout_s`.
+    """
+    root = artifact_root or artifact_root_for(store_uri)
+    root.mkdir(parents=True, exist_ok=True)
+    if store_uri.startswith("sqlite:///"):
+        Path(store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if not port_is_free(port):
+        raise RuntimeError(f"port {port} on {HOST} is in use; pick another with --port")
+    if log_path is None:
+        fd, name = tempfile.mkstemp(prefix="mlflow-ui-", suffix=".log")
+        os.close(fd)
+        log_path = Path(name)
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", store_uri,
+        "--default-artifact-root", root.as_uri(),
+        "--host", HOST,
+        "--port", str(port),
+        "--workers", "1",
+    ]  # fmt: skip
+    with open(log_path, "ab") as out:
+        process = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **SERVER_ENV},
+            start_new_session=True,  # its own process group: Ctrl-C reaches us, we stop it
+        )
+    url = f"http://{HOST}:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"mlflow server exited with {process.returncode}:\n{_tail(log_path)}"
+            )
+        if _healthy(url):
+            log.info("MLflow server ready at %s (pid %d, log %s)", url, process.pid, log_path)
+            return process, url
+        time.sleep(0.5)
+    stop_server(process)
+    raise RuntimeError(f"mlflow server not healthy after {timeout_s:.0f}s:\n{_tail(log_path)}")
+
+
+def stop_server(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """SIGTERM the server's process group (server + uvicorn worker), SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)  # the group start_server created, led by this pid
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=timeout_s)
+            return
+        except subprocess.TimeoutExpired:
+            log.warning("mlflow server (pid %d) ignored %s", process.pid, sig.name)
+
+
+def newest_experiment_url(url: str) -> str:
+    """Deep link to the runs table of the newest non-default experiment, else the home page."""
+    try:
+        body = json.dumps({"max_results": 10, "order_by": ["creation_time DESC"]}).encode()
+        req = urllib.request.Request(
+            f"{url}/ajax-api/2.0/mlflow/experiments/search",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            experiments = json.load(resp).get("experiments", [])
+    except (OSError, ValueError) as exc:
+        log.debug("could not list experiments: %s", exc)
+        return f"{url}/"
+    named = [e for e in experiments if e.get("experiment_id") != "0"]
+    if not named:
+        return f"{url}/"
+    return f"{url}/{RUNS_VIEW.format(id=named[0]['experiment_id'])}"
+
+
+def serve(port: int = 5000) -> int:
+    """Run the dashboard until Ctrl-C; print its URL. 0 on a clean stop, 1 if it failed."""
+    store = default_store_uri()
+    log.info("starting the MLflow UI on %s:%d against %s", HOST, port, store)
+    try:
+        process, url = start_server(store, port)
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        return 1
+    link = newest_experiment_url(url)
+    print(f"MLflow UI: {link}\n(store {store}; Ctrl-C stops it)", flush=True)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        log.info("stopping the MLflow UI")
+        stop_server(process)
+        return 0
+    log.error("mlflow server exited with %d", code)
+    return 1
+
+
+def port_is_free(port: int) -> bool:
+    """True if nothing listens on 127.0.0.1:`port`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago (for tests)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

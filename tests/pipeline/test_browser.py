@@ -1,0 +1,229 @@
+"""The MLflow dashboard in headless Chromium: both model runs and their test AUCs are on the page.
+
+Needs Debian's /usr/bin/chromium and the `playwright` Python package (no `playwright install`:
+the system browser is used); skips cleanly without them. `.ci/run` installs chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline.ui import free_port, newest_experiment_url, start_server, stop_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+MODELS = ("lightgbm", "neural")
+METRICS = ("test_ctr_auc", "test_cvr_auc")
+EXPERIMENT = "small"
+REPO = Path(__file__).resolve().parents[2]
+# How the store is made: True runs the real `small` experiment through the pipeline stages (any
+# failing stage fails the test); False logs two hand-made model runs with mlflow directly.
+STORE_FROM_PIPELINE = False
+STAGES = ("raw", "embed", "features", "train", "evaluate")
+_SLICED_KEYS = [
+    f"test_{part}{target}_{name}"
+    for part in ("", "cold_", "placement_feed_", "placement_search_", "pos_1_", "new_user_")
+    for target in ("ctr", "cvr", "ctcvr")
+    for name in ("auc", "logloss", "ne", "calibration", "ece", "gauc")
+]
+
+
+def build_store_with_pipeline(root: Path) -> str:
+    """`python -m pipeline <stage> --experiment small` for every stage, into `root`."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
+    for stage in STAGES:
+        cmd = [sys.executable, "-m", "pipeline", stage, "--experiment", EXPERIMENT]
+        cmd += ["--set", f"data.root={root / 'data'}"]
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{' '.join(cmd[2:])} failed:\n{done.stderr[-3000:]}"
+    return uri
+
+
+def build_store_by_hand(root: Path) -> str:
+    """Experiment `small` with one tagged run per model holding the test metrics."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment(
+        EXPERIMENT, artifact_location=(root / "artifacts" / EXPERIMENT).as_uri()
+    )
+    values = {"lightgbm": (0.71234567, 0.64561234), "neural": (0.73456789, 0.66789012)}
+    for model, (ctr_auc, cvr_auc) in values.items():
+        tags = {"model": model, "stage": "train", "experiment": EXPERIMENT}
+        run = client.create_run(exp_id, run_name=model, tags=tags)
+        metrics = {"test_ctr_auc": ctr_auc, "test_cvr_auc": cvr_auc}
+        for key in _SLICED_KEYS:  # as many metric keys as `evaluate` logs, so the page scrolls
+            metrics.setdefault(key, 0.25)
+        client.log_batch(run.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+        client.set_terminated(run.info.run_id)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory, browser):
+    root = tmp_path_factory.mktemp("store")
+    uri = build_store_with_pipeline(root) if STORE_FROM_PIPELINE else build_store_by_hand(root)
+    process, url = start_server(uri, free_port(), log_path=root / "server.log")
+    yield url
+    stop_server(process)
+
+
+def logged_model_runs(url: str) -> dict[str, dict]:
+    """Per model tag: the newest run of experiment `small` that has the test metrics (REST)."""
+    exp = _post(url, "experiments/get-by-name", None, {"experiment_name": EXPERIMENT})
+    exp_id = exp["experiment"]["experiment_id"]
+    runs = _post(
+        url, "runs/search", {"experiment_ids": [exp_id], "order_by": ["start_time DESC"]}
+    ).get("runs", [])
+    found: dict[str, dict] = {}
+    for run in runs:
+        tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+        metrics = {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
+        model = tags.get("model")
+        if model in MODELS and model not in found and all(k in metrics for k in METRICS):
+            found[model] = {"id": run["info"]["run_id"], "name": run["info"]["run_name"]}
+            found[model].update(metrics=metrics, experiment_id=exp_id)
+    return found
+
+
+def test_dashboard_shows_both_models_and_their_aucs(dashboard, browser, tmp_path) -> None:
+    url = dashboard
+    runs = logged_model_runs(url)
+    assert set(runs) == set(MODELS), f"model runs with {METRICS} in the store: {sorted(runs)}"
+    exp_id = runs[MODELS[0]]["experiment_id"]
+    link = newest_experiment_url(url)
+    assert link.endswith(f"#/experiments/{exp_id}/runs?workflowType=machine_learning")
+
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(link)  # the runs table, as `make ui` links it
+    for run in runs.values():
+        page.get_by_role("link", name=run["name"], exact=True).first.wait_for()
+    _close_assistant(page)
+    _show_metric_columns(page, METRICS)
+    table = _runs_table(page, METRICS)
+    for model, run in runs.items():
+        rows = [row for name, row in table if name == run["name"]]
+        assert rows, f"{model}: run {run['name']!r} not in the runs table {table}"
+        for metric in METRICS:
+            shown = [row.get(metric, "") for row in rows]
+            assert any(_shows(s, run["metrics"][metric]) for s in shown), (
+                f"{model}: {metric} shown as {shown}, logged {run['metrics'][metric]}"
+            )
+    shot = tmp_path / "mlflow_runs.png"
+    page.screenshot(path=shot)
+    assert shot.stat().st_size > 10_000
+
+    for model, run in runs.items():  # and each run's own page lists the same values
+        page.goto(f"{url}/#/experiments/{exp_id}/runs/{run['id']}")
+        page.get_by_role("heading", name=re.compile(re.escape(run["name"]))).first.wait_for()
+        for metric in METRICS:
+            search = page.get_by_placeholder("Search metrics")
+            if search.count():
+                search.first.fill(metric)
+            name = re.compile(rf"^\s*{metric}(?![A-Za-z_])")  # cells have no separator
+            shown = page.get_by_role("row").filter(has_text=name).first.inner_text()
+            shown = shown.split(metric, 1)[-1].strip()
+            assert _shows(shown, run["metrics"][metric]), (
+                f"{model}: {metric} shown as {shown!r} on the run page, "
+                f"logged {run['metrics'][metric]}"
+            )
+    page.close()
+
+
+def _show_metric_columns(page, metrics: tuple[str, ...]) -> None:
+    """Tick the metrics in the runs table's "Columns" picker (off by default in MLflow 3)."""
+    page.get_by_role("button", name="Columns").click()
+    for metric in metrics:
+        page.get_by_placeholder("Search columns").fill(metric)
+        page.get_by_text(metric, exact=True).last.click()
+    page.keyboard.press("Escape")
+    for metric in metrics:
+        page.get_by_role("columnheader", name=metric, exact=True).first.wait_for()
+
+
+def _runs_table(page, metrics: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
+    """(run name, {metric: shown text}) per row of the runs grid.
+
+    The grid pins the name column apart from the metric columns, so cells are joined by their
+    row index; `col-id` names the column (`attributes.`Run Name``, `metrics.`<key>``).
+    """
+    cells = page.locator("[role=gridcell][col-id]").evaluate_all(
+        """els => els.map(e => [
+            (e.closest('[row-index]') || {getAttribute: () => null}).getAttribute('row-index'),
+            e.getAttribute('col-id'),
+            e.innerText.trim(),
+        ])"""
+    )
+    rows: dict[str, dict[str, str]] = {}
+    for index, col, text in cells:
+        if index is not None:
+            rows.setdefault(index, {})[col] = text
+    table = []
+    for row in rows.values():
+        name = re.sub(r"^#[0-9a-fA-F]{6}\s*", "", row.get("attributes.`Run Name`", ""))
+        table.append((name.strip(), {m: row.get(f"metrics.`{m}`", "") for m in metrics}))
+    return table
+
+
+def _shows(text: str, value: float) -> bool:
+    """True if `text` starts with `value` rounded to however many decimals it shows."""
+    match = re.match(r"\s*(-?\d+\.\d+)", text)
+    if not match:
+        return False
+    shown = match.group(1)
+    decimals = len(shown.split(".")[1])
+    return decimals >= 2 and math.isclose(float(shown), value, abs_tol=0.5 * 10**-decimals + 1e-12)
+
+
+def _close_assistant(page) -> None:
+    """The assistant side panel hides part of the page; close it when it is there."""
+    close = page.get_by_role("button", name="Close")
+    if close.count():
+        close.first.click()
+
+
+def _post(url: str, endpoint: str, body: dict | None, query: dict | None = None) -> dict:
+    full = f"{url}/ajax-api/2.0/mlflow/{endpoint}"
+    if query:
+        full += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+        request = urllib.request.Request(full)
+    else:
+        request = urllib.request.Request(
+            full, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
