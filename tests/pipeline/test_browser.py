@@ -201,12 +201,12 @@ def _runs_table(page, metrics: tuple[str, ...]) -> list[tuple[str, dict[str, str
 
 def _shows(text: str, value: float) -> bool:
     """True if `text` starts with `value` rounded to however many decimals it shows."""
-    match = re.match(r"\s*(-?\d+\.\d+)", text)
+    match = re.match(r"\s*(-?\d+)(?:\.(\d+))?", text)
     if not match:
         return False
-    shown = match.group(1)
-    decimals = len(shown.split(".")[1])
-    return decimals >= 2 and math.isclose(float(shown), value, abs_tol=0.5 * 10**-decimals + 1e-12)
+    decimals = len(match.group(2) or "")
+    tolerance = 0.5 * 10**-decimals + 1e-12 if decimals else 1e-12  # "1" must mean 1.0
+    return math.isclose(float(match.group(0)), value, abs_tol=tolerance)
 
 
 def _close_assistant(page) -> None:
