@@ -224,16 +224,17 @@ def tune(
 ) -> BidParams:
     """Grid-search the bid at mean value (and so ORTB's lambda) that maximises `objective`.
 
-    Ties go to the smaller spend. The mean value and ORTB's c come from `stream` too, so the
-    returned parameters carry everything needed to bid on a later period.
+    Ties go to more clicks (for the conversions objective, where a short tuning period holds
+    few conversions), then to the smaller spend. The mean value and ORTB's c come from `stream`
+    too, so the returned parameters carry everything needed to bid on a later period.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    best: tuple[float, float] | None = None
+    best: tuple[float, ...] | None = None
     chosen: BidParams | None = None
     for params in _candidates(strategy, stream, cfg):
         res = run_strategy(params, stream, budget, cfg)
-        score = (float(getattr(res, objective)), -res.spend)
+        score = (float(getattr(res, objective)), float(res.clicks), -res.spend)
         if best is None or score > best:
             best, chosen = score, params
     assert chosen is not None  # grid_points >= 2
@@ -266,3 +267,48 @@ def compare_strategies(
                 }
             )
     return pl.DataFrame(rows)
+
+
+def oracle_share(
+    table: pl.DataFrame, objective: str = "conversions", reference: str = "oracle"
+) -> pl.DataFrame:
+    """How much of the reference stream's `objective` each other stream collects per budget.
+
+    `table` is `compare_strategies` output with a `stream` column (one stream is `reference`,
+    bidding on true probabilities over the same auctions). Rows per (stream, budget_fraction):
+    one per strategy (`share` = the stream's / the reference's result with that strategy) and
+    one with strategy "best" (the stream's best strategy / the reference's best strategy, named
+    in `best_strategy` and `reference_strategy`). A reference result of 0 gives a NaN share.
+    """
+    keys = ["strategy", "budget_fraction"]
+    ref = table.filter(pl.col("stream") == reference).select(
+        *keys, reference_result=pl.col(objective)
+    )
+    rest = table.filter(pl.col("stream") != reference).select(
+        "stream", *keys, result=pl.col(objective)
+    )
+
+    def best(frame: pl.DataFrame, by: list[str], col: str, name: str) -> pl.DataFrame:
+        ranked = frame.sort([*by, col, "strategy"], descending=[False] * len(by) + [True, False])
+        return ranked.group_by(by, maintain_order=True).first().rename({"strategy": name})
+
+    per_strategy = rest.join(ref, on=keys, how="inner").with_columns(
+        best_strategy=pl.lit(None, pl.String), reference_strategy=pl.lit(None, pl.String)
+    )
+    best_rows = (
+        best(rest, ["stream", "budget_fraction"], "result", "best_strategy")
+        .join(
+            best(ref, ["budget_fraction"], "reference_result", "reference_strategy"),
+            on="budget_fraction",
+        )
+        .with_columns(strategy=pl.lit("best"))
+    )
+    cols = ["stream", "budget_fraction", "strategy", "result", "reference_result"]
+    cols += ["best_strategy", "reference_strategy"]
+    out = pl.concat([per_strategy.select(cols), best_rows.select(cols)], how="vertical")
+    share = pl.when(pl.col("reference_result") > 0).then(
+        pl.col("result") / pl.col("reference_result")
+    )
+    return out.with_columns(share=share.cast(pl.Float64)).sort(
+        "stream", "budget_fraction", "strategy"
+    )

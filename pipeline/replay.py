@@ -1,19 +1,25 @@
 """Offline replay of bidding strategies against logged auction streams.
 
-Reads the streams this experiment asks for: the iPinYou campaign 2997 bid log
-(`test.theta.txt`: click, market price, pCTR per auction) when `data.source = "ipinyou_bidlog"`
-or `bidding.replay_ipinyou = true`; the simulated stream (model and oracle predictions) is a
-second source that plugs in through `simulated_streams`. Each stream is split in time order into
-a tuning period and a replay period; every strategy in `bidding.strategies` is tuned on the first
-and replayed on the second at each of `bidding.budget_fractions` of the replay period's logged
-cost. Writes `data/<experiment>/replay/` (replay.parquet, replay.csv, replay.md, manifest) and
-one MLflow run (tags stage=replay, experiment=<name>) with per strategy / budget metrics such as
-`replay_ipinyou_clicks_paced_ortb_b16`, the table and a clicks-vs-budget plot.
+Reads the streams this experiment has:
+- simulated data (`oracle/` present): `features/{valid,test}.parquet` (auction META), the
+  calibrated predictions of every trained model (`predictions/<kind>/`) and the oracle's true
+  probabilities. One stream per model plus one bidding with the oracle's probabilities; tuned on
+  the valid period, replayed on the test period; objective conversions (see `simulated_streams`);
+- the iPinYou campaign 2997 bid log (`test.theta.txt`: click, market price, pCTR per auction)
+  when `data.source = "ipinyou_bidlog"` or `bidding.replay_ipinyou = true`; tuned on the first
+  half, replayed on the second; objective clicks.
+Every strategy in `bidding.strategies` is tuned on the tuning period and replayed at each of
+`bidding.budget_fractions` of the replay period's logged cost. Writes `data/<experiment>/replay/`
+(replay.parquet, oracle_share.parquet, replay.csv, replay.md, manifest) and one MLflow run (tags
+stage=replay, experiment=<name>, champion=<kind>) with per strategy / budget metrics such as
+`replay_ipinyou_clicks_paced_ortb_b16` or `replay_lightgbm_oracle_share_best_b16`, the tables
+and a clicks/conversions-vs-budget plot.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +34,9 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from models.bidding import BiddingConfig, expected_value
-from models.replay import Auctions, compare_strategies
+from models.replay import Auctions, compare_strategies, oracle_share
 from pipeline.config import Experiment
-from pipeline.io import DataError, write_tables
+from pipeline.io import MANIFEST, DataError, read_table, write_tables
 from pipeline.stage import Layout, StageSummary
 from pipeline.tracking import log_metrics, stage_run
 
@@ -38,6 +44,17 @@ log = logging.getLogger("adctr.replay")
 
 BIDLOG_FILE = "test.theta.txt"
 BIDLOG_SCHEMA = {"click": pl.Int64, "market_price": pl.Int64, "pctr": pl.Float64}
+AUCTION_META = (
+    "impression_id",
+    "ts",
+    "split",
+    "market_price",
+    "click",
+    "conversion",
+    "goal",
+    "max_cpc",
+    "target_cpa",
+)
 SIMULATED_COLUMNS = (
     "ts",
     "market_price",
@@ -123,25 +140,82 @@ def ipinyou_streams(path: Path) -> list[StreamPair]:
     return [StreamPair("ipinyou", tuning, test, "clicks")]
 
 
-def simulated_streams(frame: pl.DataFrame, tuning_fraction: float = 0.5) -> list[StreamPair]:
-    """Model-driven and oracle bidding over the same simulated auctions (objective conversions).
+def _tuning_and_test(frame: pl.DataFrame, tuning_fraction: float) -> tuple[pl.DataFrame, ...]:
+    """valid -> tuning and test -> replay when the frame has a `split` column, else by time."""
+    if "split" in frame.columns:
+        parts = (frame.filter(pl.col("split") == s).sort("ts") for s in ("valid", "test"))
+        return tuple(parts)
+    return split_in_time(frame, tuning_fraction)
 
-    `frame` has `SIMULATED_COLUMNS`; the value is `expected_value` of the model's predictions
-    (`pctr`, `pcvr`) and of the true probabilities (`oracle_pctr`, `oracle_pcvr`).
+
+def simulated_streams(
+    frame: pl.DataFrame, model: str = "model", oracle: bool = True, tuning_fraction: float = 0.5
+) -> list[StreamPair]:
+    """Bidding with a model's predictions (stream `model`) and, when `oracle`, with the true
+    probabilities (stream "oracle") over the same simulated auctions; objective conversions.
+
+    `frame` has `SIMULATED_COLUMNS` (the oracle ones only when `oracle`). The value is
+    `expected_value` of (`pctr`, `pcvr`) or of (`oracle_pctr`, `oracle_pcvr`). With a `split`
+    column the valid rows tune and the test rows replay; without, the first `tuning_fraction`
+    of the rows in time order tune.
+
+    Mixed goals: each auction is bid on its own ad's goal (`pCTR * max_cpc` for CPC ads,
+    `pCTR * pCVR * target_cpa` for CPA ads, the same currency), while tuning and the headline
+    score count every conversion won, whatever the goal of the ad that won it (clicks are
+    reported beside). A missing pCVR (no CVR model) values CPA auctions at 0.
     """
-    missing = sorted(set(SIMULATED_COLUMNS) - set(frame.columns))
+    needed = SIMULATED_COLUMNS if oracle else SIMULATED_COLUMNS[:-2]
+    missing = sorted(set(needed) - set(frame.columns))
     if missing:
         raise DataError(f"simulated replay stream: missing columns {missing}")
     cols = {c: frame[c].to_numpy() for c in ("goal", "max_cpc", "target_cpa")}
-    model = expected_value(frame["pctr"].to_numpy(), frame["pcvr"].to_numpy(), **cols)
-    oracle = expected_value(
-        frame["oracle_pctr"].to_numpy(), frame["oracle_pcvr"].to_numpy(), **cols
-    )
+    sources = [(model, "pctr", "pcvr")] + ([("oracle", "oracle_pctr", "oracle_pcvr")] * oracle)
     pairs = []
-    for name, value in (("model", model), ("oracle", oracle)):
-        tuning, test = split_in_time(frame.with_columns(value=pl.Series(value)), tuning_fraction)
+    for name, ctr, cvr in sources:
+        value = expected_value(frame[ctr].to_numpy(), frame[cvr].to_numpy(), **cols)
+        valued = frame.with_columns(value=pl.Series(np.nan_to_num(value, nan=0.0)))
+        tuning, test = _tuning_and_test(valued, tuning_fraction)
         pairs.append(StreamPair(name, tuning, test, "conversions"))
     return pairs
+
+
+def simulated_frame(layout: Layout, kind: str) -> pl.DataFrame:
+    """Valid and test auctions (features META) with `kind`'s calibrated predictions and the
+    oracle's probabilities; a DataError when predictions or oracle rows are missing."""
+    meta = pl.concat(
+        [read_table(layout.features, s).select(AUCTION_META) for s in ("valid", "test")]
+    )
+    pred = read_table(layout.predictions / kind, "predictions").select(
+        "impression_id", "split", "pctr", "pcvr"
+    )
+    oracle = read_table(layout.oracle, "impressions").select(
+        "impression_id", oracle_pctr="p_click", oracle_pcvr="p_conversion"
+    )
+    frame = (
+        meta.join(pred, on=["impression_id", "split"], how="left")
+        .join(oracle, on="impression_id", how="left")
+        .collect()
+    )
+    for col, where in (("pctr", layout.predictions / kind), ("oracle_pctr", layout.oracle)):
+        if frame[col].null_count():
+            raise DataError(
+                f"{where}: no prediction for {frame[col].null_count():,} of {frame.height:,} "
+                "valid/test impressions; rerun `make train`"
+            )
+    if frame["market_price"].null_count():
+        raise DataError(f"{layout.features}: market_price is null; nothing to replay against")
+    return frame
+
+
+def model_kinds(exp: Experiment, layout: Layout) -> list[str]:
+    """The trained models (in `train.models` order) whose predictions are on disk."""
+    return [k for k in exp.train.models if (layout.predictions / k / MANIFEST).is_file()]
+
+
+def champion_of(layout: Layout) -> str | None:
+    """The champion named by `evaluate` (evaluation/metrics.json), if it ran."""
+    path = layout.root / "evaluation" / "metrics.json"
+    return json.loads(path.read_text()).get("champion") if path.is_file() else None
 
 
 def replay_streams(pairs: list[StreamPair], cfg: BiddingConfig) -> pl.DataFrame:
@@ -189,7 +263,13 @@ def collect_streams(exp: Experiment) -> list[StreamPair]:
     path = _ipinyou_path(exp)
     if path is not None:
         pairs += ipinyou_streams(path)
-    # the simulated source (predictions written by `train`) plugs in here via simulated_streams
+    layout = Layout.of(exp)
+    if (layout.oracle / MANIFEST).is_file():
+        kinds = model_kinds(exp, layout)
+        if not kinds:
+            raise DataError(f"{layout.predictions}: no model predictions; run `make train` first")
+        for i, kind in enumerate(kinds):
+            pairs += simulated_streams(simulated_frame(layout, kind), kind, oracle=i == 0)
     return pairs
 
 
@@ -204,13 +284,26 @@ def metric_name(stream: str, metric: str, strategy: str, fraction: float) -> str
     return f"replay_{stream}_{metric}_{strategy}_b{tag}"
 
 
-def replay_metrics(table: pl.DataFrame) -> dict[str, float]:
+def replay_metrics(table: pl.DataFrame, shares: pl.DataFrame | None = None) -> dict[str, float]:
+    """Per stream/strategy/budget results, and `replay_<stream>_oracle_share_<strategy>_b<n>`."""
     out: dict[str, float] = {}
     for row in table.iter_rows(named=True):  # one row per stream/strategy/budget: small
         for metric in ("clicks", "conversions", "spend", "ecpc", "cpa", "win_rate"):
             key = metric_name(row["stream"], metric, row["strategy"], row["budget_fraction"])
             out[key] = row[metric]
+    for row in (shares if shares is not None else pl.DataFrame()).iter_rows(named=True):
+        key = metric_name(row["stream"], "oracle_share", row["strategy"], row["budget_fraction"])
+        out[key] = row["share"]
     return out
+
+
+def simulated_shares(table: pl.DataFrame, champion: str | None) -> pl.DataFrame | None:
+    """`oracle_share` of conversions for every model stream (+ a `champion` flag), if any."""
+    streams = set(table["stream"])
+    if "oracle" not in streams or len(streams - {"oracle", "ipinyou"}) == 0:
+        return None
+    shares = oracle_share(table.filter(pl.col("stream") != "ipinyou"), "conversions")
+    return shares.with_columns(champion=pl.col("stream") == (champion or ""))
 
 
 def budget_plot(table: pl.DataFrame) -> Figure:
@@ -234,14 +327,25 @@ def budget_plot(table: pl.DataFrame) -> Figure:
     return fig
 
 
-def markdown_table(table: pl.DataFrame) -> str:
+def _md(frame: pl.DataFrame, cols: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    at = cols.index("budget_fraction")
+    for row in frame.select(cols).iter_rows():
+        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        cells[at] = f"1/{1 / row[at]:g}"
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown_table(table: pl.DataFrame, shares: pl.DataFrame | None = None) -> str:
     cols = ["stream", "strategy", "budget_fraction", "impressions", "clicks", "conversions"]
     cols += ["spend", "budget", "ecpc", "win_rate", "base_bid"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in table.select(cols).iter_rows():
-        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
-        cells[2] = f"1/{1 / row[2]:g}"
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = _md(table, cols)
+    if shares is not None:
+        lines += ["", "Conversions relative to bidding with the oracle's true probabilities:", ""]
+        cols = ["stream", "champion", "budget_fraction", "strategy", "result"]
+        cols += ["reference_result", "share", "best_strategy", "reference_strategy"]
+        lines += _md(shares.sort("stream", "budget_fraction", "strategy"), cols)
     return "\n".join(lines) + "\n"
 
 
@@ -259,20 +363,27 @@ def run(exp: Experiment) -> StageSummary:
         summary.notes["skipped"] = "no-stream"
         return summary
     table = replay_streams(pairs, exp.bidding)
-    out = Layout.of(exp).root / "replay"
-    md, csv = markdown_table(table), table.write_csv()
+    layout = Layout.of(exp)
+    champion = champion_of(layout)
+    shares = simulated_shares(table, champion)
+    out = layout.root / "replay"
+    md, csv = markdown_table(table, shares), table.write_csv()
+    tables = {"replay": table} | ({} if shares is None else {"oracle_share": shares})
     write_tables(
         out,
-        {"replay": table},
+        tables,
         config_digest=exp.digest(),
-        extra={"streams": [p.name for p in pairs]},
+        inputs={"features": layout.features} if shares is not None else None,
+        extra={"streams": [p.name for p in pairs], "champion": champion},
         files={"replay.csv": csv.encode(), "replay.md": md.encode()},
     )
-    with stage_run(exp, "replay"):
-        log_metrics(replay_metrics(table))
+    with stage_run(exp, "replay", tags={"champion": champion or ""}):
+        log_metrics(replay_metrics(table, shares))
         mlflow.log_figure(budget_plot(table), "plots/replay_budget.png")
         mlflow.log_text(csv, "tables/replay.csv")
         mlflow.log_text(md, "tables/replay.md")
+        if shares is not None:
+            mlflow.log_text(shares.write_csv(), "tables/oracle_share.csv")
     log.info("replay table:\n%s", md)
     summary.rows_in = sum(p.tuning.height + p.test.height for p in pairs)
     summary.rows_out = table.height
