@@ -65,3 +65,39 @@ def small_pipeline(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
     for stage in ("raw", "embed", "features", "train", "evaluate"):
         run_stage(stage, run)
     return run
+
+
+# --- tiny random-weight BERT for the text-embedding unit tests (owned by the embed tests) ---
+_TINY_WORDS = (
+    "the a an and or of for with to in on by is are new best cheap free sale shop buy get "
+    "running shoes shoe trail road coffee espresso machine bike electric yoga mat headphones "
+    "wireless watch smart hotel flight deal insurance car dog food laptop gaming course online "
+    "red blue green black white lightweight waterproof fast delivery off % - . , ! ? : # "
+    "0 1 2 3 4 5 6 7 8 9 a b c d e f g h i j k l m n o p q r s t u v w x y z"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight BERT (hidden 32, 2 layers) saved with its tokenizer: a local HF dir."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    path = tmp_path_factory.mktemp("models") / "tiny-bert"
+    path.mkdir()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = list(dict.fromkeys(_TINY_WORDS.split()))
+    vocab = specials + words + [f"##{w}" for w in words if len(w) == 1 and w.isalnum()]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizer(vocab=str(path / "vocab.txt")).save_pretrained(path)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).eval().save_pretrained(path)
+    return path
