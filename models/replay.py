@@ -306,8 +306,10 @@ def oracle_share(
     cols = ["stream", "budget_fraction", "strategy", "result", "reference_result"]
     cols += ["best_strategy", "reference_strategy"]
     out = pl.concat([per_strategy.select(cols), best_rows.select(cols)], how="vertical")
-    share = pl.when(pl.col("reference_result") > 0).then(
-        pl.col("result") / pl.col("reference_result")
+    share = (
+        pl.when(pl.col("reference_result") > 0)
+        .then(pl.col("result") / pl.col("reference_result"))
+        .otherwise(float("nan"))
     )
     return out.with_columns(share=share.cast(pl.Float64)).sort(
         "stream", "budget_fraction", "strategy"

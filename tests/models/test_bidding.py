@@ -9,7 +9,9 @@ import pytest
 from models.bidding import (
     BiddingConfig,
     BidParams,
+    bid_table,
     bound_bids,
+    cell_estimates,
     expected_value,
     fit_ortb_c,
     linear_bids,
@@ -113,3 +115,98 @@ def test_config_validation_and_strategy_names() -> None:
         BiddingConfig(budget_fractions=(0.0,))
     with pytest.raises(ValueError):
         make_bids(BidParams("greedy", 1.0), [1.0], BiddingConfig())
+
+
+# A golden bid table: six cells of three ads in two placements (one segment), by hand.
+#   (ad, placement) goal  terms             pctr  pcvr  value
+#   (1, top)        cpc   max_cpc 2         0.10  -     0.20
+#   (1, side)       cpc   max_cpc 2         0.05  -     0.10
+#   (2, top)        cpa   target_cpa 40     0.02  0.50  0.40
+#   (2, side)       cpa   target_cpa 40     0.01  0.25  0.10
+#   (3, top)        cpc   max_cpc 1         0.00  -     0.00
+#   (3, side)       cpc   max_cpc 1         0.60  -     0.60
+# placement means: top 0.6 / 3 = 0.2, side 0.8 / 3 = 0.2667
+GOLDEN_CELLS = pl.DataFrame(
+    {
+        "ad_id": [1, 1, 2, 2, 3, 3],
+        "placement": ["top", "side"] * 3,
+        "segment": ["all"] * 6,
+        "goal": ["cpc", "cpc", "cpa", "cpa", "cpc", "cpc"],
+        "max_cpc": [2.0, 2.0, None, None, 1.0, 1.0],
+        "target_cpa": [None, None, 40.0, 40.0, None, None],
+        "pctr": [0.10, 0.05, 0.02, 0.01, 0.0, 0.6],
+        "pcvr": [0.3, 0.3, 0.5, 0.25, 0.3, 0.3],
+    }
+)
+
+
+def _golden(table: pl.DataFrame, col: str) -> list[float]:
+    return table.sort("ad_id", pl.col("placement") == "side")[col].to_list()
+
+
+def test_golden_bid_table_linear() -> None:
+    # linear: b0 * value / mean value = 2 * v / 0.2 = 10 v, clipped to 2.5 * base_bid = 5
+    cfg = BiddingConfig(max_multiplier=2.5)
+    table = bid_table(GOLDEN_CELLS, BidParams("linear", base_bid=2.0, mean_value=0.2), cfg)
+    assert _golden(table, "value") == pytest.approx([0.2, 0.1, 0.4, 0.1, 0.0, 0.6])
+    assert _golden(table, "bid") == pytest.approx([2.0, 1.0, 4.0, 1.0, 0.0, 5.0])
+    assert _golden(table, "bid_multiplier") == pytest.approx([1.0, 0.5, 2.0, 0.5, 0.0, 2.5])
+    # ad value / placement mean: top 0.2 / 0.2, 0.4 / 0.2, 0 / 0.2; side 0.1 / (0.8 / 3) =
+    # 0.375 twice and 0.6 / (0.8 / 3) = 2.25 (inside the 2.5 bound)
+    assert _golden(table, "placement_weight") == pytest.approx([1.0, 0.375, 2.0, 0.375, 0.0, 2.25])
+
+
+def test_golden_bid_table_ortb() -> None:
+    # c = 0.5, bid 2 at mean value 0.2 -> lambda = 0.5 * 0.2 / (4 + 2) = 1/60;
+    # bid = sqrt(30 v + 0.25) - 0.5: v 0.2 -> 2, 0.4 -> 3, 0.1 -> sqrt(3.25) - 0.5, 0.6 -> ...
+    lam = ortb_lambda(2.0, 0.5, 0.2)
+    assert lam == pytest.approx(1 / 60)
+    params = BidParams("ortb", base_bid=2.0, mean_value=0.2, c=0.5, lam=lam, paced=True)
+    table = bid_table(GOLDEN_CELLS, params, BiddingConfig())
+    low, high = np.sqrt(3.25) - 0.5, np.sqrt(18.25) - 0.5
+    assert _golden(table, "bid") == pytest.approx([2.0, low, 3.0, low, 0.0, high])
+    assert _golden(table, "bid_multiplier") == pytest.approx(
+        [1.0, low / 2, 1.5, low / 2, 0.0, high / 2]
+    )
+
+
+def test_cell_estimates_fallbacks_by_hand() -> None:
+    rows = pl.DataFrame(
+        {
+            "ad_id": [1, 1, 2, 3],
+            "placement": ["a", "b", "a", "b"],
+            "segment": ["s", "s", "s", "s"],
+            "category": ["x", "x", "x", "y"],
+            "pctr": [0.1, 0.2, 0.05, 0.3],
+        }
+    )
+    grid = pl.DataFrame(
+        {
+            "ad_id": [1, 1, 2, 4, 5],
+            "placement": ["a", "a", "b", "a", "a"],
+            "segment": ["s", "t", "s", "s", "s"],
+            "category": ["x", "x", "x", "x", "z"],
+        }
+    )
+    out = cell_estimates(rows, grid, ("pctr",), shrinkage=1.0)
+    # base(a, s) = 0.075, base(b, s) = 0.25; (a, t) has no rows -> base(a) = 0.075
+    # ratio ad 1 = 0.3 / (0.075 + 0.25); ad 2 = 0.05 / 0.075; category x = 0.35 / 0.4
+    r1, r2, rx = 0.3 / 0.325, 0.05 / 0.075, 0.35 / 0.4
+    expected = {
+        (1, "a", "s"): ((0.1 + r1 * 0.075) / 2, 1, "cell"),
+        (1, "a", "t"): (r1 * 0.075, 0, "ad"),
+        (2, "b", "s"): (r2 * 0.25, 0, "ad"),
+        (4, "a", "s"): (rx * 0.075, 0, "category"),
+        (5, "a", "s"): (0.075, 0, "prior"),
+    }
+    got = {
+        (r["ad_id"], r["placement"], r["segment"]): (r["pctr"], r["rows"], r["source"])
+        for r in out.iter_rows(named=True)
+    }
+    assert got.keys() == expected.keys()
+    for key, (p, n, source) in expected.items():
+        assert got[key][0] == pytest.approx(p) and got[key][1:] == (n, source), key
+    # a NaN prediction is not hidden by the averaging
+    nan_rows = rows.with_columns(pctr=pl.when(pl.col("ad_id") == 1).then(np.nan).otherwise(0.1))
+    nan_out = cell_estimates(nan_rows, grid, ("pctr",), shrinkage=1.0)
+    assert nan_out.filter(pl.col("ad_id") == 1)["pctr"].is_nan().all()

@@ -13,6 +13,7 @@ from models.bidding import BiddingConfig, BidParams
 from models.replay import (
     Auctions,
     compare_strategies,
+    oracle_share,
     replay,
     replay_paced,
     run_strategy,
@@ -165,3 +166,43 @@ def test_from_frame_defaults_conversion_to_zero() -> None:
     assert len(stream) == 2
     params = BidParams("linear", 10.0, mean_value=0.15)
     assert run_strategy(params, stream, 100, BiddingConfig()).impressions == 2
+
+
+def test_conversion_ties_go_to_more_clicks() -> None:
+    # no conversion anywhere: every bid ties on conversions; bids >= 10 also win the clicks
+    price = np.array([5.0] * 10 + [10.0] * 10)
+    click = np.array([0] * 10 + [1] * 10)
+    stream = Auctions(np.ones(20), price, click, np.zeros(20, dtype=int))
+    cfg = BiddingConfig(grid_min=0.3, grid_max=2.0, grid_points=40)
+    params = tune("constant", stream, 100.0, cfg, objective="conversions")
+    assert run_strategy(params, stream, 100.0, cfg).clicks == 5
+
+
+def test_oracle_share_per_strategy_and_best() -> None:
+    rows = [
+        # stream, strategy, budget, conversions
+        ("oracle", "linear", 0.5, 10),
+        ("oracle", "ortb", 0.5, 8),
+        ("oracle", "linear", 1.0, 0),
+        ("oracle", "ortb", 1.0, 0),
+        ("lgbm", "linear", 0.5, 6),
+        ("lgbm", "ortb", 0.5, 9),
+        ("lgbm", "linear", 1.0, 1),
+        ("lgbm", "ortb", 1.0, 2),
+    ]
+    table = pl.DataFrame(
+        rows, schema=["stream", "strategy", "budget_fraction", "conversions"], orient="row"
+    )
+    out = oracle_share(table, "conversions")
+    got = {
+        (r["budget_fraction"], r["strategy"]): (r["share"], r["best_strategy"])
+        for r in out.iter_rows(named=True)
+    }
+    assert set(out["stream"]) == {"lgbm"}
+    # same strategy: 6 / 10 and 9 / 8; best: ortb's 9 against the oracle's best, linear's 10
+    assert got[(0.5, "linear")] == (pytest.approx(0.6), None)
+    assert got[(0.5, "ortb")] == (pytest.approx(9 / 8), None)
+    assert got[(0.5, "best")] == (pytest.approx(0.9), "ortb")
+    assert out.filter(pl.col("strategy") == "best")["reference_strategy"].to_list()[0] == "linear"
+    # the oracle got nothing: no share
+    assert math.isnan(got[(1.0, "best")][0]) and math.isnan(got[(1.0, "linear")][0])
