@@ -145,16 +145,32 @@ def serve(port: int = 5000) -> int:
     except RuntimeError as exc:
         log.error("%s", exc)
         return 1
-    link = newest_experiment_url(url)
-    print(f"MLflow UI: {link}\n(store {store}; Ctrl-C stops it)", flush=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
     try:
-        code = process.wait()
+        link = newest_experiment_url(url)
+        print(f"MLflow UI: {link}\n(store {store}; Ctrl-C stops it)", flush=True)
+        code = _wait(process)
     except KeyboardInterrupt:
         log.info("stopping the MLflow UI")
-        stop_server(process)
         return 0
+    finally:
+        stop_server(process)
+        signal.signal(signal.SIGTERM, previous)
     log.error("mlflow server exited with %d", code)
     return 1
+
+
+def _wait(process: subprocess.Popen) -> int:
+    """Wait in short slices: a signal caught by another thread (torch's) still ends the wait."""
+    while True:
+        try:
+            return process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def port_is_free(port: int) -> bool:

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -17,9 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ui import free_port, newest_experiment_url, start_server, stop_server
-
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+from pipeline.ui import (
+    artifact_root_for,
+    default_store_uri,
+    free_port,
+    newest_experiment_url,
+    start_server,
+    stop_server,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -119,6 +125,27 @@ def logged_model_runs(url: str) -> dict[str, dict]:
     return found
 
 
+def test_store_defaults(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_store_uri() == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    assert artifact_root_for(default_store_uri()) == tmp_path / "mlruns" / "artifacts"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/x.db")
+    assert default_store_uri() == "sqlite:////elsewhere/x.db"
+    assert artifact_root_for(default_store_uri()) == Path("/elsewhere/artifacts")
+
+
+def test_start_server_refuses_a_busy_port(tmp_path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"port {port}"):
+            start_server(f"sqlite:///{tmp_path}/mlflow.db", port)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
 def test_dashboard_shows_both_models_and_their_aucs(dashboard, browser, tmp_path) -> None:
     url = dashboard
     runs = logged_model_runs(url)
