@@ -310,8 +310,9 @@ def budget_plot(table: pl.DataFrame) -> Figure:
     """Objective (clicks or conversions) vs budget fraction, one panel per stream."""
     streams = table["stream"].unique(maintain_order=True).to_list()
     fig = Figure(figsize=(6 * len(streams), 4.5), layout="constrained")
-    for i, name in enumerate(streams):
-        ax = fig.add_subplot(1, len(streams), i + 1)
+    share_y = table["objective"].n_unique() == 1  # model vs oracle panels on one scale
+    axes = fig.subplots(1, len(streams), sharey=share_y, squeeze=False)[0]
+    for ax, name in zip(axes, streams, strict=True):
         part = table.filter(pl.col("stream") == name)
         objective = part["objective"][0]
         for strategy in part["strategy"].unique(maintain_order=True).to_list():
@@ -331,7 +332,7 @@ def _md(frame: pl.DataFrame, cols: list[str]) -> list[str]:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     at = cols.index("budget_fraction")
     for row in frame.select(cols).iter_rows():
-        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        cells = [f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v) for v in row]
         cells[at] = f"1/{1 / row[at]:g}"
         lines.append("| " + " | ".join(cells) + " |")
     return lines

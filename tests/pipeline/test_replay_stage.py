@@ -14,7 +14,7 @@ import pytest
 from models.bidding import BiddingConfig
 from pipeline import replay
 from pipeline.config import DataConfig, Experiment
-from pipeline.io import MANIFEST, DataError
+from pipeline.io import MANIFEST, DataError, write_tables
 from pipeline.stage import Layout
 
 BIDLOG = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ipinyou-2997-bidlog"
@@ -162,3 +162,110 @@ def test_ipinyou_2997_replay() -> None:
     # pacing beats the constant bid tuned the same way where the budget is not tiny
     for fraction in (1 / 32, 1 / 16):
         assert clicks[("paced_linear", fraction)] > clicks[("constant", fraction)]
+
+
+def test_simulated_streams_tune_on_valid_and_replay_on_test() -> None:
+    frame = pl.DataFrame(
+        {
+            "ts": [0, 1, 2, 3, 4],
+            "split": ["valid", "test", "valid", "test", "test"],
+            "market_price": [1.0] * 5,
+            "click": [0, 1, 0, 1, 0],
+            "conversion": [0, 1, 0, 0, 0],
+            "pctr": [0.1] * 5,
+            "pcvr": [np.nan, 0.5, 0.5, 0.5, 0.5],  # a missing pCVR values a CPA auction at 0
+            "goal": ["cpa"] * 5,
+            "max_cpc": [None] * 5,
+            "target_cpa": [10.0] * 5,
+        }
+    )
+    (only,) = replay.simulated_streams(frame, "lightgbm", oracle=False)
+    assert only.name == "lightgbm" and only.objective == "conversions"
+    assert only.tuning["ts"].to_list() == [0, 2] and only.test["ts"].to_list() == [1, 3, 4]
+    assert only.tuning["value"].to_list() == pytest.approx([0.0, 0.5])
+
+
+def write_simulated_layout(root: Path, n: int = 600, seed: int = 0) -> Layout:
+    """features (valid/test META), predictions of two models, oracle, champion: tiny."""
+    rng = np.random.default_rng(seed)
+    p_click = rng.uniform(0.01, 0.2, n)
+    p_conv = rng.uniform(0.05, 0.5, n)
+    click = (rng.uniform(size=n) < p_click).astype(np.int8)
+    meta = pl.DataFrame(
+        {
+            "impression_id": np.arange(n),
+            "ts": np.arange(n),
+            "split": np.where(np.arange(n) < n // 2, "valid", "test"),
+            "market_price": rng.uniform(0.001, 0.02, n),
+            "click": click,
+            "conversion": (click * (rng.uniform(size=n) < p_conv)).astype(np.int8),
+            "goal": np.where(np.arange(n) % 3 == 0, "cpa", "cpc"),
+            "max_cpc": np.where(np.arange(n) % 3 == 0, np.nan, 0.8),
+            "target_cpa": np.where(np.arange(n) % 3 == 0, 5.0, np.nan),
+        }
+    ).with_columns(pl.col("max_cpc", "target_cpa").fill_nan(None))
+    layout = Layout(root)
+    write_tables(
+        layout.features,
+        {s: meta.filter(pl.col("split") == s) for s in ("valid", "test")},
+        config_digest="t",
+    )
+    oracle = pl.DataFrame({"impression_id": np.arange(n), "p_click": p_click})
+    write_tables(
+        layout.oracle, {"impressions": oracle.with_columns(p_conversion=p_conv)}, config_digest="t"
+    )
+    for kind, noise in (("lightgbm", 1.0), ("neural", 0.3)):
+        pred = meta.select("impression_id", "split").with_columns(
+            pctr=np.clip(p_click * rng.lognormal(0, noise, n), 0, 1),
+            pcvr=np.clip(p_conv * rng.lognormal(0, noise, n), 0, 1),
+        )
+        write_tables(layout.predictions / kind, {"predictions": pred}, config_digest="t")
+    (root / "evaluation").mkdir(parents=True)
+    (root / "evaluation" / "metrics.json").write_text(json.dumps({"champion": "neural"}))
+    return layout
+
+
+def test_collect_streams_per_model_plus_one_oracle(tmp_path: Path) -> None:
+    exp = Experiment(name="sim", data=DataConfig(root=str(tmp_path)))
+    layout = write_simulated_layout(tmp_path / "sim")
+    pairs = replay.collect_streams(exp)
+    assert [p.name for p in pairs] == ["lightgbm", "oracle", "neural"]
+    assert all(p.tuning.height == 300 and p.test.height == 300 for p in pairs)
+    assert (pairs[0].test["split"] == "test").all()
+    assert replay.champion_of(layout) == "neural"
+    # predictions that miss impressions are an error, not a silent inner join
+    pred = layout.predictions / "neural"
+    short = pl.read_parquet(pred / "predictions.parquet").head(10)
+    write_tables(pred, {"predictions": short}, config_digest="t")
+    with pytest.raises(DataError, match="no prediction for 590 of 600"):
+        replay.collect_streams(exp)
+
+
+@pytest.mark.slow
+def test_run_simulated_writes_oracle_share_and_logs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    exp = Experiment(name="t_sim", data=DataConfig(root=str(tmp_path)), bidding=FAST)
+    write_simulated_layout(tmp_path / "t_sim")
+    summary = replay.run(exp)
+    out = Path(summary.output)
+    table = pl.read_parquet(out / "replay.parquet")
+    assert set(table["stream"]) == {"lightgbm", "neural", "oracle"}
+    assert (table["objective"] == "conversions").all()
+    shares = pl.read_parquet(out / "oracle_share.parquet")
+    best = shares.filter(pl.col("strategy") == "best")
+    assert best.height == 2 * len(FAST.budget_fractions)
+    assert best.filter(pl.col("champion"))["stream"].unique().to_list() == ["neural"]
+    # a best share is the stream's best result over the oracle's best result
+    row = best.filter((pl.col("stream") == "neural") & (pl.col("budget_fraction") == 1 / 16))
+    part = table.filter(pl.col("budget_fraction") == 1 / 16)
+    top = {s: part.filter(pl.col("stream") == s)["conversions"].max() for s in ("neural", "oracle")}
+    assert row["result"].item() == top["neural"] and row["reference_result"].item() == top["oracle"]
+    mlflow.set_tracking_uri(uri)
+    (run,) = mlflow.search_runs(experiment_names=["t_sim"], output_format="list")
+    assert run.data.tags["champion"] == "neural"
+    key = "replay_neural_oracle_share_best_b16"
+    assert run.data.metrics[key] == pytest.approx(row["share"].item())
+    assert "Conversions relative to bidding with the oracle" in (out / "replay.md").read_text()
