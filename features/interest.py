@@ -1,0 +1,237 @@
+"""User interest and user–ad text similarity, point-in-time correct (pure polars / numpy).
+
+Everything here uses, for an impression at time `t`, only events strictly before `t`.
+
+The interest vector of a user at `t` is the L2-normalised, time-decayed weighted mean of the
+embeddings of the user's earlier events (search -> the query's embedding, view / click -> the
+ad's fused embedding; the caller builds that frame). An event at `s < t` weighs
+`weight * 2 ** (-(t - s) / half_life)`. Because the result is normalised, the common factor
+`2 ** (-t / half_life)` cancels: the direction at `t` equals the direction of the decayed sum at
+the user's last event before `t`. That sum follows the recurrence
+`S_k = S_{k-1} * 2 ** (-(s_k - s_{k-1}) / half_life) + w_k * e_k`, whose factors are <= 1, so it
+neither overflows nor loses precision, whatever the time span or the half-life. It is computed
+for all users at once, one step per event rank (a loop over the longest history, not over rows):
+events are laid out rank-major with users ordered by history length, so that step r is one
+contiguous slice update of the users that have an r-th event.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+_DAY_US = 86_400 * 1_000_000
+
+
+def to_matrix(column: pl.Series) -> np.ndarray:
+    """An `Array(Float32, D)` column as an (n, D) float32 array (no copy when possible)."""
+    if column.null_count():
+        raise ValueError(f"column '{column.name}' has {column.null_count()} null embeddings")
+    if not isinstance(column.dtype, pl.Array):
+        raise ValueError(f"column '{column.name}' is {column.dtype}, expected Array(Float32, D)")
+    out = column.to_numpy()
+    return np.ascontiguousarray(out, dtype=np.float32).reshape(len(column), column.dtype.size)
+
+
+def _micros(ts: pl.Series) -> np.ndarray:
+    return ts.cast(pl.Datetime("us")).dt.epoch("us").to_numpy().astype(np.int64)
+
+
+def _norms(x: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.einsum("ij,ij->i", x, x))
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; zero rows stay zero. float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norm = _norms(x)[:, None]
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (n, D) arrays; 0 where either row is zero."""
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"cosine: shapes differ {a.shape} vs {b.shape}")
+    dot = np.einsum("ij,ij->i", a, b)
+    den = _norms(a) * _norms(b)
+    return np.divide(dot, den, out=np.zeros_like(dot), where=den > 0).astype(np.float32)
+
+
+def _by_user_time(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Stable order of rows by (user, ts)."""
+    return np.lexsort((ts, user))
+
+
+def _last_prior(
+    imp_user: np.ndarray, imp_ts: np.ndarray, ev_user: np.ndarray, ev_ts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each impression: the index of the user's last event strictly before it (events
+    sorted by (user, ts)), -1 if none, and how many such events there are."""
+    n_ev = len(ev_user)
+    user = np.concatenate([ev_user, imp_user])
+    ts = np.concatenate([ev_ts, imp_ts])
+    # at equal (user, ts) impressions sort first: an event at exactly t is not "before t"
+    tag = np.concatenate([np.ones(n_ev, np.int8), np.zeros(len(imp_user), np.int8)])
+    order = np.lexsort((tag, ts, user))
+    is_event = order < n_ev
+    seen = np.cumsum(is_event) - 1  # index (in sorted events) of the last event so far
+    last = np.full(len(imp_user), -1, dtype=np.int64)
+    last[order[~is_event] - n_ev] = seen[~is_event]
+    valid = last >= 0
+    valid[valid] = ev_user[last[valid]] == imp_user[valid]
+    last[~valid] = -1
+    if n_ev == 0:
+        return last, np.zeros(len(imp_user), dtype=np.int64)
+    first = np.searchsorted(ev_user, ev_user[np.maximum(last, 0)], side="left")
+    count = np.where(valid, last - first + 1, 0)
+    return last, count
+
+
+def _decayed_sums(
+    user: np.ndarray,
+    ts: np.ndarray,
+    w: np.ndarray,
+    emb: np.ndarray,
+    order: np.ndarray,
+    half_life_days: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-normalised decayed weighted sums S_k of events, laid out rank-major.
+
+    `user`, `ts` (microseconds) and `w` are sorted by (user, ts); `emb[order]` is. Returns
+    (sums, where): `sums[where[k]]` is the direction of S_k of sorted event k; the extra last
+    row of `sums` is zero.
+    """
+    n, dim = len(user), emb.shape[1]
+    starts = np.flatnonzero(np.diff(user, prepend=user[0] - 1)) if n else np.zeros(0, np.int64)
+    lengths = np.diff(np.append(starts, n))
+    by_len = np.argsort(-lengths, kind="stable")  # longest histories first
+    starts, lengths = starts[by_len], lengths[by_len]
+    max_len = int(lengths[0]) if n else 0
+    active = np.searchsorted(-lengths, -np.arange(max_len), side="left")  # users with > r events
+    offset = np.concatenate([[0], np.cumsum(active)])
+    where = np.empty(n, dtype=np.int64)
+    for r in range(max_len):  # rank-major slot of each event
+        where[starts[: active[r]] + r] = offset[r] + np.arange(active[r])
+    slot_to_row = np.empty(n, dtype=np.int64)
+    slot_to_row[where] = np.arange(n)
+    gap_days = np.maximum(np.diff(ts, prepend=ts[:1]), 0) / _DAY_US
+    decay = np.exp2(-gap_days / half_life_days).astype(np.float32)[slot_to_row]
+    sums = np.empty((n + 1, dim), dtype=np.float32)
+    np.take(emb, order[slot_to_row], axis=0, out=sums[:n])
+    sums[n] = 0.0
+    sums[:n] *= w.astype(np.float32)[slot_to_row, None]
+    scratch = np.empty((active[1] if max_len > 1 else 0, dim), dtype=np.float32)
+    for r in range(1, max_len):
+        m = active[r]
+        prev = sums[offset[r - 1] : offset[r - 1] + m]
+        tmp = np.multiply(prev, decay[offset[r] : offset[r + 1], None], out=scratch[:m])
+        sums[offset[r] : offset[r + 1]] += tmp
+    norm = _norms(sums)[:, None]
+    np.divide(sums, norm, out=sums, where=norm > 0)
+    return sums, where
+
+
+def user_interest(
+    impressions: pl.DataFrame, events: pl.DataFrame, half_life_days: float
+) -> pl.DataFrame:
+    """The user's interest vector at each impression, from events strictly before it.
+
+    impressions: impression_id, user_id, ts. events: user_id, ts, weight (float), emb
+    (Array(Float32, D), non-null; an all-zero row adds nothing). Returns impression_id,
+    interest (Array(Float32, D), unit norm, zero without prior events) and interest_events
+    (UInt32, the number of prior events), in the order of `impressions`.
+    """
+    if half_life_days <= 0:
+        raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
+    emb = to_matrix(events["emb"])
+    user = events["user_id"].to_numpy().astype(np.int64)
+    ts = _micros(events["ts"])
+    order = _by_user_time(user, ts)
+    user, ts = user[order], ts[order]
+    weight = events["weight"].cast(pl.Float64).fill_null(0.0).to_numpy()[order]
+    sums, where = _decayed_sums(user, ts, weight, emb, order, half_life_days)
+    last, count = _last_prior(
+        impressions["user_id"].to_numpy().astype(np.int64), _micros(impressions["ts"]), user, ts
+    )
+    index = np.full(len(last), len(sums) - 1, dtype=np.int64)  # the zero row without history
+    index[last >= 0] = where[last[last >= 0]]
+    return pl.DataFrame(
+        {
+            "impression_id": impressions["impression_id"],
+            "interest": pl.Series("interest", np.take(sums, index, axis=0)),
+            "interest_events": pl.Series(count, dtype=pl.UInt32),
+        }
+    )
+
+
+def recent_click_similarity(
+    impressions: pl.DataFrame, clicks: pl.DataFrame, ad_emb: pl.DataFrame, k: int = 5
+) -> pl.DataFrame:
+    """Mean cosine of the impressed ad to the user's last `k` clicked ads strictly before t.
+
+    impressions: impression_id, user_id, ts, ad_id. clicks: user_id, ts, ad_id. ad_emb: ad_id,
+    emb (Array(Float32, D)); ads missing there count as zero vectors (similarity 0). Returns
+    impression_id, recent_click_sim (Float32, 0 without prior clicks) and recent_clicks
+    (UInt32, how many clicks were averaged, <= k), in the order of `impressions`.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    table = normalize(to_matrix(ad_emb["emb"]))
+    table = np.vstack([table, np.zeros((1, table.shape[1]), np.float32)])  # last: unknown ad
+    lookup = pl.DataFrame({"ad_id": ad_emb["ad_id"], "_row": np.arange(ad_emb.height)})
+
+    def rows(frame: pl.DataFrame) -> np.ndarray:
+        joined = frame.select("ad_id").join(lookup, on="ad_id", how="left", maintain_order="left")
+        return joined["_row"].fill_null(ad_emb.height).to_numpy().astype(np.int64)
+
+    cl_user = clicks["user_id"].to_numpy().astype(np.int64)
+    cl_ts = _micros(clicks["ts"])
+    order = _by_user_time(cl_user, cl_ts)
+    last, count = _last_prior(
+        impressions["user_id"].to_numpy().astype(np.int64),
+        _micros(impressions["ts"]),
+        cl_user[order],
+        cl_ts[order],
+    )
+    ad_row, click_row = rows(impressions), rows(clicks)[order]
+    used = np.minimum(count, k)
+    gram = table @ table.T if len(table) <= 4096 else None  # small catalogue: all pairs once
+    total = np.zeros(impressions.height, dtype=np.float64)
+    for lag in range(k):
+        ok = np.flatnonzero(used > lag)
+        a, b = ad_row[ok], click_row[last[ok] - lag]
+        total[ok] += gram[a, b] if gram is not None else _pair_dot(table, a, b)
+    mean = np.divide(total, used, out=np.zeros_like(total), where=used > 0)
+    return pl.DataFrame(
+        {
+            "impression_id": impressions["impression_id"],
+            "recent_click_sim": pl.Series(mean, dtype=pl.Float32),
+            "recent_clicks": pl.Series(used, dtype=pl.UInt32),
+        }
+    )
+
+
+def _pair_dot(table: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """table[a[i]] . table[b[i]] for each i, in chunks (bounded memory)."""
+    out = np.empty(len(a), dtype=np.float32)
+    for i in range(0, len(a), chunk):
+        out[i : i + chunk] = np.einsum("ij,ij->i", table[a[i : i + chunk]], table[b[i : i + chunk]])
+    return out
+
+
+def fit_pca(x: np.ndarray, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fit a PCA on (train) rows: returns (mean (D,), components (dim, D)), float32."""
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(x, dtype=np.float32)
+    if not 1 <= dim <= min(x.shape):
+        raise ValueError(f"PCA dim must be in [1, {min(x.shape)}] for {x.shape} rows, got {dim}")
+    pca = PCA(n_components=dim, random_state=seed).fit(x)
+    return pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+
+
+def apply_pca(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Project rows on fitted components: (x - mean) @ components.T, float32 (n, dim)."""
+    return ((np.asarray(x, dtype=np.float32) - mean) @ components.T).astype(np.float32)
