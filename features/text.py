@@ -165,13 +165,15 @@ def ad_texts(ads: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 class TextEncoder:
     """A loaded encoder. `encode(texts)` -> `Encoded`; deterministic for a given input."""
 
-    def __init__(self, config: EmbedConfig, model_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: EmbedConfig, model_dir: Path | None = None, revision: str | None = None
+    ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
         self.config = config
         self.model_dir = Path(model_dir) if model_dir else resolve_model_dir(config.encoder)
-        self.revision = model_revision(self.model_dir)
+        self.revision = revision or model_revision(self.model_dir)
         self.encoder_id = encoder_id(config.encoder, self.revision)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         model = AutoModel.from_pretrained(

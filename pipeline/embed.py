@@ -1,0 +1,226 @@
+"""Embed ad and query texts. Reads `raw/` ads (title, description, keywords) and the search
+queries of `raw/` impressions and behaviour. Writes `embeddings/ads.parquet` (ad_id, one
+`emb_<field>` Array(Float32, D) column per field: title, description, keywords, fused) and
+`embeddings/queries.parquet` (query, emb), with a manifest naming the encoder.
+
+A text is never embedded twice: texts are deduplicated within the run, and vectors are cached
+under `<embed_cache>/<encoder id>/<pooling-length-precision>/` in Parquet shards keyed by a hash of
+the text, so a rerun with unchanged ads loads the encoder not at all and a change of a few ads
+embeds only their texts. Empty or missing texts get the zero vector (see `features.text`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from features.text import (
+    TextEncoder,
+    ad_texts,
+    encoder_id,
+    model_revision,
+    resolve_model_dir,
+    text_key,
+    variant,
+)
+from pipeline.config import Experiment
+from pipeline.io import atomic_file, read_table, write_tables
+from pipeline.stage import Layout, StageSummary
+
+log = logging.getLogger(__name__)
+
+MAX_SHARDS = 16  # compact the cache into one shard beyond this many
+
+
+class EmbeddingCache:
+    """Vectors of one encoder variant: Parquet shards of (key, emb, truncated).
+
+    Each run appends one shard, written atomically under a unique name, so concurrent runs do
+    not clash; duplicate keys across shards are harmless (the first is kept).
+    """
+
+    def __init__(self, directory: Path, dim: int) -> None:
+        self.directory = Path(directory)
+        self.dim = dim
+
+    def shards(self) -> list[Path]:
+        return sorted(self.directory.glob("shard-*.parquet"))
+
+    def _scan(self, shards: list[Path]) -> pl.LazyFrame:
+        schema = {"key": pl.String, "emb": pl.Array(pl.Float32, self.dim), "truncated": pl.Boolean}
+        return pl.scan_parquet(shards, schema=schema)
+
+    def get(self, keys: list[str]) -> pl.DataFrame:
+        """The cached rows among `keys` (key, emb, truncated)."""
+        for attempt in range(2):
+            shards = self.shards()
+            if not shards or not keys:
+                break
+            try:
+                wanted = pl.LazyFrame({"key": keys}, schema={"key": pl.String})
+                found = self._scan(shards).join(wanted, on="key", how="semi")
+                return found.unique("key", keep="first", maintain_order=True).collect()
+            except FileNotFoundError:  # a shard compacted away under us: look again
+                if attempt:
+                    raise
+        return pl.DataFrame(
+            schema={
+                "key": pl.String,
+                "emb": pl.Array(pl.Float32, self.dim),
+                "truncated": pl.Boolean,
+            }
+        )
+
+    def put(self, keys: list[str], vectors: np.ndarray, truncated: np.ndarray) -> None:
+        if not keys:
+            return
+        frame = pl.DataFrame(
+            {"key": keys, "emb": vectors.astype(np.float32), "truncated": truncated.astype(bool)}
+        )
+        self._write(frame)
+        shards = self.shards()
+        if len(shards) > MAX_SHARDS:
+            merged = self._scan(shards).unique("key", keep="first", maintain_order=True).collect()
+            self._write(merged)
+            for old in shards:
+                old.unlink(missing_ok=True)
+            log.info("compacted %d cache shards into one (%d vectors)", len(shards), len(merged))
+
+    def _write(self, frame: pl.DataFrame) -> None:
+        buf = io.BytesIO()
+        frame.write_parquet(buf)
+        name = f"shard-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+        atomic_file(self.directory / name, buf.getvalue())
+
+
+def model_dim(model_dir: Path) -> int:
+    """The encoder's output width, from its config.json (no model load)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    if "hidden_size" in config:
+        return int(config["hidden_size"])
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(model_dir, local_files_only=True).hidden_size)
+
+
+def read_texts(raw: Path) -> tuple[pl.DataFrame, list[str]]:
+    """The ads' field texts and the distinct non-null search queries (sorted)."""
+    expected = {
+        "ad_id": pl.Int64,
+        "title": pl.String,
+        "description": pl.String,
+        "keywords": pl.List(pl.String),
+    }
+    ads = read_table(raw, "ads", expected).select(list(expected))
+    queries = [
+        read_table(raw, name, {"query": pl.String}).select("query")
+        for name in ("impressions", "behaviour")
+    ]
+    distinct = pl.concat(queries).drop_nulls().unique().sort("query").collect()
+    return ad_texts(ads), distinct["query"].to_list()
+
+
+def ad_field_texts(ads: pl.DataFrame, field: str) -> list[str | None]:
+    """One field's texts of raw ads, in row order (None where empty)."""
+    return ad_texts(ads)[field].to_list()
+
+
+def embed_texts(
+    texts: list[str | None], exp: Experiment, cache_root: Path, summary: StageSummary
+) -> tuple[np.ndarray, dict[str, object]]:
+    """Vectors for `texts` (zero rows for empty ones) through the cache; facts for the manifest."""
+    cfg = exp.embed
+    model_dir = resolve_model_dir(cfg.encoder)
+    revision = model_revision(model_dir)
+    enc_id = encoder_id(cfg.encoder, revision)
+    dim = model_dim(model_dir)
+    cache = EmbeddingCache(cache_root / enc_id / variant(cfg), dim)
+
+    keys = [None if t is None or not t.strip() else text_key(t) for t in texts]
+    first: dict[str, str] = {}
+    for k, t in zip(keys, texts, strict=True):
+        if k is not None and k not in first:
+            first[k] = t
+    hits = cache.get(list(first))
+    missing = sorted(set(first) - set(hits["key"].to_list()))
+    log.info("%d distinct texts: %d cached, %d to embed", len(first), hits.height, len(missing))
+    new = pl.DataFrame(schema=hits.schema)
+    rate = None
+    if missing:
+        encoder = TextEncoder(cfg, model_dir, revision=revision)
+        out = encoder.encode([first[k] for k in missing])
+        cache.put(missing, out.vectors, out.truncated)
+        new = pl.DataFrame({"key": missing, "emb": out.vectors, "truncated": out.truncated})
+        rate = round(len(missing) / max(out.seconds, 1e-9), 1)
+    table = pl.concat([hits, new])
+    row = {k: i for i, k in enumerate(table["key"].to_list())}
+    vecs = np.vstack([table["emb"].to_numpy().reshape(-1, dim), np.zeros((1, dim), np.float32)])
+    index = np.array([len(row) if k is None else row[k] for k in keys], dtype=np.int64)
+    n_empty = sum(k is None for k in keys)
+    n_trunc = int(table["truncated"].sum())
+    summary.notes.update(
+        texts=len(texts),
+        distinct=len(first),
+        cache_hits=hits.height,
+        embedded=len(missing),
+        texts_per_s=rate if rate is not None else "-",
+        empty_texts=n_empty,
+        truncated=n_trunc,
+    )
+    facts = {
+        "encoder": str(model_dir),
+        "encoder_id": enc_id,
+        "revision": revision,
+        "variant": variant(cfg),
+        "pooling": cfg.pooling,
+        "dim": dim,
+        "max_length": cfg.max_length,
+        "quantize": cfg.quantize,
+        "precision": variant(cfg).split("-")[-1],
+        "empty_text_vector": "zeros",
+        "counts": {
+            "texts": len(texts),
+            "distinct": len(first),
+            "cache_hits": hits.height,
+            "embedded": len(missing),
+            "empty": n_empty,
+            "truncated": n_trunc,
+        },
+        "texts_per_s": rate,
+    }
+    return vecs[index], facts
+
+
+def run(exp: Experiment) -> StageSummary:
+    layout = Layout.of(exp)
+    summary = StageSummary("embed", output=str(layout.embeddings))
+    ads, queries = read_texts(layout.raw)
+    fields = list(exp.embed.fields)
+    texts: list[str | None] = [t for f in fields for t in ads[f].to_list()] + queries
+    vectors, facts = embed_texts(texts, exp, layout.embed_cache, summary)
+    n = ads.height
+    ad_table = pl.DataFrame(
+        {"ad_id": ads["ad_id"]}
+        | {f"emb_{f}": vectors[i * n : (i + 1) * n] for i, f in enumerate(fields)}
+    )
+    query_table = pl.DataFrame(
+        {"query": pl.Series(queries, dtype=pl.String), "emb": vectors[len(fields) * n :]}
+    )
+    write_tables(
+        layout.embeddings,
+        {"ads": ad_table, "queries": query_table},
+        config_digest=exp.digest(),
+        inputs={"raw": layout.raw},
+        extra={**facts, "fields": fields},
+    )
+    summary.rows_in = n + len(queries)
+    summary.rows_out = ad_table.height + query_table.height
+    summary.notes = {"encoder_id": facts["encoder_id"], "dim": facts["dim"], **summary.notes}
+    return summary
