@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import socket
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -40,29 +37,17 @@ CHROMIUM_ARGS = [
 MODELS = ("lightgbm", "neural")
 METRICS = ("test_ctr_auc", "test_cvr_auc")
 EXPERIMENT = "small"
-REPO = Path(__file__).resolve().parents[2]
-# How the store is made: True runs the real `small` experiment through the pipeline stages (any
-# failing stage fails the test); False logs two hand-made model runs with mlflow directly.
-STORE_FROM_PIPELINE = False
-STAGES = ("raw", "embed", "features", "train", "evaluate")
+# How the store is made: True reads the store that the session fixture `small_pipeline`
+# (tests/conftest.py) made by running every stage of the `small` experiment through
+# `python -m pipeline` (a failing stage fails this test); False logs two hand-made model runs
+# with mlflow directly (`build_store_by_hand`), for working on the UI side alone.
+STORE_FROM_PIPELINE = True
 _SLICED_KEYS = [
     f"test_{part}{target}_{name}"
     for part in ("", "cold_", "placement_feed_", "placement_search_", "pos_1_", "new_user_")
     for target in ("ctr", "cvr", "ctcvr")
     for name in ("auc", "logloss", "ne", "calibration", "ece", "gauc")
 ]
-
-
-def build_store_with_pipeline(root: Path) -> str:
-    """`python -m pipeline <stage> --experiment small` for every stage, into `root`."""
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
-    for stage in STAGES:
-        cmd = [sys.executable, "-m", "pipeline", stage, "--experiment", EXPERIMENT]
-        cmd += ["--set", f"data.root={root / 'data'}"]
-        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, f"{' '.join(cmd[2:])} failed:\n{done.stderr[-3000:]}"
-    return uri
 
 
 def build_store_by_hand(root: Path) -> str:
@@ -99,9 +84,12 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def dashboard(tmp_path_factory, browser):
-    root = tmp_path_factory.mktemp("store")
-    uri = build_store_with_pipeline(root) if STORE_FROM_PIPELINE else build_store_by_hand(root)
+def dashboard(request, tmp_path_factory, browser):
+    root = tmp_path_factory.mktemp("dashboard")
+    if STORE_FROM_PIPELINE:
+        uri = request.getfixturevalue("small_pipeline").tracking_uri
+    else:
+        uri = build_store_by_hand(root)
     process, url = start_server(uri, free_port(), log_path=root / "server.log")
     yield url
     stop_server(process)
