@@ -55,6 +55,7 @@ AUCTION_META = (
     "max_cpc",
     "target_cpa",
 )
+SPLITS = ("valid", "test")  # simulated streams: tune on valid, replay on test
 SIMULATED_COLUMNS = (
     "ts",
     "market_price",
@@ -143,7 +144,8 @@ def ipinyou_streams(path: Path) -> list[StreamPair]:
 def _tuning_and_test(frame: pl.DataFrame, tuning_fraction: float) -> tuple[pl.DataFrame, ...]:
     """valid -> tuning and test -> replay when the frame has a `split` column, else by time."""
     if "split" in frame.columns:
-        parts = (frame.filter(pl.col("split") == s).sort("ts") for s in ("valid", "test"))
+        split = pl.col("split")
+        parts = (frame.filter(split == s).sort("ts", maintain_order=True) for s in SPLITS)
         return tuple(parts)
     return split_in_time(frame, tuning_fraction)
 
@@ -194,6 +196,7 @@ def simulated_frame(layout: Layout, kind: str) -> pl.DataFrame:
     frame = (
         meta.join(pred, on=["impression_id", "split"], how="left")
         .join(oracle, on="impression_id", how="left")
+        .sort("ts", "impression_id")  # a total order: the same stream on every run
         .collect()
     )
     for col, where in (("pctr", layout.predictions / kind), ("oracle_pctr", layout.oracle)):
