@@ -205,8 +205,11 @@ def simulate_impressions(
     click = rng.random(n) < p_click
     conversion = click & (rng.random(n) < p_conv)
     # market: the highest competing bid per impression, in the same currency as bids
+    # competing bids depend on public facts only (placement, the ad's category), never on the
+    # hidden taste match, so no column of the feature tables is derived from hidden state
     base_price = np.array([0.022, 0.008, 0.01, 0.012])[placement]
-    market = np.round(base_price * rng.lognormal(0.0, 0.6, n) * (1 + 0.15 * m_cat), 5)
+    category_level = rng.lognormal(0.0, 0.25, sub_cat.max() + 1)[h.ad_category[ad]]
+    market = np.round(base_price * category_level * rng.lognormal(0.0, 0.6, n), 5)
     queries = query_pool(rng)
     query = np.where(is_search, queries[target, intent, q_pick], None)
     order = np.lexsort((user, ts_s))

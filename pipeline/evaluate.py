@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from pipeline import plots, report
 from pipeline.config import Experiment
 from pipeline.datasets import labels, load_spec, load_split
-from pipeline.io import atomic_dir, read_manifest, read_table
+from pipeline.io import atomic_dir, read_manifest, read_table, write_file_manifest
 from pipeline.mlflow_model import load_estimator
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
@@ -240,6 +240,13 @@ def run(exp: Experiment) -> StageSummary:
                     indent=2,
                     default=lambda x: None,
                 )
+            )
+            write_file_manifest(
+                out,
+                config_digest=exp.digest(),
+                inputs={"features": layout.features}
+                | {f"predictions_{k}": layout.predictions / k for k in kinds},
+                extra={"champion": champion, "run_id": run.info.run_id},
             )
     print(tables["comparison"][0])
     summary.rows_in = summary.rows_out = test.height

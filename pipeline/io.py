@@ -162,6 +162,32 @@ def write_tables(
     return manifest
 
 
+def write_file_manifest(
+    directory: Path,
+    *,
+    config_digest: str,
+    inputs: Mapping[str, Path] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest of a directory of non-table files (models, reports): every file's sha256."""
+    files = {
+        str(p.relative_to(directory)): file_digest(p)
+        for p in sorted(Path(directory).rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {
+        "tables": {},
+        "files": files,
+        "inputs": {k: input_digest(Path(p)) for k, p in (inputs or {}).items()},
+        "config_hash": config_digest,
+        "code_version": code_version(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **dict(extra or {}),
+    }
+    (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
 def input_digest(path: Path) -> str:
     """The digest of an input: its manifest's digest for a stage directory, else the file's."""
     if path.is_dir():

@@ -18,7 +18,7 @@ from models.calibration import Calibrator
 from models.lgbm import LightGBMCTR
 from pipeline.config import Experiment
 from pipeline.datasets import labels, load_spec, load_split, spec_columns, to_matrix
-from pipeline.io import atomic_dir, write_tables
+from pipeline.io import atomic_dir, write_file_manifest, write_tables
 from pipeline.mlflow_model import META_FILE, calibrate
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
@@ -136,6 +136,12 @@ def train_one(kind: str, exp: Experiment, layout: Layout, frames: dict, spec: di
             }
             (tmp / META_FILE).write_text(json.dumps(meta))
             (tmp / "history.json").write_text(json.dumps(getattr(model, "history_", [])))
+            write_file_manifest(
+                tmp,
+                config_digest=exp.digest(),
+                inputs={"features": layout.features},
+                extra={"kind": kind, "run_id": run.info.run_id},
+            )
         info = _log_model(kind, exp, model_dir, frames["test"], spec, cal["test"])
         preds = []
         for s in ("valid", "test"):

@@ -86,9 +86,6 @@ def test_every_parquet_folder_is_a_published_output(small_pipeline) -> None:
     assert stray == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="models/<kind>/ and evaluation/ are written without a _manifest.json"
-)
 @pytest.mark.parametrize("sub", ["models/lightgbm", "models/neural", "evaluation"])
 def test_model_and_evaluation_outputs_have_a_manifest(small_pipeline, sub: str) -> None:
     assert (small_pipeline.root / sub / MANIFEST).is_file()
