@@ -157,8 +157,10 @@ class Experiment:
         return out
 
     def digest(self) -> str:
-        """A short hash of the effective settings (goes into every manifest)."""
-        blob = json.dumps(self.flat(), sort_keys=True, default=str).encode()
+        """A short hash of the effective settings (goes into every manifest). Where the data
+        lives (`data.root`) is not a setting of the data, so it is left out."""
+        settings = {k: v for k, v in self.flat().items() if k != "data.root"}
+        blob = json.dumps(settings, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
