@@ -36,6 +36,7 @@ def comparison_table(
     target: Callable[[str], float | None] = default_target,
     digits: int = 4,
     title: str = "Model comparison",
+    references: Collection[str] = (),
 ) -> tuple[str, str]:
     """(markdown, html) of `metrics[model][metric]`, models as columns, metrics as rows.
 
@@ -43,7 +44,8 @@ def comparison_table(
     the name returning True / False, or None for "no winner" (counts). A metric for which
     `target(name)` gives a number is won by the value closest to it. The winner of each row is
     bold with a ★ (all of them on a tie; none with fewer than two defined values); NaN or a
-    missing value shows as "–".
+    missing value shows as "–". Columns named in `references` (e.g. an oracle's best possible
+    scores) are shown but never compete.
     """
     models = list(metrics)
     rows = list(dict.fromkeys(m for per_model in metrics.values() for m in per_model))
@@ -51,9 +53,14 @@ def comparison_table(
     cells: list[tuple[str, list[tuple[str, bool]]]] = []
     for row in rows:
         values = [_value(metrics[model].get(row)) for model in models]
-        winners = _winners(values, direction(row), target(row))
+        competing = [
+            math.nan if m in references else v for m, v in zip(models, values, strict=True)
+        ]
+        winners = _winners(competing, direction(row), target(row))
         cells.append((row, [(_fmt(v, digits), i in winners) for i, v in enumerate(values)]))
     legend = _legend(rows, direction, target)
+    if references:
+        legend += f" Not competing (reference): {', '.join(references)}."
     return _markdown(models, cells, legend), _html(models, cells, legend, title)
 
 
@@ -93,13 +100,16 @@ def _fmt(value: float, digits: int) -> str:
 
 
 def _legend(rows: list[str], direction: Direction, target: Callable[[str], float | None]) -> str:
+    def kinds(names: list[str]) -> list[str]:  # test_ctr_logloss, test_cvr_logloss -> logloss
+        return list(dict.fromkeys(n.rsplit("_", 1)[-1] for n in names))
+
     lower = [r for r in rows if target(r) is None and direction(r) is True]
-    aimed = [r for r in rows if target(r) is not None]
+    aimed = {r.rsplit("_", 1)[-1]: target(r) for r in rows if target(r) is not None}
     parts = [f"{STAR} = best per row; higher is better unless noted"]
     if lower:
-        parts.append("lower is better: " + ", ".join(lower))
+        parts.append("lower is better: " + ", ".join(kinds(lower)))
     if aimed:
-        parts.append("closest to target: " + ", ".join(f"{r} → {target(r):g}" for r in aimed))
+        parts.append("closest to " + ", ".join(f"{v:g} for {k}" for k, v in aimed.items()))
     parts.append(f"{MISSING} = undefined (e.g. one label class in the slice)")
     return "; ".join(parts) + "."
 

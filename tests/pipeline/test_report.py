@@ -61,6 +61,22 @@ def test_explicit_lower_is_better_set_and_ties() -> None:
     assert rows["x"].rstrip(" |").endswith("–")
 
 
+def test_reference_columns_do_not_compete() -> None:
+    metrics = {**METRICS, "oracle": {"test_ctr_auc": 0.80, "test_ctr_logloss": 0.20}}
+    md, _ = comparison_table(metrics, references={"oracle"})
+    rows = _rows(md)
+    assert rows["test_ctr_auc"] == ["0.7100", "**0.7300 ★**", "0.8000"]
+    assert rows["test_ctr_logloss"] == ["**0.2500 ★**", "0.2600", "0.2000"]
+    assert "reference): oracle" in md
+
+
+def test_legend_names_directions_once() -> None:
+    md, _ = comparison_table(METRICS)
+    legend = md.strip().splitlines()[-1]
+    assert "lower is better: logloss;" in legend
+    assert "closest to 1 for calibration" in legend
+
+
 def test_html_table() -> None:
     _, page = comparison_table(METRICS, title="small <test>")
     assert page.startswith("<!DOCTYPE html>")
