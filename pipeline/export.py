@@ -30,7 +30,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -48,6 +48,9 @@ from pipeline.config import Experiment
 from pipeline.datasets import load_spec
 from pipeline.io import MANIFEST, DataError, code_version, read_table
 from pipeline.stage import Layout, StageSummary
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger("adctr.export")
 
@@ -186,8 +189,11 @@ def valid_from(layout: Layout, rows: pl.DataFrame) -> str | None:
     return ts.isoformat() if ts is not None else None
 
 
-def candidate_grid(exp: Experiment, layout: Layout, rows: pl.DataFrame, start: str | None):
-    """Every active ad (created before `start`) x placement x segment, with the ad's terms."""
+def candidate_grid(
+    exp: Experiment, layout: Layout, rows: pl.DataFrame, start: str | None
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(grid, active ads, placements): every active ad (created before `start`) x placement x
+    segment (user profiles' and scored rows'), with the ad's category and goal terms."""
     ads = _ad_terms(read_table(layout.raw, "ads").collect())
     if start is not None and "created_at" in ads.columns:
         cut = datetime.fromisoformat(start)
@@ -244,7 +250,9 @@ def strategy_params(exp: Experiment, rows: pl.DataFrame, has_conversion: bool) -
     return tune(name, stream, budget, cfg, objective)
 
 
-def build_table(exp: Experiment, rows: pl.DataFrame, grid: pl.DataFrame, params: BidParams):
+def build_table(
+    exp: Experiment, rows: pl.DataFrame, grid: pl.DataFrame, params: BidParams
+) -> pl.DataFrame:
     """Cells -> the bid_weights table in `table_schema` order."""
     seg = exp.export.segment_columns
     cells = cell_estimates(rows, grid, ("pctr", "pcvr"), exp.export.shrinkage)
@@ -256,7 +264,9 @@ def build_table(exp: Experiment, rows: pl.DataFrame, grid: pl.DataFrame, params:
     return table.select([pl.col(c).cast(t) for c, t in schema.items()]).sort(list(KEY_COLUMNS))
 
 
-def validate(table: pl.DataFrame, ads: pl.DataFrame, placements: pl.DataFrame, exp: Experiment):
+def validate(
+    table: pl.DataFrame, ads: pl.DataFrame, placements: pl.DataFrame, exp: Experiment
+) -> list[str]:
     """Every reason the table must not be published (empty list: fine)."""
     problems: list[str] = []
     schema = table_schema(exp.export.segment_columns)
@@ -285,6 +295,8 @@ def validate(table: pl.DataFrame, ads: pl.DataFrame, placements: pl.DataFrame, e
             problems.append(f"{out} {col}(s) outside [{cfg.min_multiplier}, {cfg.max_multiplier}]")
     if cfg.bid_cap and (table["bid"] > cfg.bid_cap + eps).any():
         problems.append(f"bids above bid_cap {cfg.bid_cap}")
+    if (table["bid"] < cfg.bid_floor - eps).any():
+        problems.append(f"bids below bid_floor {cfg.bid_floor}")
     if not (table["bid"] > 0).any():
         problems.append("every bid is 0")
     if table.select(KEY_COLUMNS).is_duplicated().any():
@@ -418,7 +430,7 @@ def publish(table: pl.DataFrame, manifest: dict[str, Any], root: Path, keep: int
     return final
 
 
-def bid_histogram(table: pl.DataFrame):
+def bid_histogram(table: pl.DataFrame) -> Figure:
     """Bids per cell, one histogram per placement."""
     from matplotlib.figure import Figure
 
@@ -431,7 +443,15 @@ def bid_histogram(table: pl.DataFrame):
     return fig
 
 
-def _manifest(exp, champion, params, start, rows, table, run_id) -> dict[str, Any]:
+def _manifest(
+    exp: Experiment,
+    champion: Champion,
+    params: BidParams,
+    start: str | None,
+    rows: pl.DataFrame,
+    table: pl.DataFrame,
+    run_id: str,
+) -> dict[str, Any]:
     cfg = exp.bidding
     pacing = None
     if params.paced:

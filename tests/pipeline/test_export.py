@@ -77,6 +77,8 @@ def test_validate_names_every_problem() -> None:
     assert "every bid is 0" in export.validate(zero, ads, places, exp)
     capped = replace(exp, bidding=BiddingConfig(bid_cap=0.5))
     assert any("bid_cap" in p for p in export.validate(good, ads, places, capped))
+    floored = replace(exp, bidding=BiddingConfig(bid_floor=10.0))
+    assert any("bid_floor" in p for p in export.validate(good, ads, places, floored))
 
 
 def _champion(value: float, metric: str = "test_ctcvr_logloss") -> export.Champion:
