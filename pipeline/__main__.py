@@ -8,10 +8,6 @@ import logging
 import os
 import sys
 
-from pipeline.config import ConfigError, load_experiment
-from pipeline.io import DataError
-from pipeline.stage import setup_logging
-
 # stage -> module under pipeline/ exposing `run(exp: Experiment) -> StageSummary`
 STAGES = {
     "generate": "pipeline.generate",
@@ -55,14 +51,18 @@ def main(argv: list[str] | None = None) -> int:
             help="override one setting (repeatable), e.g. --set market.n_users=500",
         )
     args = parser.parse_args(argv)
-    setup_logging()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    try:
-        if args.stage == "ui":
-            from pipeline.ui import serve
+    if args.stage == "ui":  # the dashboard needs none of the modelling code
+        from pipeline.ui import serve
 
-            return serve(port=args.port)
+        return serve(port=args.port)
+    from pipeline.config import ConfigError, load_experiment
+    from pipeline.io import DataError
+    from pipeline.stage import setup_logging
+
+    setup_logging()
+    try:
         exp = load_experiment(args.experiment, args.overrides)
         stage = args.stage
         if stage == "raw":

@@ -207,6 +207,7 @@ def run(exp: Experiment) -> StageSummary:
         name: report.comparison_table(
             {k: {r: m.get(r, math.nan) for r in selected} for k, m in per_model.items()},
             title=f"{exp.name}: {title}",
+            references={"oracle"},
         )
         for name, title, selected in (
             ("comparison", "test metrics", overall),
