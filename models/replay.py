@@ -154,6 +154,29 @@ def replay(
     return _result(win_mask(bids, price, budget), stream, budget)
 
 
+def _pace(
+    bids: np.ndarray, stream: Auctions, budget: float, cfg: BiddingConfig, base_bid: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pacing loop: (won mask, the multiplier each slot bid with)."""
+    won = np.zeros(len(stream), dtype=bool)
+    left, multiplier = float(budget), 1.0
+    slots = np.array_split(np.arange(len(stream)), min(cfg.pacing_slots, max(len(stream), 1)))
+    used = np.ones(len(slots))
+    for i, idx in enumerate(slots):
+        used[i] = multiplier
+        if not idx.size:
+            continue
+        planned = left / (len(slots) - i)
+        slot_bids = bound_bids(bids[idx] * multiplier, base_bid, cfg)
+        allowance = min(left, cfg.pacing_slot_cap * planned) if cfg.pacing_slot_cap else left
+        w = win_mask(slot_bids, stream.market_price[idx], allowance)
+        won[idx] = w
+        spent = float(stream.market_price[idx][w].sum())
+        left -= spent
+        multiplier = pacing_update(multiplier, spent, planned, cfg)
+    return won, used
+
+
 def replay_paced(
     bids: ArrayLike,
     stream: Auctions,
@@ -165,26 +188,20 @@ def replay_paced(
 
     Slots are equal-count chunks of the stream; each slot plans the budget left spread evenly
     over the slots left and may spend at most `pacing_slot_cap` times that plan (auctions
-    beyond are lost, as when the budget is out); the multiplier moves by `pacing_update`.
-    Paced bids are bounded again (`bound_bids` around `base_bid`, or only the absolute bounds
-    without it).
+    beyond are lost, as when the budget is out); the multiplier starts at 1 and moves by
+    `pacing_update`. Paced bids are bounded again (`bound_bids` around `base_bid`, or only the
+    absolute bounds without it).
     """
-    bids = np.asarray(bids, dtype=np.float64)
-    won = np.zeros(len(stream), dtype=bool)
-    left, multiplier = float(budget), 1.0
-    slots = np.array_split(np.arange(len(stream)), min(cfg.pacing_slots, max(len(stream), 1)))
-    for i, idx in enumerate(slots):
-        if not idx.size:
-            continue
-        planned = left / (len(slots) - i)
-        slot_bids = bound_bids(bids[idx] * multiplier, base_bid, cfg)
-        allowance = min(left, cfg.pacing_slot_cap * planned) if cfg.pacing_slot_cap else left
-        w = win_mask(slot_bids, stream.market_price[idx], allowance)
-        won[idx] = w
-        spent = float(stream.market_price[idx][w].sum())
-        left -= spent
-        multiplier = pacing_update(multiplier, spent, planned, cfg)
+    won, _ = _pace(np.asarray(bids, dtype=np.float64), stream, budget, cfg, base_bid)
     return _result(won, stream, budget)
+
+
+def pacing_multipliers(
+    params: BidParams, stream: Auctions, budget: float, cfg: BiddingConfig
+) -> np.ndarray:
+    """The pacing multiplier of every slot when `params` bid over `stream` under `budget`."""
+    bids = make_bids(params, stream.value, cfg)
+    return _pace(bids, stream, budget, cfg, params.base_bid)[1]
 
 
 def run_strategy(

@@ -43,7 +43,7 @@ from models.bidding import (
     ortb_lambda,
     split_strategy,
 )
-from models.replay import Auctions, tune
+from models.replay import Auctions, pacing_multipliers, tune
 from pipeline.config import Experiment
 from pipeline.datasets import load_spec
 from pipeline.io import MANIFEST, DataError, code_version, read_table
@@ -220,8 +220,14 @@ def candidate_grid(
     return ads.join(placements, how="cross").join(segments, how="cross"), ads, placements
 
 
-def strategy_params(exp: Experiment, rows: pl.DataFrame, has_conversion: bool) -> BidParams:
-    """Tune the configured strategy on the scored rows replayed as an auction stream."""
+def strategy_params(
+    exp: Experiment, rows: pl.DataFrame, has_conversion: bool
+) -> tuple[BidParams, float]:
+    """Tune the configured strategy on the scored rows replayed as an auction stream.
+
+    Returns the parameters and, for a paced strategy, the pacing multiplier to start from: the
+    median multiplier the controller held over that replay (1 when nothing could be tuned).
+    """
     cfg, name = exp.bidding, exp.export.strategy
     base, paced = split_strategy(name, cfg.paced_base)
     terms = _ad_terms(rows)
@@ -237,7 +243,8 @@ def strategy_params(exp: Experiment, rows: pl.DataFrame, has_conversion: bool) -
     if price is None or price.null_count() or not (price > 0).any():
         mean = float(value.mean()) or 1.0
         c = cfg.ortb_c or cfg.base_bid
-        return BidParams(base, cfg.base_bid, mean, c, ortb_lambda(cfg.base_bid, c, mean), paced)
+        lam = ortb_lambda(cfg.base_bid, c, mean)
+        return BidParams(base, cfg.base_bid, mean, c, lam, paced), 1.0
     stream = Auctions(
         value=value,
         market_price=price.to_numpy().astype(np.float64),
@@ -247,7 +254,10 @@ def strategy_params(exp: Experiment, rows: pl.DataFrame, has_conversion: bool) -
     use_conv = has_conversion and stream.conversion.sum() > 0
     objective = "conversions" if use_conv else "clicks"
     budget = exp.export.budget_fraction * stream.cost
-    return tune(name, stream, budget, cfg, objective)
+    params = tune(name, stream, budget, cfg, objective)
+    if not paced:
+        return params, 1.0
+    return params, float(np.median(pacing_multipliers(params, stream, budget, cfg)))
 
 
 def build_table(
@@ -447,6 +457,7 @@ def _manifest(
     exp: Experiment,
     champion: Champion,
     params: BidParams,
+    multiplier: float,
     start: str | None,
     rows: pl.DataFrame,
     table: pl.DataFrame,
@@ -456,7 +467,7 @@ def _manifest(
     pacing = None
     if params.paced:
         keys = ("pacing_slots", "pacing_gain", "pacing_step", "pacing_slot_cap")
-        pacing = {"multiplier": 1.0, "min": cfg.pacing_min, "max": cfg.pacing_max}
+        pacing = {"multiplier": multiplier, "min": cfg.pacing_min, "max": cfg.pacing_max}
         pacing |= {k.removeprefix("pacing_"): getattr(cfg, k) for k in keys}
     stamp = datetime.now(UTC)
     return {
@@ -501,7 +512,7 @@ def run(exp: Experiment) -> StageSummary:
     start = valid_from(layout, rows)
     grid, ads, placements = candidate_grid(exp, layout, rows, start)
     has_conversion = bool(load_spec(layout.features).get("has_conversion", True))
-    params = strategy_params(exp, rows, has_conversion)
+    params, multiplier = strategy_params(exp, rows, has_conversion)
     table = build_table(exp, rows, grid, params)
     tags = {"model_name": champion.name, "model_version": champion.version}
     with stage_run(exp, "export", tags=tags | {"strategy": exp.export.strategy}) as run:
@@ -525,7 +536,7 @@ def run(exp: Experiment) -> StageSummary:
             mlflow.set_tags({"export_status": "refused", "refused_reason": reason[:5000]})
             kept = f"published table kept ({layout.exports})" if previous else "nothing published"
             raise ExportRefused(f"export refused: {reason}; {kept}")
-        manifest = _manifest(exp, champion, params, start, rows, table, run.info.run_id)
+        manifest = _manifest(exp, champion, params, multiplier, start, rows, table, run.info.run_id)
         final = publish(table, manifest, layout.root, exp.export.keep_versions)
         mlflow.log_artifacts(str(final), "export")
         mlflow.log_figure(bid_histogram(table), "plots/bid_histogram.png")

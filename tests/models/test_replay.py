@@ -14,6 +14,7 @@ from models.replay import (
     Auctions,
     compare_strategies,
     oracle_share,
+    pacing_multipliers,
     replay,
     replay_paced,
     run_strategy,
@@ -206,3 +207,14 @@ def test_oracle_share_per_strategy_and_best() -> None:
     assert out.filter(pl.col("strategy") == "best")["reference_strategy"].to_list()[0] == "linear"
     # the oracle got nothing: no share
     assert math.isnan(got[(1.0, "best")][0]) and math.isnan(got[(1.0, "linear")][0])
+
+
+def test_pacing_multipliers_trace_the_controller() -> None:
+    # 40 auctions at price 10, a constant bid of 1, budget ample: nothing is won until the
+    # multiplier reaches 10 (doubling per empty slot, capped by pacing_max and max_multiplier)
+    stream = Auctions(np.ones(40), np.full(40, 10.0), np.zeros(40, int), np.zeros(40, int))
+    cfg = BiddingConfig(pacing_slots=8, pacing_step=2.0, pacing_max=10.0, max_multiplier=10.0)
+    params = BidParams("constant", 1.0, paced=True)
+    trace = pacing_multipliers(params, stream, 1000.0, cfg)
+    assert trace.tolist() == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0, 10.0]
+    assert run_strategy(params, stream, 1000.0, cfg).impressions == 20  # slots 5 to 8

@@ -186,7 +186,8 @@ def test_published_table_matches_manifest_and_covers_the_grid(published) -> None
     assert "plots/bid_histogram.png" in logged
     params = manifest["strategy"]
     assert params["name"] == ExportConfig().strategy and params["params"]["base_bid"] > 0
-    assert params["pacing"]["multiplier"] == 1.0  # paced: the controller's starting state
+    pacing = params["pacing"]  # paced: the controller's state to start from
+    assert BiddingConfig().pacing_min <= pacing["multiplier"] <= BiddingConfig().pacing_max
 
 
 def _nan_first_prediction(real_score):
