@@ -5,10 +5,14 @@ from __future__ import annotations
 import polars as pl
 
 
-def fit_vocab(train: pl.LazyFrame, column: str, min_count: int = 1) -> pl.DataFrame:
-    """Codes 1..V by descending train frequency (ties by value), for values seen >= min_count."""
+def fit_vocab(train: pl.LazyFrame | pl.DataFrame, column: str, min_count: int = 1) -> pl.DataFrame:
+    """Codes 1..V by descending train frequency (ties by value), for values seen >= min_count.
+
+    Columns: column (the source column's name), value (String), code (Int32), count.
+    """
     return (
-        train.select(pl.col(column).cast(pl.String).alias("value"))
+        train.lazy()
+        .select(pl.col(column).cast(pl.String).alias("value"))
         .drop_nulls()
         .group_by("value")
         .agg(pl.len().alias("count"))
@@ -20,14 +24,23 @@ def fit_vocab(train: pl.LazyFrame, column: str, min_count: int = 1) -> pl.DataFr
     )
 
 
+def encode(column: str, vocab: pl.DataFrame, out: str, dtype: pl.DataType | None = None) -> pl.Expr:
+    """An expression: the code of `column`'s value, 0 when unseen in train or null.
+
+    With the column's `dtype` (an integer type, say) the lookup runs on the column as it is
+    instead of on its string form: same codes, no string copy of a large column.
+    """
+    mapping = vocab.filter(pl.col("column") == column)
+    values, col = mapping["value"], pl.col(column).cast(pl.String)
+    if dtype is not None and dtype.is_integer():
+        values, col = values.cast(dtype), pl.col(column)
+    return (
+        col.replace_strict(values, mapping["code"], default=0, return_dtype=pl.Int32)
+        .fill_null(0)
+        .alias(out)
+    )
+
+
 def apply_vocab(frame: pl.LazyFrame, column: str, vocab: pl.DataFrame, out: str) -> pl.LazyFrame:
     """Add `out` = the code of `column`'s value, 0 when unseen in train or null."""
-    mapping = vocab.filter(pl.col("column") == column).select(
-        pl.col("value"), pl.col("code").alias(out)
-    )
-    return (
-        frame.with_columns(pl.col(column).cast(pl.String).alias("__value"))
-        .join(mapping.lazy(), left_on="__value", right_on="value", how="left")
-        .with_columns(pl.col(out).fill_null(0))
-        .drop("__value")
-    )
+    return frame.with_columns(encode(column, vocab, out))

@@ -2,57 +2,85 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
+
+REASONS = (
+    "null_impression_id",
+    "null_ts",
+    "null_user_id",
+    "null_ad_id",
+    "bad_click",
+    "bad_conversion",
+    "unknown_ad",
+    "unknown_user",
+    "duplicate_impression_id",
+)
+
+
+def _known(table: pl.LazyFrame | None, column: str) -> pl.Series | None:
+    """The distinct ids of a table, or None when there is no table (or it is empty)."""
+    if table is None:
+        return None
+    ids = table.select(pl.col(column).drop_nulls().unique()).collect()[column]
+    return ids if len(ids) else None
+
+
+def flag_rows(
+    impressions: pl.LazyFrame,
+    ads: pl.LazyFrame | None,
+    users: pl.LazyFrame | None,
+    required: Sequence[str] = ("ts", "user_id", "ad_id"),
+) -> pl.LazyFrame:
+    """The impressions with a `reason` column: null for good rows, else the first that applies.
+
+    Reasons in order: null_impression_id; null_<col> for each `required` column (ts, user_id,
+    ad_id: pass only the ones the dataset has); bad_click (not 0/1); bad_conversion (not
+    0/1/null, or 1 without a click); unknown_ad / unknown_user (an id absent from the ads /
+    users table; skipped when that table is None or empty); duplicate_impression_id (every
+    occurrence after the first, in row order). Row order is kept.
+    """
+    ad_ids, user_ids = _known(ads, "ad_id"), _known(users, "user_id")
+    conv = pl.col("conversion")
+    click = pl.col("click")
+    chain = pl.when(pl.col("impression_id").is_null()).then(pl.lit("null_impression_id"))
+    for col in required:
+        chain = chain.when(pl.col(col).is_null()).then(pl.lit(f"null_{col}"))
+    chain = (
+        chain.when(click.is_null() | ~click.is_in([0, 1]))
+        .then(pl.lit("bad_click"))
+        .when(conv.is_not_null() & (~conv.is_in([0, 1]) | (conv > click)))
+        .then(pl.lit("bad_conversion"))
+    )
+    if ad_ids is not None:
+        chain = chain.when(~pl.col("ad_id").is_in(ad_ids.implode())).then(pl.lit("unknown_ad"))
+    if user_ids is not None:
+        chain = chain.when(~pl.col("user_id").is_in(user_ids.implode())).then(
+            pl.lit("unknown_user")
+        )
+    first = pl.int_range(pl.len()).over("impression_id") > 0
+    chain = chain.when(first & pl.col("impression_id").is_not_null()).then(
+        pl.lit("duplicate_impression_id")
+    )
+    return impressions.with_columns(chain.otherwise(pl.lit(None, dtype=pl.String)).alias("reason"))
 
 
 def split_quarantine(
-    impressions: pl.LazyFrame, ads: pl.LazyFrame, users: pl.LazyFrame | None
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """(good rows, quarantined rows + `reason`). Every input row lands in exactly one of them.
-
-    Reasons, first that applies: null_ts, null_user_id, null_ad_id, bad_click (not 0/1),
-    bad_conversion (not 0/1/null, or 1 without a click), unknown_ad, unknown_user (only when a
-    users table is given), duplicate_impression_id (every occurrence after the first).
-    """
-    known_ads = (
-        ads.select(pl.col("ad_id").alias("__ad"))
-        .unique()
-        .with_columns(pl.lit(True).alias("__ad_ok"))
-    )
-    frame = impressions.with_row_index("__row").join(
-        known_ads, left_on="ad_id", right_on="__ad", how="left"
-    )
-    user_ok = pl.lit(True)
-    if users is not None:
-        known_users = (
-            users.select(pl.col("user_id").alias("__user"))
-            .unique()
-            .with_columns(pl.lit(True).alias("__user_ok"))
-        )
-        frame = frame.join(known_users, left_on="user_id", right_on="__user", how="left")
-        user_ok = pl.col("__user_ok").fill_null(False)
-    conv = pl.col("conversion")
-    reason = (
-        pl.when(pl.col("ts").is_null())
-        .then(pl.lit("null_ts"))
-        .when(pl.col("user_id").is_null())
-        .then(pl.lit("null_user_id"))
-        .when(pl.col("ad_id").is_null())
-        .then(pl.lit("null_ad_id"))
-        .when(~pl.col("click").is_in([0, 1]) | pl.col("click").is_null())
-        .then(pl.lit("bad_click"))
-        .when(conv.is_not_null() & (~conv.is_in([0, 1]) | (conv > pl.col("click"))))
-        .then(pl.lit("bad_conversion"))
-        .when(~pl.col("__ad_ok").fill_null(False))
-        .then(pl.lit("unknown_ad"))
-        .when(~user_ok)
-        .then(pl.lit("unknown_user"))
-        .when(pl.col("__row") != pl.col("__row").min().over("impression_id"))
-        .then(pl.lit("duplicate_impression_id"))
-        .otherwise(pl.lit(None, dtype=pl.String))
-    )
-    drop = [c for c in ("__ad_ok", "__user_ok") if c in frame.collect_schema().names()]
-    frame = frame.with_columns(reason.alias("reason")).drop(drop).sort("__row")
-    good = frame.filter(pl.col("reason").is_null()).drop(["reason", "__row"])
-    bad = frame.filter(pl.col("reason").is_not_null()).drop("__row")
+    impressions: pl.LazyFrame,
+    ads: pl.LazyFrame | None,
+    users: pl.LazyFrame | None,
+    required: Sequence[str] = ("ts", "user_id", "ad_id"),
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(good rows, quarantined rows + `reason`), collected once. Every input row lands in
+    exactly one of them, in input order. See `flag_rows` for the reasons."""
+    flagged = flag_rows(impressions, ads, users, required).collect()
+    good = flagged.filter(pl.col("reason").is_null()).drop("reason")
+    bad = flagged.filter(pl.col("reason").is_not_null())
     return good, bad
+
+
+def reason_counts(bad: pl.DataFrame) -> dict[str, int]:
+    """Quarantined rows per reason, most frequent first (ties by name)."""
+    counts = bad.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
+    return dict(counts.iter_rows())

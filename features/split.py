@@ -27,10 +27,18 @@ class SplitConfig:
 
 
 def assign_split(impressions: pl.LazyFrame, cfg: SplitConfig) -> tuple[pl.LazyFrame, dict]:
-    """Add a `split` column (unless the data brings one) and return the boundaries used."""
+    """Add a `split` column (unless the data brings one) and return the boundaries used.
+
+    Rows after the test period get `after` (and null ts would get null): the caller
+    quarantines every row whose split is not one of SPLITS.
+    """
     if "split" in impressions.collect_schema().names():
         return impressions, {"split_mode": "given"}
     first = impressions.select(pl.col("ts").min()).collect().item()
+    if first is None:  # no rows: nothing to split
+        return impressions.with_columns(pl.lit(None, pl.String).alias("split")), {
+            "split_mode": "time"
+        }
     day0 = first.replace(hour=0, minute=0, second=0, microsecond=0)
     valid_start = day0 + timedelta(days=cfg.train_days)
     test_start = valid_start + timedelta(days=cfg.valid_days)
@@ -53,7 +61,27 @@ def assign_split(impressions: pl.LazyFrame, cfg: SplitConfig) -> tuple[pl.LazyFr
     return impressions.with_columns(split.alias("split")), bounds
 
 
-def cold_start_flag(impressions: pl.LazyFrame) -> pl.Expr:
-    """True on test rows whose ad had no impression before the test period."""
-    seen = impressions.filter(pl.col("split") != "test").select("ad_id").unique().collect()["ad_id"]
-    return (pl.col("split") == "test") & ~pl.col("ad_id").is_in(seen.implode())
+def cold_start_flag(impressions: pl.LazyFrame | pl.DataFrame) -> pl.Expr:
+    """True on test rows whose ad had no impression before the test period (in train or
+    valid); false elsewhere, and false for a null ad id."""
+    seen = (
+        impressions.lazy()
+        .filter(pl.col("split") != "test")
+        .select(pl.col("ad_id").drop_nulls().unique())
+        .collect()["ad_id"]
+    )
+    unseen = ~pl.col("ad_id").is_in(seen.implode()) & pl.col("ad_id").is_not_null()
+    return (pl.col("split") == "test") & unseen
+
+
+def new_user_flag(impressions: pl.LazyFrame | pl.DataFrame) -> pl.Expr:
+    """True on test rows whose user has no train impression; false elsewhere and for a null
+    user id."""
+    seen = (
+        impressions.lazy()
+        .filter(pl.col("split") == "train")
+        .select(pl.col("user_id").drop_nulls().unique())
+        .collect()["user_id"]
+    )
+    unseen = ~pl.col("user_id").is_in(seen.implode()) & pl.col("user_id").is_not_null()
+    return (pl.col("split") == "test") & unseen

@@ -1,21 +1,26 @@
 """Build point-in-time features. Reads `raw/` (and `embeddings/` when text features are on).
-Writes `features/{train,valid,test}.parquet`, `feature_spec.json`, `vocab.parquet`, and the
-quarantined impressions to `quarantine/features.parquet`."""
+Writes `features/{train,valid,test}.parquet` (rows in time order), `feature_spec.json`,
+`vocab.parquet`, and the quarantined impressions (with a `reason`) to
+`quarantine/features/impressions.parquet`.
+
+Every impression is accounted for: rows in = train + valid + test + quarantined.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import polars as pl
 
 from features import behaviour as bf
 from features import schema
-from features.encoders import apply_vocab, fit_vocab
-from features.quality import split_quarantine
-from features.split import SPLITS, assign_split, cold_start_flag
+from features.encoders import encode, fit_vocab
+from features.quality import flag_rows, reason_counts
+from features.split import SPLITS, assign_split, cold_start_flag, new_user_flag
 from pipeline.config import Experiment
-from pipeline.io import read_manifest, read_table, write_tables
+from pipeline.io import DataError, read_manifest, read_table, write_tables
 from pipeline.stage import Layout, StageSummary
 from pipeline.text_features import add_text_features
 
@@ -69,188 +74,187 @@ CATEGORICAL = [
     "hour",
     "weekday",
 ]
+AD_NUMERIC = ["position", "log_price", "max_cpc", "target_cpa", "ad_age_days"]
 
 
-def _joined(layout: Layout, exp: Experiment) -> tuple[pl.LazyFrame, pl.LazyFrame, dict, int]:
-    """Impressions joined with ad attributes and user profile; quarantine; the split column."""
+def _has(frame: pl.DataFrame | pl.LazyFrame, col: str) -> bool:
+    """The impressions carry `col` with at least one non-null value."""
+    if col not in frame.collect_schema().names():
+        return False
+    return frame.lazy().select(pl.col(col).is_not_null().any()).collect().item()
+
+
+def _time_sorted(frame: pl.DataFrame) -> bool:
+    """Rows are in (ts, impression_id) order (the simulator and most logs already are)."""
+    ts, ids = pl.col("ts"), pl.col("impression_id")
+    later = (ts > ts.shift(1)) | ((ts == ts.shift(1)) & (ids > ids.shift(1)))
+    return bool(frame.select(later.slice(1).all()).item())
+
+
+def _joined(
+    layout: Layout, exp: Experiment
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any], int]:
+    """Good impressions joined with ad attributes and user profile, with the split column,
+    sorted by (ts, impression_id); the quarantined rows (+ reason); split bounds; rows in."""
     ads = read_table(layout.raw, "ads", schema.ADS)
     users = read_table(layout.raw, "users", schema.USERS)
     imps = read_table(layout.raw, "impressions", schema.IMPRESSIONS)
+    required = ["ts", *[c for c in ("user_id", "ad_id") if _has(imps, c)]]
     rows_in = imps.select(pl.len()).collect().item()
-    has_users = users.select(pl.len()).collect().item() > 0
-    good, bad = split_quarantine(imps, ads, users if has_users else None)
-    profile = users.rename({"device": "profile_device"})
-    frame = good.join(ads.select(AD_COLUMNS), on="ad_id", how="left").join(
-        profile, on="user_id", how="left"
+    flagged = flag_rows(imps, ads, users, required).collect()
+    bad = flagged.filter(pl.col("reason").is_not_null())
+    ads = ads.unique("ad_id", keep="first", maintain_order=True)
+    profile = users.unique("user_id", keep="first", maintain_order=True)
+    profile = profile.rename({"device": "profile_device"})
+    joined = (
+        flagged.lazy()
+        .filter(pl.col("reason").is_null())
+        .drop("reason")
+        .join(ads.select(AD_COLUMNS), on="ad_id", how="left", maintain_order="left")
+        .join(profile, on="user_id", how="left", maintain_order="left")
     )
-    frame, bounds = assign_split(frame, exp.split)
-    outside = frame.filter(~pl.col("split").is_in(SPLITS))
-    bad = pl.concat(
-        [
-            bad,
-            outside.select(bad.collect_schema().names()[:-1]).with_columns(
-                pl.lit("outside_split_period").alias("reason")
-            ),
-        ],
-        how="vertical_relaxed",
-    )
-    frame = frame.filter(pl.col("split").is_in(SPLITS))
+    joined, bounds = assign_split(joined, exp.split)
+    frame = joined.collect()
+    del flagged
+    inside = frame["split"].is_in(SPLITS).fill_null(False)
+    if not inside.all():
+        outside = frame.filter(~inside).select(imps.collect_schema().names())
+        outside = outside.with_columns(pl.lit("outside_split_period").alias("reason"))
+        bad = pl.concat([bad, outside], how="vertical_relaxed")
+        frame = frame.filter(inside)
+    if not _time_sorted(frame):
+        frame = frame.sort(["ts", "impression_id"])
     return frame, bad, bounds, rows_in
 
 
-def _behaviour(frame: pl.LazyFrame, exp: Experiment, has_conv: bool, priors: dict) -> tuple:
-    """All behaviour feature columns joined by impression_id; their names."""
+def _behaviour(
+    frame: pl.DataFrame, layout: Layout, exp: Experiment, has_conv: bool, priors: bf.Priors
+) -> pl.DataFrame:
+    """Every behaviour feature column, row-aligned with `frame` (sorted by ts)."""
     cfg = exp.features
-    schema_names = frame.collect_schema().names()
-    out = frame.select("impression_id")
-    names: list[str] = []
-    windows = ["all", *[f"{w}d" for w in cfg.windows_days]]
-    for key in cfg.behaviour_keys:
-        cols = bf.KEYS[key]
-        if any(c not in schema_names for c in cols):
-            continue
-        if (
-            frame.select(pl.col(list(cols)).null_count().sum()).collect().row(0)[0] > 0
-            and frame.select(pl.col(cols[0]).is_null().all()).collect().item()
-        ):
-            continue  # the dataset does not have this key
-        keyed = frame.select(["impression_id", "ts", *cols, "click", "conversion"])
-        counts = bf.key_counts(keyed, keyed, key, cfg.windows_days, has_conv)
-        counts = counts.with_columns(
-            bf.smoothed_rates(
-                key, windows, priors["ctr"], priors["cvr"], cfg.prior_strength, has_conv
-            )
-        )
-        out = out.join(counts, on="impression_id", how="left")
-    rec = bf.recency(frame, frame)
-    out = out.join(rec, on="impression_id", how="left")
-    names = [c for c in out.collect_schema().names() if c != "impression_id"]
-    return out, names
+    keys = bf.present_keys(frame, cfg.behaviour_keys)
+    log.info("behaviour features: keys %s, windows %s days", keys, list(cfg.windows_days))
+    behaviour = read_table(layout.raw, "behaviour", schema.BEHAVIOUR)
+    outcomes = bf.outcome_events(frame, behaviour, cfg)
+    return bf.behaviour_features(frame, outcomes, cfg, priors, has_conv)
+
+
+def _spec_entries(
+    categorical: list[str], numeric: list[str], vocab: pl.DataFrame, beh_names: set[str]
+) -> list[dict[str, Any]]:
+    cats = [
+        {
+            "name": f"c_{c}",
+            "kind": "categorical",
+            "source": c,
+            "cardinality": int(vocab.filter(pl.col("column") == c).height) + 1,
+            "family": "id" if c.endswith("_id") or c in ("category", "brand") else "context",
+        }
+        for c in categorical
+    ]
+    nums = [
+        {
+            "name": f"n_{c}",
+            "kind": "numeric",
+            "source": c,
+            "family": "behaviour"
+            if c in beh_names
+            else ("context" if c == "position" or c.startswith("num_") else "ad"),
+        }
+        for c in numeric
+    ]
+    return cats + nums
+
+
+def _encode(
+    frame: pl.DataFrame, beh_names: list[str]
+) -> tuple[pl.DataFrame, list[str], list[str], pl.DataFrame]:
+    """Fit vocabularies on train, add `c_*` codes and `n_*` numerics; drop what train lacks."""
+    names = frame.columns
+    train = frame.lazy().filter(pl.col("split") == "train")  # lazy: only the needed columns
+    candidates = [c for c in CATEGORICAL if c in names] + [c for c in names if c.startswith("cat_")]
+    vocabs = [v for v in (fit_vocab(train, c) for c in candidates) if v.height > 0]
+    categorical = [v["column"][0] for v in vocabs]
+    vocab = pl.concat(vocabs) if vocabs else pl.DataFrame()
+    numeric = [c for c in [*AD_NUMERIC, *beh_names] if c in names]
+    numeric += [c for c in names if c.startswith("num_")]
+    if numeric:
+        has_values = train.select(pl.col(numeric).is_not_null().any()).collect().row(0, named=True)
+        numeric = [c for c in numeric if has_values[c]]
+    frame = frame.with_columns(
+        [encode(c, vocab, f"c_{c}", frame.schema[c]) for c in categorical]
+        + [pl.col(c).cast(pl.Float32).alias(f"n_{c}") for c in numeric]
+    )
+    return frame, categorical, numeric, vocab
 
 
 def run(exp: Experiment) -> StageSummary:
     layout = Layout.of(exp)
     summary = StageSummary("features", output=str(layout.features))
-    raw_manifest = read_manifest(layout.raw)
-    has_conv = bool(raw_manifest.get("has_conversion", True))
+    has_conv = bool(read_manifest(layout.raw).get("has_conversion", True))
     frame, bad, bounds, rows_in = _joined(layout, exp)
-    frame = frame.with_columns(bf.context()).collect().lazy()
-    train = frame.filter(pl.col("split") == "train")
-    priors = (
-        train.select(
-            pl.col("click").mean().alias("ctr"),
-            (pl.col("conversion").fill_null(0).sum() / pl.col("click").sum().clip(1)).alias("cvr"),
-        )
-        .collect()
-        .row(0, named=True)
-    )
-    log.info(
-        "building behaviour features (%s keys, windows %s days)",
-        len(exp.features.behaviour_keys),
-        list(exp.features.windows_days),
-    )
-    beh, beh_names = _behaviour(frame, exp, has_conv, priors)
-    frame = frame.join(beh, on="impression_id", how="left")
-    frame = frame.with_columns(
+    train = frame.lazy().filter(pl.col("split") == "train").select("click", "conversion")
+    if train.select(pl.len()).collect().item() == 0:
+        raise DataError(f"{layout.raw}: no train impressions after quarantine ({bounds})")
+    priors = bf.fit_priors(train)
+    log.info("%s impressions to featurise, %s quarantined", f"{frame.height:,}", f"{bad.height:,}")
+    beh = _behaviour(frame, layout, exp, has_conv, priors)
+    beh_names = beh.columns
+    frame = frame.hstack(beh)
+    del beh, train
+    order = frame["impression_id"]
+    lazy = frame.lazy().with_columns(
+        *bf.context(),
         cold_start_flag(frame).alias("cold_start"),
-        (
-            (pl.col("split") == "test")
-            & ~pl.col("user_id").is_in(
-                train.select("user_id").unique().collect()["user_id"].implode()
-            )
-        ).alias("new_user"),
-        (pl.col("price").log1p()).cast(pl.Float32).alias("log_price"),
+        new_user_flag(frame).alias("new_user"),
+        pl.col("price").log1p().cast(pl.Float32).alias("log_price"),
         ((pl.col("ts") - pl.col("created_at")).dt.total_hours() / 24.0)
         .cast(pl.Float32)
         .alias("ad_age_days"),
     )
-    frame, text_spec = add_text_features(frame, layout, exp)
-    names = frame.collect_schema().names()
-    extra_cat = [c for c in names if c.startswith("cat_")]
-    extra_num = [c for c in names if c.startswith("num_")]
-    categorical = [c for c in CATEGORICAL if c in names] + extra_cat
-    numeric = [
-        "position",
-        "log_price",
-        "max_cpc",
-        "target_cpa",
-        "ad_age_days",
-        *beh_names,
-        *extra_num,
-    ]
-    train = frame.filter(pl.col("split") == "train")
-    vocabs = [fit_vocab(train, c) for c in categorical]
-    vocabs = [v for v in vocabs if v.height > 0]  # a column the dataset lacks is dropped
-    categorical = [v["column"][0] for v in vocabs]
-    vocab = pl.concat(vocabs) if vocabs else pl.DataFrame()
-    for col in categorical:
-        frame = apply_vocab(frame, col, vocab, f"c_{col}")
-    train_nulls = (
-        frame.filter(pl.col("split") == "train")
-        .select(
-            [pl.col(c).is_null().all().alias(c) for c in numeric if c in names or c in beh_names]
-        )
-        .collect()
-        .row(0, named=True)
-    )
-    numeric = [c for c, all_null in train_nulls.items() if not all_null]
-    frame = frame.with_columns([pl.col(c).cast(pl.Float32).alias(f"n_{c}") for c in numeric])
-    spec_features = (
-        [
-            {
-                "name": f"c_{c}",
-                "kind": "categorical",
-                "source": c,
-                "cardinality": int(vocab.filter(pl.col("column") == c).height) + 1,
-                "family": "id" if c.endswith("_id") or c in ("category", "brand") else "context",
-            }
-            for c in categorical
-        ]
-        + [
-            {
-                "name": f"n_{c}",
-                "kind": "numeric",
-                "source": c,
-                "family": "behaviour"
-                if c in beh_names
-                else ("context" if c == "position" else "ad"),
-            }
-            for c in numeric
-        ]
-        + text_spec
-    )
-    meta = [c for c in META if c in frame.collect_schema().names()]
-    keep = meta + [f["name"] for f in spec_features]
-    frame = frame.select(keep).sort("impression_id").collect()
-    tables = {s: frame.filter(pl.col("split") == s) for s in SPLITS}
+    lazy, text_spec = add_text_features(lazy, layout, exp)
+    frame = lazy.collect()
+    log.info("%s feature columns before encoding", f"{frame.width:,}")
+    if not frame["impression_id"].equals(order):  # the text hook may reorder rows
+        frame = frame.sort(["ts", "impression_id"])
+    del order
+    log.info("encoding categorical columns")
+    frame, categorical, numeric, vocab = _encode(frame, beh_names)
+    spec_features = _spec_entries(categorical, numeric, vocab, set(beh_names)) + text_spec
+    meta = [c for c in META if c in frame.columns]
+    frame = frame.select(meta + [f["name"] for f in spec_features])
+    rows = {s: int(frame["split"].eq(s).sum()) for s in SPLITS}
     spec = {
         "features": spec_features,
         "labels": ["click", "conversion"] if has_conv else ["click"],
         "meta": meta,
         "has_conversion": has_conv,
         "has_text": bool(text_spec),
-        "priors": priors,
+        "priors": {"ctr": priors.ctr, "cvr": priors.cvr},
         "split": bounds,
-        "rows": {s: t.height for s, t in tables.items()},
+        "rows": rows,
     }
-    bad_df = bad.collect()
-    if bad_df.height:
-        write_tables(
-            layout.quarantine / "features", {"impressions": bad_df}, config_digest=exp.digest()
-        )
+    reasons = reason_counts(bad)
+    write_tables(layout.quarantine / "features", {"impressions": bad}, config_digest=exp.digest())
+    log.info(
+        "writing %s rows x %s columns to %s", f"{frame.height:,}", frame.width, layout.features
+    )
+    tables = {s: frame.lazy().filter(pl.col("split") == s) for s in SPLITS}
     write_tables(
         layout.features,
         {**tables, "vocab": vocab},
         config_digest=exp.digest(),
         inputs={"raw": layout.raw},
         files={"feature_spec.json": json.dumps(spec, indent=2).encode()},
-        extra={"quarantined": bad_df.height, "rows_in": rows_in},
+        extra={"quarantined": bad.height, "quarantine_reasons": reasons, "rows_in": rows_in},
     )
     summary.rows_in = rows_in
     summary.rows_out = frame.height
-    summary.rows_quarantined = bad_df.height
+    summary.rows_quarantined = bad.height
     if summary.rows_in != summary.rows_out + summary.rows_quarantined:
         raise RuntimeError(f"row accounting broken: {summary.line()}")
-    summary.notes = {s: t.height for s, t in tables.items()}
+    summary.notes = dict(rows)
     summary.notes["features"] = len(spec_features)
+    if reasons:
+        summary.notes["quarantine"] = ",".join(f"{k}:{v}" for k, v in reasons.items())
     return summary
