@@ -46,7 +46,7 @@ from models.bidding import (
 from models.replay import Auctions, pacing_multipliers, tune
 from pipeline.config import Experiment
 from pipeline.datasets import load_spec
-from pipeline.io import MANIFEST, DataError, code_version, read_table
+from pipeline.io import MANIFEST, DataError, atomic_dir, code_version, read_table
 from pipeline.stage import Layout, StageSummary
 
 if TYPE_CHECKING:
@@ -373,13 +373,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def _clean_stale(root: Path, versions: Path) -> None:
     """Drop leftovers of killed exports: unfinished versions and unswapped links."""
     for tmp in versions.glob(".tmp-*"):
@@ -389,7 +382,8 @@ def _clean_stale(root: Path, versions: Path) -> None:
 
 
 def _prune(versions: Path, current: str, keep: int) -> None:
-    done = sorted(p for p in versions.iterdir() if p.is_dir() and not p.name.startswith("."))
+    done = [p for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    done.sort(key=lambda p: (p.stat().st_mtime, p.name))
     for old in done[: max(len(done) - keep, 0)]:
         if old.name != current:
             shutil.rmtree(old, ignore_errors=True)
@@ -398,45 +392,40 @@ def _prune(versions: Path, current: str, keep: int) -> None:
 def publish(table: pl.DataFrame, manifest: dict[str, Any], root: Path, keep: int = 5) -> Path:
     """Write a new version directory, then point `<root>/exports` at it in one rename.
 
-    The version is built in `export-versions/.tmp-<version>/` (parquet, csv, manifest with
-    both checksums, all fsynced) and renamed to `export-versions/<version>/`; a symlink to it
-    is created beside `exports` and `os.replace`d over it. A kill before the replace leaves the
-    old link (old table); after, the new one. Returns the version directory.
+    The version is built by `atomic_dir` (parquet, csv, then the manifest with both checksums;
+    fsynced, renamed to `export-versions/<version>/`); a symlink to it is created beside
+    `exports` and `os.replace`d over it. A kill before the replace leaves the old link (old
+    table); after, the new one. Returns the version directory.
     """
     versions = root / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
     _clean_stale(root, versions)
-    version = manifest["version"]
-    tmp = versions / f".tmp-{version}"
-    tmp.mkdir()
+    final = versions / manifest["version"]
     buf = io.BytesIO()
     table.write_parquet(buf)
     data, csv = buf.getvalue(), table.write_csv().encode()
-    _write_synced(tmp / TABLE_FILE, data)
-    _crash_point("parquet")
-    _write_synced(tmp / CSV_FILE, csv)
-    manifest = manifest | {
-        "rows": table.height,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "csv_sha256": hashlib.sha256(csv).hexdigest(),
-        "files": [TABLE_FILE, CSV_FILE],
-    }
-    _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=2, default=str).encode())
-    _fsync_dir(tmp)
-    _crash_point("files")
-    final = versions / version
-    os.rename(tmp, final)
+    with atomic_dir(final) as tmp:
+        (tmp / TABLE_FILE).write_bytes(data)
+        _crash_point("parquet")
+        (tmp / CSV_FILE).write_bytes(csv)
+        manifest = manifest | {
+            "rows": table.height,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "csv_sha256": hashlib.sha256(csv).hexdigest(),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        _crash_point("files")
     _fsync_dir(versions)
     _crash_point("version")
     exports = root / "exports"
     if exports.exists() and not exports.is_symlink():  # a table from before versioning
         os.rename(exports, versions / f"legacy-{uuid.uuid4().hex[:8]}")
     link = root / f".tmp-exports-{uuid.uuid4().hex[:8]}"
-    os.symlink(Path(VERSIONS_DIR) / version, link)
+    os.symlink(Path(VERSIONS_DIR) / final.name, link)
     os.replace(link, exports)
     _fsync_dir(root)
     _crash_point("linked")
-    _prune(versions, version, keep)
+    _prune(versions, final.name, keep)
     return final
 
 

@@ -23,7 +23,7 @@ import pytest
 from models.bidding import BiddingConfig, BidParams, bid_table
 from pipeline import export
 from pipeline.config import Experiment, ExportConfig, load_experiment
-from pipeline.io import MANIFEST
+from pipeline.io import MANIFEST, DataError
 
 REPO = Path(__file__).resolve().parents[2]
 SEGMENTS = ("age_bucket", "device")
@@ -96,6 +96,25 @@ def test_guardrail_margin_is_relative() -> None:
     assert export.guardrail(_champion(np.nan), previous, 0.02)
     # another metric cannot be compared: allowed, with a warning
     assert export.guardrail(_champion(9.0, "test_ctr_logloss"), previous, 0.02) is None
+
+
+def test_publish_swaps_versions_and_prunes(tmp_path: Path) -> None:
+    exp = Experiment(name="t", export=ExportConfig(segment_columns=()))
+    table = tiny_table(exp)
+    legacy = tmp_path / "exports"  # a plain directory from before versioning
+    legacy.mkdir()
+    (legacy / "bid_weights.csv").write_text("old")
+    for i in range(4):
+        final = export.publish(table.head(i + 1), {"version": f"v{i}"}, tmp_path, keep=2)
+        assert published_version(tmp_path) == f"v{i}" == final.name
+        assert os.readlink(tmp_path / "exports") == f"{export.VERSIONS_DIR}/v{i}"
+    kept = sorted(p.name for p in (tmp_path / export.VERSIONS_DIR).iterdir())
+    assert kept == ["v2", "v3"]  # the legacy table and v0, v1 are pruned
+    got, manifest = export.read_published(tmp_path / "exports")
+    assert got.equals(table) and manifest["rows"] == 4
+    (Path(os.path.realpath(tmp_path / "exports")) / export.TABLE_FILE).write_bytes(b"garbage")
+    with pytest.raises(DataError, match="checksum"):
+        export.read_published(tmp_path / "exports")
 
 
 # ---------------------------------------------------------------- the small pipeline (slow)
