@@ -131,8 +131,8 @@ def test_ad_texts_fuses_non_empty_parts():
     ads = pl.DataFrame(
         {
             "ad_id": [1, 2, 3],
-            "title": ["Trail shoes", " ", None],
-            "description": ["Light and fast", "Espresso at home", None],
+            "title": ["Trail shoes!", " ", None],
+            "description": ["Light and fast.", "Espresso at home", None],
             "keywords": [["trail", "", "shoes"], [], None],
         }
     )
@@ -140,10 +140,10 @@ def test_ad_texts_fuses_non_empty_parts():
     expected = pl.DataFrame(
         {
             "ad_id": [1, 2, 3],
-            "title": ["Trail shoes", None, None],
-            "description": ["Light and fast", "Espresso at home", None],
+            "title": ["Trail shoes!", None, None],
+            "description": ["Light and fast.", "Espresso at home", None],
             "keywords": ["trail, shoes", None, None],
-            "fused": ["Trail shoes. Light and fast. trail, shoes", "Espresso at home", None],
+            "fused": ["Trail shoes! Light and fast. trail, shoes", "Espresso at home.", None],
         }
     )
     assert got.equals(expected)
