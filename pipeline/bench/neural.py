@@ -2,7 +2,7 @@
 
 Reads `data/default/features/` when it exists (else skips that row). Writes nothing.
 
-Side by side, on 2 threads and the default `NeuralConfig` (batch size printed):
+Side by side, on 2 threads (one row on 1) and the default `NeuralConfig` (batch size printed):
 - a synthetic FeatureMatrix shaped like the default features with text on (500k rows,
   12 id fields up to 20k values, 40 numeric, a 384-d ad text embedding, a 64-d interest vector);
 - the same with every id table on sparse gradients + SparseAdam (`sparse_min_rows=0`) and with
@@ -57,10 +57,15 @@ def synthetic_matrix(n: int, seed: int = 0) -> tuple[FeatureMatrix, np.ndarray, 
 
 
 def measure(
-    case: str, X: FeatureMatrix, click: np.ndarray, conv: np.ndarray, config: NeuralConfig
+    case: str,
+    X: FeatureMatrix,
+    click: np.ndarray,
+    conv: np.ndarray,
+    config: NeuralConfig,
+    threads: int = THREADS,
 ) -> dict[str, object]:
     """Train one epoch, then score every row; wall-clock and CPU figures."""
-    config = replace(config, epochs=1, num_threads=THREADS)
+    config = replace(config, epochs=1, num_threads=threads)
     cpu, started = time.process_time(), time.perf_counter()
     model = NeuralCTR(config, random_state=0).fit(X, click, conv)
     fit_s, fit_cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -71,6 +76,7 @@ def measure(
     return {
         "case": case,
         "rows": len(X),
+        "threads": threads,
         "batch": config.batch_size,
         "sparse tables": f"{sparse}/{len(model.module_.ids.tables)}",
         "train samples/s": len(X) / fit_s,
@@ -100,6 +106,7 @@ def main() -> None:
     rows.append(measure("synthetic, default", X, click, conv, config))
     small = np.arange(100_000)
     Xs, cs, vs = X.take(small), click[small], conv[small]
+    rows.append(measure("synthetic, default", Xs, cs, vs, config, threads=1))
     rows.append(measure("synthetic, all sparse", Xs, cs, vs, replace(config, sparse_min_rows=0)))
     rows.append(measure("synthetic, all dense", Xs, cs, vs, replace(config, sparse_min_rows=2**62)))
     del X, Xs
@@ -112,7 +119,7 @@ def main() -> None:
         rows.append(measure(case, Xr, cr, vr, config))
     print_table(rows)
     load = os.getloadavg()[0]
-    print(f"threads {THREADS}, batch {config.batch_size}, 1 epoch each; 1-min load {load:.1f}")
+    print(f"1 epoch each, then predict_proba on the same rows; 1-min load average {load:.1f}")
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
