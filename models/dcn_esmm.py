@@ -89,16 +89,43 @@ class NumericInput(nn.Module):
         self.register_buffer("with_indicator", torch.zeros(n_columns, dtype=torch.bool))
         self.out_dim = n_columns + n_indicators
 
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """The pre-standardisation transform (also used to fit mean/std)."""
-        return torch.sign(x) * torch.log1p(torch.abs(x)) if self.log_transform else x
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         missing = torch.isnan(x)
-        z = ((self.transform(x) - self.mean) / self.std).clamp(-self.clip, self.clip)
+        x = signed_log1p(x) if self.log_transform else x
+        z = ((x - self.mean) / self.std).clamp(-self.clip, self.clip)
         z = z.masked_fill(missing, 0.0)
         indicators = missing[:, self.with_indicator].to(z.dtype)
         return torch.cat([z, indicators], dim=1)
+
+
+def signed_log1p(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) * log1p(|x|): tames heavy-tailed counts, keeps sign and order."""
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def numeric_statistics(
+    x: torch.Tensor, log_transform: bool, chunk: int = 65_536
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-column (mean, std, any missing) of `NumericInput`'s input, NaN = missing.
+
+    Mean and std are over the present values after the optional signed log1p (float64 sums
+    over row chunks, no full-size copies); std < 1e-6 (constant or empty columns) becomes 1.
+    """
+    k = x.shape[1]
+    count, total, squares = (torch.zeros(k, dtype=torch.float64) for _ in range(3))
+    for start in range(0, x.shape[0], chunk):
+        v = x[start : start + chunk].double()
+        v = signed_log1p(v) if log_transform else v
+        present = ~torch.isnan(v)
+        v = v.masked_fill(~present, 0.0)
+        count += present.sum(0)
+        total += v.sum(0)
+        squares += (v * v).sum(0)
+    n = count.clamp(min=1.0)
+    mean = total / n
+    std = (squares / n - mean**2).clamp(min=0.0).sqrt()
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return mean.float(), std.float(), count < x.shape[0]
 
 
 class TextTower(nn.Module):

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score
 
-from models.dcn_esmm import DCNESMM, embedding_width, esmm_loss
+from models.dcn_esmm import DCNESMM, embedding_width, esmm_loss, numeric_statistics
 from models.matrix import FeatureMatrix
 
 logger = logging.getLogger(__name__)
@@ -115,36 +115,38 @@ class NeuralCTR:
             self.module_.set_output_bias(
                 float(y_click.mean()), float(y_conv.sum() / max(y_click.sum(), 1.0))
             )
-            optimizers = self._optimizers()
-            cols = self._columns(X)
-            targets = (torch.from_numpy(y_click), torch.from_numpy(y_conv))
-            generator = torch.Generator().manual_seed(self.random_state)
-            self.history_: list[dict[str, float]] = []
-            best, best_state, since_best = -math.inf, None, 0
-            for epoch in range(1, cfg.epochs + 1):
-                row = self._train_epoch(cols, targets, optimizers, generator)
-                row = {"epoch": epoch, **row}
-                if has_valid:
-                    row |= self._validate(X_valid, yv_click, yv_conv)
-                    score = row["valid_ctr_auc"]
-                    score = -row["valid_loss"] if math.isnan(score) else score
-                    if score > best:
-                        best, since_best = score, 0
-                        best_state = {k: v.clone() for k, v in self.module_.state_dict().items()}
-                        self.best_epoch_ = epoch
-                    else:
-                        since_best += 1
-                self.history_.append(row)
-                logger.info("epoch %d/%d %s", epoch, cfg.epochs, _fmt(row))
-                if has_valid and since_best >= cfg.patience:
-                    break
-            if best_state is not None:
-                self.module_.load_state_dict(best_state)
-            else:
-                self.best_epoch_ = len(self.history_)
+            train = (*self._columns(X), torch.from_numpy(y_click), torch.from_numpy(y_conv))
+            self._train(train, (X_valid, yv_click, yv_conv) if has_valid else None)
         self.module_.eval()
         logger.info("neural: best epoch %d of %d", self.best_epoch_, len(self.history_))
         return self
+
+    def _train(self, train: tuple, valid: tuple | None) -> None:
+        """Epoch loop; with `valid`, keep the weights of the best valid CTR AUC epoch."""
+        cfg = self.config
+        optimizers = self._optimizers()
+        generator = torch.Generator().manual_seed(self.random_state)
+        self.history_: list[dict[str, float]] = []
+        best, best_state, since_best = -math.inf, None, 0
+        for epoch in range(1, cfg.epochs + 1):
+            row = {"epoch": epoch, **self._train_epoch(train, optimizers, generator)}
+            if valid is not None:
+                row |= self._validate(*valid)
+                score = row["valid_ctr_auc"]
+                score = -row["valid_loss"] if math.isnan(score) else score
+                if score > best:
+                    best, since_best, self.best_epoch_ = score, 0, epoch
+                    best_state = {k: v.clone() for k, v in self.module_.state_dict().items()}
+                else:
+                    since_best += 1
+            self.history_.append(row)
+            logger.info("epoch %d/%d %s", epoch, cfg.epochs, _fmt(row))
+            if since_best >= cfg.patience:
+                break
+        if best_state is None:
+            self.best_epoch_ = len(self.history_)
+        else:
+            self.module_.load_state_dict(best_state)
 
     def _fit_schema(self, X: FeatureMatrix) -> None:
         cfg = self.config
@@ -156,10 +158,9 @@ class NeuralCTR:
         )
         self.embedding_names_ = tuple(sorted(X.embeddings))
         self.embedding_dims_ = tuple(int(X.embeddings[k].shape[1]) for k in self.embedding_names_)
-        mean, std, any_missing = _numeric_stats(X.numeric, cfg.log_numeric)
-        self.numeric_mean_ = mean.astype(np.float32)
-        self.numeric_std_ = np.where(std > 1e-6, std, 1.0).astype(np.float32)
-        self.numeric_with_indicator_ = any_missing
+        mean, std, missing = numeric_statistics(_tensor(X.numeric, np.float32), cfg.log_numeric)
+        self.numeric_mean_, self.numeric_std_ = mean.numpy(), std.numpy()
+        self.numeric_with_indicator_ = missing.numpy()
 
     def _build_module(self) -> DCNESMM:
         cfg = self.config
@@ -202,14 +203,11 @@ class NeuralCTR:
         return opts
 
     def _train_epoch(
-        self,
-        cols: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]],
-        targets: tuple[torch.Tensor, torch.Tensor],
-        optimizers: list[torch.optim.Optimizer],
-        generator: torch.Generator,
+        self, train: tuple, optimizers: list[torch.optim.Optimizer], generator: torch.Generator
     ) -> dict[str, float]:
+        """One pass over a seeded permutation; batches are slices of the column tensors."""
         cfg, module = self.config, self.module_
-        codes, numeric, vectors = cols
+        codes, numeric, vectors, click, conversion = train
         n = codes.shape[0]
         module.train()
         started = time.perf_counter()
@@ -221,7 +219,7 @@ class NeuralCTR:
                 codes[idx], numeric[idx], [v[idx] for v in vectors]
             )
             loss, ctr_bce, ctcvr_bce = esmm_loss(
-                ctr_logit, cvr_logit, targets[0][idx], targets[1][idx], cfg.ctcvr_weight
+                ctr_logit, cvr_logit, click[idx], conversion[idx], cfg.ctcvr_weight
             )
             total = loss
             if cfg.embedding_l2 > 0 and lookups:
@@ -370,27 +368,6 @@ def _labels(click: np.ndarray, conversion: np.ndarray, n: int) -> tuple[np.ndarr
     if (v > c).any():
         raise ValueError(f"{int((v > c).sum())} rows have conversion=1 without a click")
     return c, v
-
-
-def _numeric_stats(
-    numeric: np.ndarray, log_transform: bool, chunk: int = 65_536
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-column mean and std over non-missing values (after the optional signed log1p) and
-    whether any value is missing; float64 sums over row chunks (no full-size copies)."""
-    k = numeric.shape[1]
-    count, total, squares = np.zeros(k), np.zeros(k), np.zeros(k)
-    for start in range(0, numeric.shape[0], chunk):
-        v = np.asarray(numeric[start : start + chunk], dtype=np.float64)
-        if log_transform:
-            v = np.sign(v) * np.log1p(np.abs(v))
-        present = ~np.isnan(v)
-        v = np.where(present, v, 0.0)
-        count += present.sum(axis=0)
-        total += v.sum(axis=0)
-        squares += (v * v).sum(axis=0)
-    mean = np.divide(total, count, out=np.zeros(k), where=count > 0)
-    var = np.divide(squares, count, out=np.zeros(k), where=count > 0) - mean**2
-    return mean, np.sqrt(np.maximum(var, 0.0)), count < numeric.shape[0]
 
 
 def _tensor(a: np.ndarray, dtype: type) -> torch.Tensor:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from models.dcn_esmm import esmm_loss
+from models.dcn_esmm import esmm_loss, numeric_statistics
 from models.matrix import FeatureMatrix
 from models.neural import NeuralConfig, NeuralCTR
 
@@ -217,3 +217,13 @@ def test_rejects_other_columns_and_bad_config(data, fitted):
         fitted.predict_proba(replace(X, numeric=X.numeric[:, :2], numeric_names=("x0", "x1")))
     with pytest.raises(ValueError, match="dropout"):
         NeuralConfig(dropout=1.5)
+
+
+def test_numeric_statistics_skip_missing_values_and_guard_constant_columns():
+    x = np.array([[1.0, 5.0, np.nan], [3.0, 5.0, np.nan], [np.nan, 5.0, np.nan]], np.float32)
+    mean, std, missing = numeric_statistics(torch.from_numpy(x), log_transform=False, chunk=2)
+    np.testing.assert_allclose(mean.numpy(), [2.0, 5.0, 0.0])
+    np.testing.assert_allclose(std.numpy(), [1.0, 1.0, 1.0])  # constant / empty columns -> 1
+    assert missing.tolist() == [True, False, True]
+    logged, _, _ = numeric_statistics(torch.from_numpy(x), log_transform=True)
+    assert float(logged[0]) == pytest.approx((math.log(2.0) + math.log(4.0)) / 2, rel=1e-6)
