@@ -1,0 +1,257 @@
+"""Text features of the features stage on a tiny raw dataset with embeddings written in code."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from features import schema
+from features.interest import normalize
+from pipeline.config import load_experiment
+from pipeline.datasets import spec_columns, to_matrix
+from pipeline.io import write_tables
+from pipeline.stage import Layout
+from pipeline.text_features import add_text_features
+
+D = 8
+T0 = datetime(2026, 3, 1)
+N_IMPS = 48
+TEST_ONLY_AD = 6
+QUERIES = ["red shoes", "coffee machine"]
+
+
+def _ad_vectors(seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.eye(D, dtype=np.float32)[[0, 1, 2, 3, 0, 1]]  # ads 1..6
+    return (base + 0.3 * rng.standard_normal((6, D))).astype(np.float32)
+
+
+def _impressions() -> pl.DataFrame:
+    i = np.arange(N_IMPS)
+    ad = np.where(i < 36, 1 + i % 5, np.where(i % 2 == 0, TEST_ONLY_AD, 1 + i % 5))
+    query = [QUERIES[(k // 2) % 2] if k % 2 == 0 else None for k in i]
+    return pl.DataFrame(
+        {
+            "impression_id": i + 100,
+            "ts": [T0 + timedelta(hours=6 * int(k)) for k in i],
+            "user_id": 1 + i % 3,
+            "ad_id": ad,
+            "split": np.where(i < 24, "train", np.where(i < 36, "valid", "test")),
+            "query": query,
+            "placement": ["search_top" if q else "feed" for q in query],
+        },
+        schema_overrides={"ts": schema.TS, "user_id": pl.Int64, "ad_id": pl.Int64},
+    )
+
+
+def _behaviour(imps: pl.DataFrame, extra: list[tuple] = ()) -> pl.DataFrame:
+    rows = []
+    for u in (1, 2, 3):
+        rows += [
+            (u, T0 - timedelta(days=2), "search", None, QUERIES[u % 2]),
+            (u, T0 - timedelta(days=1), "view", u, None),
+            (u, T0 - timedelta(hours=12), "click", u + 1, None),
+            (u, T0 - timedelta(hours=11), "purchase", u + 1, None),
+        ]
+    for k, r in enumerate(imps.iter_rows(named=True)):  # clicks that follow some impressions
+        if k % 4 == 0 and r["ad_id"] != TEST_ONLY_AD:
+            rows.append((r["user_id"], r["ts"] + timedelta(seconds=10), "click", r["ad_id"], None))
+    rows += list(extra)
+    cols = list(zip(*rows, strict=True))
+    return pl.DataFrame(dict(zip(schema.BEHAVIOUR, cols, strict=True)), schema=schema.BEHAVIOUR)
+
+
+def _write(root, ads: np.ndarray, extra_events: list[tuple] = (), has_text: bool = True) -> None:
+    imps = _impressions()
+    raw_ads = pl.DataFrame({"ad_id": np.arange(1, 7), "title": [f"ad {k}" for k in range(6)]})
+    write_tables(
+        root / "raw",
+        {"ads": raw_ads, "behaviour": _behaviour(imps, extra_events), "impressions": imps},
+        config_digest="test",
+        extra={"has_text": has_text},
+    )
+    q = normalize(np.eye(D, dtype=np.float32)[[0, 1]] + 0.1)
+    write_tables(
+        root / "embeddings",
+        {
+            "ads": pl.DataFrame({"ad_id": np.arange(1, 7), "emb_fused": ads}),
+            "queries": pl.DataFrame({"query": QUERIES, "emb": q}),
+        },
+        config_digest="test",
+    )
+
+
+def _exp(tmp_path, *overrides: str):
+    sets = [
+        f"data.root={tmp_path}",
+        "features.lgbm_text_dim=3",
+        "features.interest_dim=2",
+        "features.recent_clicks=2",
+        *overrides,
+    ]
+    return load_experiment("small", sets)
+
+
+def _run(tmp_path, ads=None, extra_events=(), *overrides, has_text=True):
+    exp = _exp(tmp_path, *overrides)
+    layout = Layout.of(exp)
+    _write(layout.root, _ad_vectors() if ads is None else ads, extra_events, has_text)
+    frame, spec = add_text_features(_impressions().lazy(), layout, exp)
+    return frame.collect(), spec
+
+
+def test_columns_spec_and_values(tmp_path):
+    out, spec = _run(tmp_path)
+    imps = _impressions()
+    assert out["impression_id"].equals(imps["impression_id"])  # row order kept
+    by_name = {e["name"]: e for e in spec}
+    assert set(by_name) == {
+        "e_ad_text",
+        "t_ad_pc00",
+        "t_ad_pc01",
+        "t_ad_pc02",
+        "e_user_interest",
+        "t_user_ad_cos",
+        "t_query_ad_cos",
+        "t_recent_click_sim",
+        "t_interest_events",
+    }
+    assert all(e["family"] == "text" for e in spec)
+    assert by_name["e_ad_text"] | {"source": ""} == {
+        "name": "e_ad_text",
+        "kind": "embedding",
+        "dim": D,
+        "source": "",
+        "family": "text",
+        "models": ["neural"],
+    }
+    assert by_name["e_user_interest"]["dim"] == 2
+    assert by_name["t_ad_pc00"]["models"] == ["lightgbm"]
+    assert out.schema["e_ad_text"] == pl.Array(pl.Float32, D)
+    assert out.schema["e_user_interest"] == pl.Array(pl.Float32, 2)
+    # the ad embedding is the row's ad, unit norm
+    ads = normalize(_ad_vectors())
+    got = out["e_ad_text"].to_numpy()
+    np.testing.assert_allclose(got, ads[imps["ad_id"].to_numpy() - 1], rtol=1e-6)
+    # query cosine: null without a query, the dot product of unit vectors with one
+    q = normalize(np.eye(D, dtype=np.float32)[[0, 1]] + 0.1)
+    has_q = imps["query"].is_not_null().to_numpy()
+    assert out["t_query_ad_cos"].is_null().to_numpy().tolist() == (~has_q).tolist()
+    qi = np.array([QUERIES.index(x) for x in imps["query"].drop_nulls()])
+    want = np.einsum("ij,ij->i", q[qi], ads[imps["ad_id"].to_numpy()[has_q] - 1])
+    np.testing.assert_allclose(out["t_query_ad_cos"].drop_nulls().to_numpy(), want, rtol=1e-5)
+    # every user has a history before the first impression
+    assert out["t_user_ad_cos"].null_count() == 0
+    assert (out["t_interest_events"] >= 3).all()
+    assert out["t_user_ad_cos"].abs().max() <= 1.0 + 1e-6
+
+
+def test_spec_feeds_each_model_its_columns(tmp_path):
+    out, spec = _run(tmp_path)
+    full = {"features": spec}
+    neural = to_matrix(out, full, "neural")
+    assert sorted(neural.embeddings) == ["e_ad_text", "e_user_interest"]
+    assert neural.embeddings["e_ad_text"].shape == (N_IMPS, D)
+    assert "t_ad_pc00" not in neural.numeric_names
+    gbm = spec_columns(full, "lightgbm")
+    assert gbm["embedding"] == []
+    assert {"t_ad_pc00", "t_user_ad_cos"} <= {e["name"] for e in gbm["numeric"]}
+
+
+def test_user_interest_at_first_impression_by_hand(tmp_path):
+    out, _ = _run(tmp_path, None, (), "features.interest_half_life_days=1.0")
+    ads = normalize(_ad_vectors())
+    q = normalize(np.eye(D, dtype=np.float32)[[0, 1]] + 0.1)
+    # user 1 before T0: search QUERIES[1] at -2 d, view ad 1 at -1 d, click ad 2 at -12 h
+    s = q[1] * 2.0**-2 + ads[0] * 2.0**-1 + ads[1] * 2.0**-0.5
+    s /= np.linalg.norm(s)
+    assert out["t_interest_events"][0] == 3
+    assert out["t_user_ad_cos"][0] == pytest.approx(float(s @ ads[0]), abs=1e-5)
+    # recent clicks (k=2) of user 1 at its 2nd impression (T0 + 18 h): ad 2 (-12 h) and ad 1
+    # (the click after the first impression at T0 + 10 s); its ad is 4
+    row = 3
+    assert out["user_id"][row] == 1 and out["ad_id"][row] == 4
+    want = (ads[3] @ ads[1] + ads[3] @ ads[0]) / 2
+    assert out["t_recent_click_sim"][row] == pytest.approx(float(want), abs=1e-5)
+
+
+def test_event_at_or_after_t_changes_nothing_before_it(tmp_path):
+    base, _ = _run(tmp_path / "a")
+    imps = _impressions()
+    row = 40  # a test-period impression of user 2 (after train: the PCA fits stay the same)
+    t, user = imps["ts"][row], imps["user_id"][row]
+    assert user == 2
+    planted = [
+        (user, t, "click", 5, None),  # at exactly t: not before t
+        (user, t, "search", None, QUERIES[0]),
+        (user, t + timedelta(minutes=1), "view", 3, None),
+    ]
+    moved, _ = _run(tmp_path / "b", None, planted)
+    cols = [c for c in base.columns if c.startswith(("t_", "e_"))]
+    upto = (imps["ts"] <= t).to_numpy()
+    assert (
+        base.filter(pl.Series(upto)).select(cols).equals(moved.filter(pl.Series(upto)).select(cols))
+    )
+    later = ~upto & (imps["user_id"] == user).to_numpy()
+    assert later.any()
+    changed = (
+        base.filter(pl.Series(later))["t_user_ad_cos"]
+        != moved.filter(pl.Series(later))["t_user_ad_cos"]
+    )
+    assert changed.any()  # the planted events do count after t
+
+
+def test_text_off_adds_nothing(tmp_path):
+    frame = _impressions().lazy()
+    exp = _exp(tmp_path, "features.text=false")
+    layout = Layout.of(exp)
+    _write(layout.root, _ad_vectors())
+    out, spec = add_text_features(frame, layout, exp)
+    assert spec == [] and out is frame
+    # raw data without text
+    out, spec = _run(tmp_path / "no_text", None, (), has_text=False)
+    assert spec == [] and out.columns == _impressions().columns
+
+
+def test_missing_embeddings_add_nothing(tmp_path):
+    exp = _exp(tmp_path)
+    layout = Layout.of(exp)
+    write_tables(layout.raw, {"impressions": _impressions()}, config_digest="t")
+    out, spec = add_text_features(_impressions().lazy(), layout, exp)
+    assert spec == [] and out.collect().columns == _impressions().columns
+
+
+def test_pca_fitted_on_train_ads_only(tmp_path):
+    base, _ = _run(tmp_path / "a")
+    ads = _ad_vectors()
+    ads[TEST_ONLY_AD - 1] = np.random.default_rng(0).standard_normal(D)  # new text, test only
+    moved, _ = _run(tmp_path / "b", ads)
+    pcs = ["t_ad_pc00", "t_ad_pc01", "t_ad_pc02"]
+    other = pl.col("ad_id") != TEST_ONLY_AD
+    assert (
+        base.filter(other)
+        .select(*pcs, "e_user_interest")
+        .equals(moved.filter(other).select(*pcs, "e_user_interest"))
+    )
+    assert not base.select(pcs).equals(moved.select(pcs))  # its own components did move
+    # a train ad's text does change the fit
+    ads = _ad_vectors()
+    ads[0] = np.random.default_rng(1).standard_normal(D)
+    changed, _ = _run(tmp_path / "c", ads)
+    assert not base.filter(other).select(pcs).equals(changed.filter(other).select(pcs))
+
+
+def test_ad_without_embedding_gets_zero_vector(tmp_path):
+    exp = _exp(tmp_path)
+    layout = Layout.of(exp)
+    _write(layout.root, _ad_vectors())
+    frame = _impressions().with_columns(
+        pl.when(pl.col("impression_id") == 130).then(99).otherwise(pl.col("ad_id")).alias("ad_id")
+    )
+    out, _ = add_text_features(frame.lazy(), layout, exp)
+    row = out.collect().filter(pl.col("impression_id") == 130)
+    assert row["e_ad_text"].to_numpy().tolist() == [[0.0] * D]
+    assert row["t_user_ad_cos"][0] == 0.0
