@@ -120,9 +120,7 @@ def _ad_columns(
     ad_ids: pl.Series, ads: np.ndarray, train_ads: np.ndarray, dim: int, seed: int
 ) -> tuple[pl.DataFrame, list[str]]:
     """ad_id, e_ad_text and the PCA columns fitted on the train ads (one row per ad)."""
-    fit_rows = ads[train_ads[np.einsum("ij,ij->i", ads[train_ads], ads[train_ads]) > 0]]
-    if len(fit_rows) == 0:
-        raise ValueError("no train ad has a text embedding: cannot fit the ad text PCA")
+    fit_rows = ads[train_ads]
     dim = _pca_dim(dim, len(fit_rows), ads.shape[1], "ad text")
     mean, comps = fit_pca(fit_rows, dim, seed)
     reduced = apply_pca(ads, mean, comps)
@@ -174,6 +172,9 @@ def _interest_columns(
     if q_mat.size == 0:
         q_mat = np.zeros((0, ads.shape[1]), np.float32)
     events = _events(behaviour, ad_ids, q_ids, rows["user_id"], rows["ts"].max())
+    if events.height == 0:
+        log.info("no search, view or click events: no user interest features")
+        return {}, 0
     table = np.vstack([ads, q_mat, np.zeros((1, ads.shape[1]), np.float32)])
     log.info("user interest from %s events", f"{events.height:,}")
     emb = pl.Series("emb", np.take(table, events["row"].to_numpy(), axis=0))
@@ -191,7 +192,8 @@ def _interest_columns(
     train = np.flatnonzero(rows["split"].eq("train").to_numpy() & has)
     train = train[:: max(1, len(train) // PCA_FIT_ROWS)]
     if len(train) == 0:
-        raise ValueError("no train impression has an earlier behaviour event: no interest PCA")
+        log.info("no train impression has an earlier event: no user interest features")
+        return {}, 0
     dim = _pca_dim(cfg.interest_dim, len(train), interest.shape[1], "user interest")
     mean, comps = fit_pca(interest[train], dim, seed)
     reduced = np.zeros((len(interest), dim), np.float32)
@@ -302,6 +304,10 @@ def add_text_features(
         ad_idx = _index(rows["ad_id"], ad_ids, len(ad_ids))
     zero_ad = np.vstack([ads, np.zeros((1, ads.shape[1]), np.float32)])  # row -1: null ad_id
     train_ads = np.unique(ad_idx[rows["split"].eq("train").to_numpy() & (ad_idx < len(ad_ids))])
+    train_ads = train_ads[np.einsum("ij,ij->i", ads[train_ads], ads[train_ads]) > 0]
+    if len(train_ads) == 0:
+        log.info("no text features: no train impression's ad has a text embedding")
+        return frame, []
     ad_table, pcs = _ad_columns(ad_ids, ads, train_ads, cfg.lgbm_text_dim, exp.data.seed)
 
     queries = _query_matrix(layout)
@@ -321,6 +327,11 @@ def add_text_features(
         log.info("no user ids: no user interest or recent-click features")
     if "query" in rows.columns and len(queries[0]):
         per_row["t_query_ad_cos"] = _query_cos(rows, queries, zero_ad, ad_idx)
+    is_train = rows["split"].eq("train")
+    for name in [n for n in per_row if n.startswith("t_")]:
+        if per_row[name].filter(is_train).null_count() == int(is_train.sum()):
+            log.info("%s: no value on train rows, left out", name)
+            del per_row[name]
     scalars = [n for n in per_row if n.startswith("t_")]
     extra = pl.DataFrame({"impression_id": rows["impression_id"], **per_row})
     out = frame.join(ad_table.lazy(), on="ad_id", how="left", maintain_order="left").join(

@@ -64,12 +64,15 @@ def _behaviour(imps: pl.DataFrame, extra: list[tuple] = ()) -> pl.DataFrame:
     return pl.DataFrame(dict(zip(schema.BEHAVIOUR, cols, strict=True)), schema=schema.BEHAVIOUR)
 
 
-def _write(root, ads: np.ndarray, extra_events: list[tuple] = (), has_text: bool = True) -> None:
+def _write(
+    root, ads: np.ndarray, extra_events: list[tuple] = (), has_text: bool = True, events=True
+) -> None:
     imps = _impressions()
+    behaviour = _behaviour(imps, extra_events) if events else schema.empty(schema.BEHAVIOUR)
     raw_ads = pl.DataFrame({"ad_id": np.arange(1, 7), "title": [f"ad {k}" for k in range(6)]})
     write_tables(
         root / "raw",
-        {"ads": raw_ads, "behaviour": _behaviour(imps, extra_events), "impressions": imps},
+        {"ads": raw_ads, "behaviour": behaviour, "impressions": imps},
         config_digest="test",
         extra={"has_text": has_text},
     )
@@ -255,3 +258,13 @@ def test_ad_without_embedding_gets_zero_vector(tmp_path):
     row = out.collect().filter(pl.col("impression_id") == 130)
     assert row["e_ad_text"].to_numpy().tolist() == [[0.0] * D]
     assert row["t_user_ad_cos"][0] == 0.0
+
+
+def test_without_behaviour_only_ad_and_query_features(tmp_path):
+    exp = _exp(tmp_path)
+    layout = Layout.of(exp)
+    _write(layout.root, _ad_vectors(), events=False)
+    out, spec = add_text_features(_impressions().lazy(), layout, exp)
+    names = [e["name"] for e in spec]
+    assert names == ["e_ad_text", "t_ad_pc00", "t_ad_pc01", "t_ad_pc02", "t_query_ad_cos"]
+    assert out.collect().columns == _impressions().columns + names
