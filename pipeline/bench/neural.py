@@ -10,6 +10,8 @@ Side by side, on 2 threads (one row on 1) and the default `NeuralConfig` (batch 
 - the real default training features, when present.
 Each case trains one epoch and then scores the rows; samples/s is wall clock, CPU s is the
 process's CPU time (on a shared machine the load average shown says how far apart they are).
+torch's OpenMP threads spin while they wait: on a busy machine set OMP_WAIT_POLICY=PASSIVE
+before Python starts, or 2 threads run several times slower than 1.
 """
 
 from __future__ import annotations
@@ -118,8 +120,10 @@ def main() -> None:
         case = f"default features ({Xr.numeric.shape[1]} num, {len(Xr.embeddings)} dense)"
         rows.append(measure(case, Xr, cr, vr, config))
     print_table(rows)
-    load = os.getloadavg()[0]
+    load, wait = os.getloadavg()[0], os.environ.get("OMP_WAIT_POLICY", "unset")
     print(f"1 epoch each, then predict_proba on the same rows; 1-min load average {load:.1f}")
+    print(f"OMP_WAIT_POLICY={wait} (on a busy machine, spinning OpenMP threads make 2 threads")
+    print("several times slower than 1; OMP_WAIT_POLICY=PASSIVE removes that)")
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
