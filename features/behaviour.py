@@ -23,10 +23,13 @@ Definitions (tests/features/test_behaviour.py recomputes them by brute force):
   earlier impressions of this ad to this user.
 - A row whose key value is null gets zero counts, prior rates and null recency.
 
-Implementation: per key, one event log sorted by time with running counts per key value; every
-impression looks up the last log row strictly before t (and before t - w for each window) with
-`join_asof(allow_exact_matches=False)`. The impressions frame is sorted by ts once, so each
-key's columns come back aligned with it: no joins on impression_id, no Python row loops.
+Implementation (vectorised polars, no Python row loops): event times are ranked once for all
+keys. Per key, the events are sorted by one Int64 `comb = key * stride + time rank` with running
+counts per key value, and each impression looks up the last event with `comb` below
+`key * stride + (number of distinct event times < t - w)` by `search_sorted` -- an event
+strictly before t - w. The impressions are searched in (key, ts) order, so every search is one
+sequential pass, and the results are put back in frame order. This sort-merge scales linearly
+where `join_asof(by=...)` (a hash lookup per row) grew ~5.5x from 1M to 4M rows.
 """
 
 from __future__ import annotations
@@ -187,67 +190,98 @@ def outcome_events(
     )
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """Every event of `frame` (display 0, click 1, conversion 2): its frame `row`, `time`,
+    `kind` and `rank` (index of its time among the sorted distinct event times `times`).
+    Shared by all keys: only the key changes from one key to the next."""
+
+    events: pl.DataFrame
+    times: pl.Series
+    before: dict[int, pl.Series]  # days d -> per frame row, the number of times < ts - d
+
+    @property
+    def stride(self) -> int:
+        return self.times.len() + 1
+
+
+def timeline(
+    frame: pl.DataFrame, outcomes: pl.DataFrame, has_conv: bool, windows_days: tuple[int, ...]
+) -> Timeline:
+    """The events of `frame` (sorted by ts) and its `outcomes` (from `outcome_events`); for
+    each shift (0 and every window), the rank below which an event is before ts - shift."""
+    parts = [
+        frame.select(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"),
+            pl.col("ts").alias("time"),
+            pl.lit(0, pl.Int8).alias("kind"),
+        ),
+        outcomes.select("row", pl.col("click_ts").alias("time"), pl.lit(1, pl.Int8).alias("kind")),
+    ]
+    if has_conv:
+        converted = outcomes.filter(pl.col("conv_ts").is_not_null())
+        parts.append(
+            converted.select(
+                "row", pl.col("conv_ts").alias("time"), pl.lit(2, pl.Int8).alias("kind")
+            )
+        )
+    events = pl.concat(parts, rechunk=True)
+    ordered = events["time"].sort()
+    times = ordered.filter(ordered.ne_missing(ordered.shift(1)))
+    rank = times.search_sorted(events["time"], side="left").cast(pl.Int64)
+    before = {
+        d: times.search_sorted(frame["ts"] - timedelta(days=d), side="left").cast(pl.Int64)
+        for d in (0, *windows_days)
+    }
+    return Timeline(events.with_columns(rank.alias("rank")), times, before)
+
+
 def _code(s: pl.Series) -> tuple[pl.Series, int]:
-    """Dense-enough Int64 codes 0..card-1 of one key column (null stays null), and card."""
-    if s.dtype.is_integer():
+    """Int64 codes in [0, card) of one key column, equal exactly where the values are (null
+    stays null), and card. Only equality matters: the codes never reach the features."""
+    if s.dtype.is_integer() and s.null_count() < s.len():
         lo, hi = s.min(), s.max()
-        if lo is not None and hi - lo < 2**31:
-            return (s.cast(pl.Int64) - lo), hi - lo + 1
-    ranks = s.rank("dense")
-    return ranks.cast(pl.Int64) - 1, int(ranks.max() or 0) + 1
+        if hi - lo < 2**31:
+            return s.cast(pl.Int64) - lo, hi - lo + 1
+    codes = s.cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64)
+    return codes, int(codes.max() or 0) + 1
 
 
-def key_code(frame: pl.DataFrame, cols: tuple[str, ...]) -> pl.Series:
-    """One column that is equal exactly where all `cols` are equal (null if any is null)."""
-    if len(cols) == 1:
-        return frame[cols[0]]
+def key_code(frame: pl.DataFrame, cols: tuple[str, ...], limit: int = 2**31) -> pl.Series:
+    """Int64 codes in [0, limit) equal exactly where all `cols` are equal (null if any is)."""
     code, card = _code(frame[cols[0]])
     for c in cols[1:]:
         nxt, n = _code(frame[c])
-        if card * n >= 2**62:
-            return frame.select(pl.struct(cols).rank("dense"))[cols[0]].cast(pl.Int64)
         code, card = code * n + nxt, card * n
-    return code
+        if card >= 2**62:  # re-densify before it could overflow
+            code, card = _dense(code)
+    return code if card <= limit else _dense(code)[0]
 
 
-def _event_log(
-    g: pl.Series, ts: pl.Series, outcomes: pl.DataFrame, has_conv: bool, recency: bool
-) -> pl.DataFrame:
-    """One row per event of a key (display 0, click 1, conversion 2), sorted by key `g` and time
-    `__t`, with running counts per key value and, for recency, the latest display / click."""
+def _dense(code: pl.Series) -> tuple[pl.Series, int]:
+    ranks = code.rank("dense").cast(pl.Int64) - 1
+    return ranks, int(ranks.max() or 0) + 1
 
-    def events(rows: pl.Series | None, times: pl.Series, kind: int) -> pl.DataFrame:
-        keys = g if rows is None else g.gather(rows)
-        return pl.DataFrame({"g": keys, "__t": times}).with_columns(
-            pl.lit(kind, pl.Int8).alias("__e")
-        )
 
-    parts = [events(None, ts, 0), events(outcomes["row"], outcomes["click_ts"], 1)]
-    if has_conv:
-        conv = outcomes.filter(pl.col("conv_ts").is_not_null())
-        parts.append(events(conv["row"], conv["conv_ts"], 2))
+def _event_log(code: pl.Series, tl: Timeline, has_conv: bool, recency: bool) -> pl.DataFrame:
+    """The key's events sorted by (key, time) in one Int64 `comb`, with running counts per key
+    value and, for recency, the latest display / click time."""
+    g = code.gather(tl.events["row"])
     kinds = {"n": 0, "k": 1, "v": 2} if has_conv else {"n": 0, "k": 1}
     idx = pl.int_range(pl.len(), dtype=pl.Int64)
-    start = pl.col("g").ne_missing(pl.col("g").shift(1)).fill_null(True)
-    # counts and positions restart at each key value's first row (the log is sorted by key)
+    start = pl.col("g").ne_missing(pl.col("g").shift(1))
+    # running counts restart at each key value's first row (the log is sorted by key)
     running = [
         pl.when(start).then(idx).forward_fill().alias("__start"),
         *[
-            (pl.col("__e") == e).cast(pl.UInt32).cum_sum().alias(f"cum_{p}")
+            (pl.col("kind") == e).cast(pl.UInt32).cum_sum().alias(f"cum_{p}")
             for p, e in kinds.items()
         ],
     ]
     if recency:
         running += [
-            pl.when(pl.col("__e") == e).then(idx).forward_fill().alias(f"__at_{e}") for e in (0, 1)
+            pl.when(pl.col("kind") == e).then(idx).forward_fill().alias(f"__at_{e}") for e in (0, 1)
         ]
-    log = (
-        pl.concat(parts)
-        .lazy()
-        .filter(pl.col("g").is_not_null())
-        .sort(["g", "__t"], maintain_order=True)
-        .with_columns(running)
-    )
     first = pl.col("__start")
     exprs = [  # minus the count before the key value's first row
         (
@@ -256,42 +290,41 @@ def _event_log(
         ).alias(f"cum_{p}")
         for p in kinds
     ]
-    if recency:
-        for name, e in (("last_seen", 0), ("last_click", 1)):
-            at = pl.col(f"__at_{e}")
-            exprs.append(
-                pl.when(at >= pl.col("__start"))
-                .then(pl.col("__t").gather(at.fill_null(0)))
-                .alias(name)
-            )
-    keep = ["g", "__t", *[f"cum_{p}" for p in kinds]] + (
-        ["last_seen", "last_click"] if recency else []
-    )
-    return log.with_columns(exprs).select(keep).collect()
-
-
-def _lookup(g: pl.Series, ts: pl.Series, log: pl.DataFrame, shift: timedelta) -> pl.DataFrame:
-    """The log's running columns at the key's last event strictly before ts - shift, aligned
-    with `g` / `ts` (sorted by ts)."""
-    query = pl.DataFrame([g.alias("g"), (ts - shift).alias("__q")]).lazy()
+    for name, e in (("last_seen", 0), ("last_click", 1)) if recency else ():
+        at = pl.col(f"__at_{e}")
+        exprs.append(pl.when(at >= first).then(pl.col("time").gather(at.fill_null(0))).alias(name))
+    keep = ["g", "comb", *[f"cum_{p}" for p in kinds]]
+    keep += ["last_seen", "last_click"] if recency else []
     return (
-        query.join_asof(
-            log.lazy(),
-            left_on="__q",
-            right_on="__t",
-            by="g",
-            strategy="backward",
-            allow_exact_matches=False,
-            check_sortedness=False,
-        )
-        .drop(["g", "__q", "__t"])
+        tl.events.lazy()
+        .select(g.alias("g"), (g * tl.stride + pl.col("rank")).alias("comb"), "kind", "time")
+        .filter(pl.col("g").is_not_null())
+        .sort("comb")
+        .with_columns(running)
+        .with_columns(exprs)
+        .select(keep)
         .collect()
+        .rechunk()  # gathers from a chunked column are several times slower
     )
+
+
+def _lookup(
+    log: pl.DataFrame, needles: pl.Series, order: pl.Series, back: pl.Series, g: pl.Series
+) -> pl.DataFrame:
+    """The log's running columns at the last log row below each needle (`comb` of key `g` and
+    a time rank), null where the key has no such row. The needles are searched in `order`
+    (sorted: one sequential pass) and the rows come back in frame order through `back`."""
+    pos = log["comb"].search_sorted(needles.gather(order), side="left").gather(back)
+    pos = pos.cast(pl.Int64) - 1
+    idx = pos.clip(0)
+    hit = ((pos >= 0) & (log["g"].gather(idx) == g)).fill_null(False)
+    cols = [c for c in log.columns if c not in ("g", "comb")]
+    return log.select(pl.when(hit).then(pl.col(c).gather(idx)).alias(c) for c in cols)
 
 
 def key_features(
     frame: pl.DataFrame,
-    outcomes: pl.DataFrame,
+    tl: Timeline,
     name: str,
     windows_days: tuple[int, ...],
     priors: Priors,
@@ -304,37 +337,45 @@ def key_features(
     `<name>_secs_since_{seen,click}`; `user_ad` gives `user_ad_imps_all` (frequency).
     """
     key = KEYS[name]
-    g, ts = key_code(frame, key.cols), frame["ts"]
-    log = _event_log(g, ts, outcomes, has_conv, key.recency)
-    now = _lookup(g, ts, log, timedelta(0))
+    code = key_code(frame, key.cols, limit=2**62 // tl.stride)
+    log = _event_log(code, tl, has_conv, key.recency)
+    ts = frame["ts"]
+
+    def needles(days: int) -> pl.Series:
+        return (code * tl.stride + tl.before[days]).fill_null(-1)
+
+    # impressions in (key, ts) order: the needles of every shift are sorted in that order
+    order = needles(0).arg_sort()
+    back = pl.zeros(len(order), pl.UInt32, eager=True).scatter(
+        order, pl.int_range(len(order), dtype=pl.UInt32, eager=True)
+    )
+
+    def lookup(days: int) -> pl.DataFrame:
+        return _lookup(log, needles(days), order, back, code)
+
+    now = lookup(0)
     parts = ["n", "k", "v"] if has_conv else ["n", "k"]
     label = {"n": "imps", "k": "clicks", "v": "convs"}
-    counts: dict[str, pl.Series] = {}
-    for p in parts:
-        counts[f"{p}_all"] = now[f"cum_{p}"].fill_null(0)
-    counts_log = log.select("g", "__t", *[f"cum_{p}" for p in parts])
+    counts = {f"{p}_all": now[f"cum_{p}"].fill_null(0) for p in parts}
     for w in windows_days if key.rates else ():
-        back = _lookup(g, ts, counts_log, timedelta(days=w))
+        before = lookup(w)
         for p in parts:
-            counts[f"{p}_{w}d"] = counts[f"{p}_all"] - back[f"cum_{p}"].fill_null(0)
+            counts[f"{p}_{w}d"] = counts[f"{p}_all"] - before[f"cum_{p}"].fill_null(0)
     out: dict[str, pl.Series] = {}
     if not key.rates:
         out[f"{name}_imps_all"] = counts["n_all"]
-    else:
-        s = strength
-        for w in ["all", *[f"{w}d" for w in windows_days]]:
-            n, k = counts[f"n_{w}"].cast(pl.Float64), counts[f"k_{w}"].cast(pl.Float64)
-            for p in parts:
-                out[f"{name}_{label[p]}_{w}"] = counts[f"{p}_{w}"]
-            out[f"{name}_ctr_{w}"] = (k + s * priors.ctr) / (n + s)
-            if has_conv:
-                v = counts[f"v_{w}"].cast(pl.Float64)
-                out[f"{name}_cvr_{w}"] = (v + s * priors.cvr) / (k + s)
-    if key.recency:
-        for what in ("seen", "click"):
-            secs = (ts - now[f"last_{what}"]).dt.total_microseconds().cast(pl.Float64) / 1e6
-            out[f"{name}_secs_since_{what}"] = secs
-    return pl.DataFrame([v.cast(pl.Float32).alias(k) for k, v in out.items()])
+    for w in ["all", *[f"{w}d" for w in windows_days]] if key.rates else ():
+        n, k = counts[f"n_{w}"].cast(pl.Float64), counts[f"k_{w}"].cast(pl.Float64)
+        for p in parts:
+            out[f"{name}_{label[p]}_{w}"] = counts[f"{p}_{w}"]
+        out[f"{name}_ctr_{w}"] = (k + strength * priors.ctr) / (n + strength)
+        if has_conv:
+            v = counts[f"v_{w}"].cast(pl.Float64)
+            out[f"{name}_cvr_{w}"] = (v + strength * priors.cvr) / (k + strength)
+    for what in ("seen", "click") if key.recency else ():
+        secs = (ts - now[f"last_{what}"]).dt.total_microseconds().cast(pl.Float64) / 1e6
+        out[f"{name}_secs_since_{what}"] = secs
+    return pl.DataFrame([v.cast(pl.Float32).alias(k) for k, v in out.items()]).rechunk()
 
 
 def behaviour_features(
@@ -350,8 +391,9 @@ def behaviour_features(
     """
     if not frame["ts"].is_sorted():
         raise ValueError("behaviour_features needs the frame sorted by ts")
+    tl = timeline(frame, outcomes, has_conv, cfg.windows_days)
     blocks = [
-        key_features(frame, outcomes, name, cfg.windows_days, priors, cfg.prior_strength, has_conv)
+        key_features(frame, tl, name, cfg.windows_days, priors, cfg.prior_strength, has_conv)
         for name in present_keys(frame, cfg.behaviour_keys)
     ]
     return pl.concat(blocks, how="horizontal") if blocks else pl.DataFrame()

@@ -84,6 +84,12 @@ def _has(frame: pl.DataFrame | pl.LazyFrame, col: str) -> bool:
     return frame.lazy().select(pl.col(col).is_not_null().any()).collect().item()
 
 
+def _contiguous(frame: pl.DataFrame) -> pl.DataFrame:
+    """One chunk per column when columns are chunked differently: polars would otherwise copy
+    the whole (wide) frame on the next select or filter, once per such call."""
+    return frame.rechunk() if len(set(frame.n_chunks("all"))) > 1 else frame
+
+
 def _time_sorted(frame: pl.DataFrame) -> bool:
     """Rows are in (ts, impression_id) order (the simulator and most logs already are)."""
     ts, ids = pl.col("ts"), pl.col("impression_id")
@@ -124,7 +130,7 @@ def _joined(
         frame = frame.filter(inside)
     if not _time_sorted(frame):
         frame = frame.sort(["ts", "impression_id"])
-    return frame, bad, bounds, rows_in
+    return frame.rechunk(), bad, bounds, rows_in
 
 
 def _behaviour(
@@ -202,8 +208,7 @@ def run(exp: Experiment) -> StageSummary:
     beh_names = beh.columns
     frame = frame.hstack(beh)
     del beh, train
-    order = frame["impression_id"]
-    lazy = frame.lazy().with_columns(
+    frame = frame.with_columns(  # eager: keeps one chunk per column
         *bf.context(),
         cold_start_flag(frame).alias("cold_start"),
         new_user_flag(frame).alias("new_user"),
@@ -212,12 +217,14 @@ def run(exp: Experiment) -> StageSummary:
         .cast(pl.Float32)
         .alias("ad_age_days"),
     )
-    lazy, text_spec = add_text_features(lazy, layout, exp)
-    frame = lazy.collect()
-    log.info("%s feature columns before encoding", f"{frame.width:,}")
+    order = frame["impression_id"]
+    frame = frame.lazy()
+    frame, text_spec = add_text_features(frame, layout, exp)
+    frame = _contiguous(frame.collect())
     if not frame["impression_id"].equals(order):  # the text hook may reorder rows
         frame = frame.sort(["ts", "impression_id"])
     del order
+    log.info("%s columns before encoding", f"{frame.width:,}")
     log.info("encoding categorical columns")
     frame, categorical, numeric, vocab = _encode(frame, beh_names)
     spec_features = _spec_entries(categorical, numeric, vocab, set(beh_names)) + text_spec

@@ -50,7 +50,7 @@ def five() -> tuple[pl.DataFrame, pl.LazyFrame]:
     behaviour = pl.LazyFrame(
         {
             "user_id": [1, 1, 1, 3],
-            "ts": [T0 + 10 * S, T0 + 30 * 60 * S, T0 + H + 5 * S, T0],
+            "ts": [T0 + 10 * S, T0 + 2 * H, T0 + H + 5 * S, T0],
             "event": ["click", "purchase", "click", "search"],
             "ad_id": [10, 10, 10, None],
             "query": [None, None, None, "shoes"],
@@ -69,7 +69,7 @@ def test_outcome_events_use_the_log_and_fall_back_to_the_window_end(five) -> Non
             # row 0: logged click and purchase; row 2: nothing logged -> window ends;
             # row 3: the click logged 5 s after it (the one at +10 s belongs to row 0)
             "click_ts": [T0 + 10 * S, T0 + 2 * H, T0 + H + 5 * S],
-            "conv_ts": [T0 + 30 * 60 * S, T0 + 26 * H, None],
+            "conv_ts": [T0 + 2 * H, T0 + 26 * H, None],
         },
         schema={"row": pl.UInt32, "click_ts": pl.Datetime("us"), "conv_ts": pl.Datetime("us")},
     )
@@ -79,27 +79,29 @@ def test_outcome_events_use_the_log_and_fall_back_to_the_window_end(five) -> Non
 def _user_features(frame, behaviour, name):
     cfg = bf.FeatureConfig()
     outcomes = bf.outcome_events(frame, behaviour, cfg)
-    return bf.key_features(frame, outcomes, name, (1,), bf.Priors(0.25, 0.5), 4.0, True)
+    tl = bf.timeline(frame, outcomes, True, (1,))
+    return bf.key_features(frame, tl, name, (1,), bf.Priors(0.25, 0.5), 4.0, True)
 
 
 def test_key_counts_and_rates_exact(five) -> None:
     frame, behaviour = five
     got = _user_features(frame, behaviour, "user")
     prior_ctr, prior_cvr = 0.25, 0.5
-    # row 3 (T0+1h): displays at T0 (x2), click at T0+10s, conversion at T0+30min
-    # row 4 (T0+2d): all: 3 displays, 2 clicks, 1 conversion; last day: nothing
+    # row 3 (T0+1h): displays at T0 (x2), click at T0+10s; row 0's conversion is logged only
+    # at T0+2h, so it does not count yet. row 4 (T0+2d): all: 3 displays, 2 clicks,
+    # 1 conversion; last day: nothing
     expected = pl.DataFrame(
         {
             "user_imps_all": [0, 0, 0, 2, 3],
             "user_clicks_all": [0, 0, 0, 1, 2],
-            "user_convs_all": [0, 0, 0, 1, 1],
+            "user_convs_all": [0, 0, 0, 0, 1],
             "user_ctr_all": [prior_ctr] * 3 + [2 / 6, 3 / 7],
-            "user_cvr_all": [prior_cvr] * 3 + [3 / 5, 3 / 6],
+            "user_cvr_all": [prior_cvr] * 3 + [2 / 5, 3 / 6],
             "user_imps_1d": [0, 0, 0, 2, 0],
             "user_clicks_1d": [0, 0, 0, 1, 0],
-            "user_convs_1d": [0, 0, 0, 1, 0],
+            "user_convs_1d": [0, 0, 0, 0, 0],
             "user_ctr_1d": [prior_ctr] * 3 + [2 / 6, prior_ctr],
-            "user_cvr_1d": [prior_cvr] * 3 + [3 / 5, prior_cvr],
+            "user_cvr_1d": [prior_cvr] * 3 + [2 / 5, prior_cvr],
         }
     ).cast(pl.Float32)
     assert_frame_equal(got, expected)

@@ -1,0 +1,90 @@
+"""Quarantine of raw impressions: every row lands in exactly one place, with the first reason."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+from polars.testing import assert_frame_equal
+
+from features.quality import flag_rows, reason_counts, split_quarantine
+
+T = datetime(2026, 3, 2)
+
+
+def _imps() -> pl.LazyFrame:
+    return pl.LazyFrame(
+        {
+            "impression_id": [1, 2, 3, 4, 5, 6, 7, 8, 9, 3, None],
+            "ts": [T, None, T, T, T, T, T, T, T, T, T],
+            "user_id": [1, 1, None, 1, 1, 1, 9, 1, 1, 1, 1],
+            "ad_id": [10, 10, 10, None, 10, 99, 10, 10, 10, 10, 10],
+            "click": [1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0],
+            "conversion": [1, 0, 0, 0, 0, 0, 0, 1, None, 0, 0],
+        },
+        schema_overrides={"click": pl.Int8, "conversion": pl.Int8},
+    )
+
+
+ADS = pl.LazyFrame({"ad_id": [10, 11]})
+USERS = pl.LazyFrame({"user_id": [1, 2]})
+REASONS = [
+    None,
+    "null_ts",
+    "null_user_id",
+    "null_ad_id",
+    "bad_click",
+    "unknown_ad",
+    "unknown_user",
+    "bad_conversion",  # 1 without a click
+    None,  # a null conversion is allowed (datasets without conversions)
+    "duplicate_impression_id",  # the second id 3 (the first one is bad for another reason)
+    "null_impression_id",
+]
+
+
+def test_each_bad_row_gets_its_first_reason_in_row_order() -> None:
+    got = flag_rows(_imps(), ADS, USERS).collect()
+    assert got["reason"].to_list() == REASONS
+    assert_frame_equal(got.drop("reason"), _imps().collect())
+
+
+def test_split_keeps_every_row_exactly_once() -> None:
+    good, bad = split_quarantine(_imps(), ADS, USERS)
+    assert good.height + bad.height == _imps().collect().height
+    assert good["impression_id"].to_list() == [1, 9]
+    assert "reason" not in good.columns
+    assert bad["reason"].null_count() == 0
+
+
+def test_checks_skip_what_the_dataset_lacks() -> None:
+    """No ads / users table and no user or ad column: nothing is unknown or required."""
+    imps = _imps().with_columns(pl.lit(None, pl.Int64).alias("user_id"))
+    got = flag_rows(imps, None, pl.LazyFrame(schema={"user_id": pl.Int64}), ["ts"])
+    reasons = got.collect()["reason"].to_list()
+    assert reasons[2] is None and reasons[3] is None and reasons[5] is None
+    assert reasons[1] == "null_ts" and reasons[4] == "bad_click"
+
+
+def test_duplicates_keep_the_first_occurrence() -> None:
+    imps = pl.LazyFrame(
+        {
+            "impression_id": [7, 8, 7, 7],
+            "ts": [T] * 4,
+            "user_id": [1] * 4,
+            "ad_id": [10] * 4,
+            "click": [0, 0, 1, 0],
+            "conversion": [0] * 4,
+        }
+    )
+    got = flag_rows(imps, ADS, USERS).collect()
+    dup = "duplicate_impression_id"
+    assert got["reason"].to_list() == [None, None, dup, dup]
+
+
+def test_reason_counts() -> None:
+    _, bad = split_quarantine(_imps(), ADS, USERS)
+    counts = reason_counts(bad)
+    assert sum(counts.values()) == bad.height == 9
+    assert list(counts) == sorted(counts)  # all once: ties by name
+    assert counts["null_ts"] == 1
