@@ -6,8 +6,9 @@ feature tables. Each build runs in its own process under a small wrapper whose o
 is, so the peak RSS reported (`getrusage(RUSAGE_CHILDREN).ru_maxrss`) is that build's alone.
 Prints rows/s (of the whole process, and of the stage alone as its summary line reports it,
 without interpreter start-up and imports), CPU seconds and peak RSS per size, the 4M / 1M time
-ratio (near-linear: at most 4.5) and whether peak RSS at 4M stays under 8 GB. The load average is printed with each build:
-on a shared machine wall time stretches with other jobs, CPU time much less.
+ratio (near-linear: at most 4.5) and whether peak RSS at 4M stays under 8 GB. The load average
+is printed with each build: on a shared machine wall time stretches with other jobs, CPU time
+much less.
 
 `python -m pipeline.bench features`; `python -m pipeline.bench.features 200000 800000` for other
 sizes.
