@@ -9,6 +9,9 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export TOKENIZERS_PARALLELISM := false
+# torch threads spin-wait for each other by default, which is several times slower on a busy
+# 2-core machine; this must be set before Python starts
+export OMP_WAIT_POLICY := PASSIVE
 
 .DEFAULT_GOAL := help
 .PHONY: help features embed train evaluate export replay ui test bench lint clean distclean
