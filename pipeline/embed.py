@@ -17,15 +17,18 @@ import logging
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from features.text import (
+    EmbedConfig,
     TextEncoder,
     ad_texts,
     encoder_id,
     model_revision,
+    precision,
     resolve_model_dir,
     text_key,
     variant,
@@ -127,16 +130,10 @@ def read_texts(raw: Path) -> tuple[pl.DataFrame, list[str]]:
     return ad_texts(ads), distinct["query"].to_list()
 
 
-def ad_field_texts(ads: pl.DataFrame, field: str) -> list[str | None]:
-    """One field's texts of raw ads, in row order (None where empty)."""
-    return ad_texts(ads)[field].to_list()
-
-
 def embed_texts(
-    texts: list[str | None], exp: Experiment, cache_root: Path, summary: StageSummary
-) -> tuple[np.ndarray, dict[str, object]]:
+    texts: list[str | None], cfg: EmbedConfig, cache_root: Path
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Vectors for `texts` (zero rows for empty ones) through the cache; facts for the manifest."""
-    cfg = exp.embed
     model_dir = resolve_model_dir(cfg.encoder)
     revision = model_revision(model_dir)
     enc_id = encoder_id(cfg.encoder, revision)
@@ -165,15 +162,6 @@ def embed_texts(
     index = np.array([len(row) if k is None else row[k] for k in keys], dtype=np.int64)
     n_empty = sum(k is None for k in keys)
     n_trunc = int(table["truncated"].sum())
-    summary.notes.update(
-        texts=len(texts),
-        distinct=len(first),
-        cache_hits=hits.height,
-        embedded=len(missing),
-        texts_per_s=rate if rate is not None else "-",
-        empty_texts=n_empty,
-        truncated=n_trunc,
-    )
     facts = {
         "encoder": str(model_dir),
         "encoder_id": enc_id,
@@ -183,7 +171,7 @@ def embed_texts(
         "dim": dim,
         "max_length": cfg.max_length,
         "quantize": cfg.quantize,
-        "precision": variant(cfg).split("-")[-1],
+        "precision": precision(cfg),
         "empty_text_vector": "zeros",
         "counts": {
             "texts": len(texts),
@@ -204,7 +192,7 @@ def run(exp: Experiment) -> StageSummary:
     ads, queries = read_texts(layout.raw)
     fields = list(exp.embed.fields)
     texts: list[str | None] = [t for f in fields for t in ads[f].to_list()] + queries
-    vectors, facts = embed_texts(texts, exp, layout.embed_cache, summary)
+    vectors, facts = embed_texts(texts, exp.embed, layout.embed_cache)
     n = ads.height
     ad_table = pl.DataFrame(
         {"ad_id": ads["ad_id"]}
@@ -222,5 +210,17 @@ def run(exp: Experiment) -> StageSummary:
     )
     summary.rows_in = n + len(queries)
     summary.rows_out = ad_table.height + query_table.height
-    summary.notes = {"encoder_id": facts["encoder_id"], "dim": facts["dim"], **summary.notes}
+    counts = facts["counts"]
+    summary.notes = {
+        "encoder_id": facts["encoder_id"],
+        "precision": facts["precision"],
+        "dim": facts["dim"],
+        "texts": counts["texts"],
+        "distinct": counts["distinct"],
+        "cache_hits": counts["cache_hits"],
+        "embedded": counts["embedded"],
+        "texts_per_s": facts["texts_per_s"] or "-",
+        "empty_texts": counts["empty"],
+        "truncated": counts["truncated"],
+    }
     return summary
