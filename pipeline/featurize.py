@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import polars as pl
+from tqdm.auto import tqdm
 
 from features import behaviour as bf
 from features import schema
@@ -142,7 +143,12 @@ def _behaviour(
     log.info("behaviour features: keys %s, windows %s days", keys, list(cfg.windows_days))
     behaviour = read_table(layout.raw, "behaviour", schema.BEHAVIOUR)
     outcomes = bf.outcome_events(frame, behaviour, cfg)
-    return bf.behaviour_features(frame, outcomes, cfg, priors, has_conv)
+    tl = bf.timeline(frame, outcomes, has_conv, cfg.windows_days)
+    blocks = [
+        bf.key_features(frame, tl, key, cfg.windows_days, priors, cfg.prior_strength, has_conv)
+        for key in tqdm(keys, desc="behaviour keys", unit="key", disable=frame.height < 100_000)
+    ]
+    return pl.concat(blocks, how="horizontal") if blocks else pl.DataFrame()
 
 
 def _spec_entries(
