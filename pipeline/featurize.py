@@ -126,7 +126,8 @@ def _joined(
     inside = frame["split"].is_in(SPLITS).fill_null(False)
     if not inside.all():
         outside = frame.filter(~inside).select(imps.collect_schema().names())
-        outside = outside.with_columns(pl.lit("outside_split_period").alias("reason"))
+        reason = "outside_split_period" if bounds["split_mode"] == "time" else "unknown_split"
+        outside = outside.with_columns(pl.lit(reason).alias("reason"))
         bad = pl.concat([bad, outside], how="vertical_relaxed")
         frame = frame.filter(inside)
     if not _time_sorted(frame):

@@ -185,7 +185,7 @@ def test_keyless_dataset_with_given_split_and_extra_columns(tmp_path) -> None:
             "click": (rng.random(n) < 0.2).astype(np.int8),
             "cat_site": rng.choice(["a", "b", "c"], n),
             "num_x": rng.normal(size=n),
-            "split": np.repeat(["train", "valid", "test"], n // 3),
+            "split": [*np.repeat(["train", "valid", "test"], n // 3)[:-1], "holdout"],
         }
     )
     for col, dtype in IMPRESSIONS.items():
@@ -201,8 +201,10 @@ def test_keyless_dataset_with_given_split_and_extra_columns(tmp_path) -> None:
     )
     summary = featurize.run(exp)
     tables, spec = _read(exp)
-    assert summary.rows_quarantined == 0 and summary.rows_out == n
-    assert {s: tables[s].height for s in SPLITS} == {s: n // 3 for s in SPLITS}
+    assert summary.rows_quarantined == 1 and summary.rows_out == n - 1
+    assert {s: tables[s].height for s in SPLITS} == {"train": 100, "valid": 100, "test": 99}
+    quarantine = pl.read_parquet(Layout.of(exp).quarantine / "features" / "impressions.parquet")
+    assert quarantine.select("impression_id", "reason").rows() == [(n, "unknown_split")]
     assert spec["split"] == {"split_mode": "given"} and spec["labels"] == ["click"]
     names = {f["name"] for f in spec["features"]}
     assert {"c_cat_site", "n_num_x", "c_hour"} <= names
