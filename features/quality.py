@@ -59,10 +59,8 @@ def flag_rows(
         chain = chain.when(~pl.col("user_id").is_in(user_ids.implode())).then(
             pl.lit("unknown_user")
         )
-    first = pl.int_range(pl.len()).over("impression_id") > 0
-    chain = chain.when(first & pl.col("impression_id").is_not_null()).then(
-        pl.lit("duplicate_impression_id")
-    )
+    repeated = ~pl.col("impression_id").is_first_distinct()
+    chain = chain.when(repeated).then(pl.lit("duplicate_impression_id"))
     return impressions.with_columns(chain.otherwise(pl.lit(None, dtype=pl.String)).alias("reason"))
 
 

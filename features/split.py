@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import polars as pl
 
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 SPLITS = ("train", "valid", "test")
 
 
@@ -26,15 +28,16 @@ class SplitConfig:
     test_fraction: float = 0.2
 
 
-def assign_split(impressions: pl.LazyFrame, cfg: SplitConfig) -> tuple[pl.LazyFrame, dict]:
+def assign_split(impressions: Frame, cfg: SplitConfig) -> tuple[Frame, dict]:
     """Add a `split` column (unless the data brings one) and return the boundaries used.
+    A DataFrame comes back as a DataFrame, a LazyFrame as a LazyFrame.
 
     Rows after the test period get `after` (and null ts would get null): the caller
     quarantines every row whose split is not one of SPLITS.
     """
     if "split" in impressions.collect_schema().names():
         return impressions, {"split_mode": "given"}
-    first = impressions.select(pl.col("ts").min()).collect().item()
+    first = impressions.lazy().select(pl.col("ts").min()).collect().item()
     if first is None:  # no rows: nothing to split
         return impressions.with_columns(pl.lit(None, pl.String).alias("split")), {
             "split_mode": "time"

@@ -91,6 +91,19 @@ def _contiguous(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.rechunk() if len(set(frame.n_chunks("all"))) > 1 else frame
 
 
+def _attach(frame: pl.DataFrame, table: pl.DataFrame, key: str) -> pl.DataFrame:
+    """`frame` left-joined with `table` on `key` (first row per key), in frame order: a
+    position lookup and a gather per column (a join that keeps order costs several times more).
+    """
+    cols = [c for c in table.columns if c != key]
+    table = table.unique(key, keep="first", maintain_order=True).drop_nulls(key)
+    if table.height == 0:
+        return frame.with_columns(pl.lit(None, table.schema[c]).alias(c) for c in cols)
+    rows = pl.int_range(table.height, dtype=pl.UInt32, eager=True)
+    pos = frame[key].replace_strict(table[key], rows, default=None, return_dtype=pl.UInt32)
+    return frame.hstack(table.select(pl.col(cols).gather(pos)))
+
+
 def _time_sorted(frame: pl.DataFrame) -> bool:
     """Rows are in (ts, impression_id) order (the simulator and most logs already are)."""
     ts, ids = pl.col("ts"), pl.col("impression_id")
@@ -108,21 +121,14 @@ def _joined(
     imps = read_table(layout.raw, "impressions", schema.IMPRESSIONS)
     required = ["ts", *[c for c in ("user_id", "ad_id") if _has(imps, c)]]
     rows_in = imps.select(pl.len()).collect().item()
-    flagged = flag_rows(imps, ads, users, required).collect()
+    flagged = flag_rows(imps, ads, users, required).collect().rechunk()
     bad = flagged.filter(pl.col("reason").is_not_null())
-    ads = ads.unique("ad_id", keep="first", maintain_order=True)
-    profile = users.unique("user_id", keep="first", maintain_order=True)
-    profile = profile.rename({"device": "profile_device"})
-    joined = (
-        flagged.lazy()
-        .filter(pl.col("reason").is_null())
-        .drop("reason")
-        .join(ads.select(AD_COLUMNS), on="ad_id", how="left", maintain_order="left")
-        .join(profile, on="user_id", how="left", maintain_order="left")
-    )
-    joined, bounds = assign_split(joined, exp.split)
-    frame = joined.collect()
+    good = flagged.filter(pl.col("reason").is_null()) if bad.height else flagged
     del flagged
+    frame = _attach(good.drop("reason"), ads.select(AD_COLUMNS).collect(), "ad_id")
+    frame = _attach(frame, users.rename({"device": "profile_device"}).collect(), "user_id")
+    del good
+    frame, bounds = assign_split(frame, exp.split)
     inside = frame["split"].is_in(SPLITS).fill_null(False)
     if not inside.all():
         outside = frame.filter(~inside).select(imps.collect_schema().names())
@@ -132,7 +138,7 @@ def _joined(
         frame = frame.filter(inside)
     if not _time_sorted(frame):
         frame = frame.sort(["ts", "impression_id"])
-    return frame.rechunk(), bad, bounds, rows_in
+    return _contiguous(frame), bad, bounds, rows_in
 
 
 def _behaviour(
@@ -231,8 +237,7 @@ def run(exp: Experiment) -> StageSummary:
     if not frame["impression_id"].equals(order):  # the text hook may reorder rows
         frame = frame.sort(["ts", "impression_id"])
     del order
-    log.info("%s columns before encoding", f"{frame.width:,}")
-    log.info("encoding categorical columns")
+    log.info("encoding categorical columns (%s columns so far)", f"{frame.width:,}")
     frame, categorical, numeric, vocab = _encode(frame, beh_names)
     spec_features = _spec_entries(categorical, numeric, vocab, set(beh_names)) + text_spec
     meta = [c for c in META if c in frame.columns]
