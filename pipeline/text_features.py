@@ -15,6 +15,9 @@ Columns (every one point in time: only behaviour events strictly before the impr
 - `t_user_ad_cos`: cosine of the full-width interest vector and the ad; null without history.
 - `t_query_ad_cos`: cosine of the impression's search query and the ad; null on impressions
   without a query (non-search placements) or whose query has no embedding.
+- `t_query_pc00..` Float32: the query's embedding on a PCA fitted on the distinct queries of
+  train rows (`features.lgbm_text_dim` columns; the query's intent: buy, compare, ...); null
+  without a query. Both models.
 - `t_recent_click_sim`: mean cosine of the ad to the user's last `features.recent_clicks`
   clicked ads; null without earlier clicks.
 - `t_interest_events`: how many earlier events the interest vector averages (0 = none).
@@ -208,17 +211,34 @@ def _interest_columns(
     return columns, dim
 
 
-def _query_cos(
-    rows: pl.DataFrame, queries: tuple[pl.Series, np.ndarray], ads: np.ndarray, ad_idx: np.ndarray
-) -> pl.Series:
-    """Cosine of the impression's query and its ad; null without a query embedding."""
+def _query_columns(
+    rows: pl.DataFrame,
+    queries: tuple[pl.Series, np.ndarray],
+    ads: np.ndarray,
+    ad_idx: np.ndarray,
+    dim: int,
+    seed: int,
+) -> dict[str, pl.Series]:
+    """t_query_ad_cos (the query against its ad) and t_query_pcNN (the query's embedding on a
+    PCA fitted on the distinct queries of train rows: search intent); null without a query
+    embedding (non-search placements)."""
     q_ids, q_mat = queries
     q_idx = _index(rows["query"], q_ids, len(q_ids))
     has = q_idx < len(q_ids)
-    out = np.full(rows.height, np.nan, dtype=np.float32)
+    cos = np.full(rows.height, np.nan, dtype=np.float32)
     if has.any():
-        out[has] = _row_dot(q_mat[q_idx[has]], ads, ad_idx[has])
-    return pl.Series("t_query_ad_cos", out).fill_nan(None)
+        cos[has] = _row_dot(q_mat[q_idx[has]], ads, ad_idx[has])
+    out = {"t_query_ad_cos": pl.Series("t_query_ad_cos", cos).fill_nan(None)}
+    train_q = np.unique(q_idx[has & rows["split"].eq("train").to_numpy()])
+    if len(train_q) < 2:
+        return out
+    dim = _pca_dim(dim, len(train_q), q_mat.shape[1], "query text")
+    mean, comps = fit_pca(q_mat[train_q], dim, seed)
+    reduced = np.full((rows.height, dim), np.nan, dtype=np.float32)
+    reduced[has] = apply_pca(q_mat, mean, comps)[q_idx[has]]
+    for i in range(dim):
+        out[f"t_query_pc{i:02d}"] = pl.Series(reduced[:, i]).fill_nan(None)
+    return out
 
 
 def _recent_clicks(
@@ -274,7 +294,11 @@ def _spec(
                 "models": ["neural"],
             }
         )
-    entries += [{"name": n, "kind": "numeric", "source": n[2:], "family": "text"} for n in scalars]
+    sources = {"t_query_pc": "pca(query text, fit on train queries)"}
+    entries += [
+        {"name": n, "kind": "numeric", "source": sources.get(n[:-2], n[2:]), "family": "text"}
+        for n in scalars
+    ]
     return entries
 
 
@@ -326,7 +350,7 @@ def add_text_features(
     else:
         log.info("no user ids: no user interest or recent-click features")
     if "query" in rows.columns and len(queries[0]):
-        per_row["t_query_ad_cos"] = _query_cos(rows, queries, zero_ad, ad_idx)
+        per_row |= _query_columns(rows, queries, zero_ad, ad_idx, cfg.lgbm_text_dim, exp.data.seed)
     is_train = rows["split"].eq("train")
     for name in [n for n in per_row if n.startswith("t_")]:
         if per_row[name].filter(is_train).null_count() == int(is_train.sum()):

@@ -119,6 +119,8 @@ def test_columns_spec_and_values(tmp_path):
         "e_user_interest",
         "t_user_ad_cos",
         "t_query_ad_cos",
+        "t_query_pc00",
+        "t_query_pc01",  # two distinct train queries: two components
         "t_recent_click_sim",
         "t_interest_events",
     }
@@ -143,6 +145,9 @@ def test_columns_spec_and_values(tmp_path):
     q = normalize(np.eye(D, dtype=np.float32)[[0, 1]] + 0.1)
     has_q = imps["query"].is_not_null().to_numpy()
     assert out["t_query_ad_cos"].is_null().to_numpy().tolist() == (~has_q).tolist()
+    assert out["t_query_pc00"].is_null().to_numpy().tolist() == (~has_q).tolist()
+    assert by_name["t_query_pc00"].get("models") is None  # both models
+    assert out.filter(pl.col("query") == QUERIES[0])["t_query_pc00"].n_unique() == 1
     qi = np.array([QUERIES.index(x) for x in imps["query"].drop_nulls()])
     want = np.einsum("ij,ij->i", q[qi], ads[imps["ad_id"].to_numpy()[has_q] - 1])
     np.testing.assert_allclose(out["t_query_ad_cos"].drop_nulls().to_numpy(), want, rtol=1e-5)
@@ -266,5 +271,13 @@ def test_without_behaviour_only_ad_and_query_features(tmp_path):
     _write(layout.root, _ad_vectors(), events=False)
     out, spec = add_text_features(_impressions().lazy(), layout, exp)
     names = [e["name"] for e in spec]
-    assert names == ["e_ad_text", "t_ad_pc00", "t_ad_pc01", "t_ad_pc02", "t_query_ad_cos"]
+    assert names == [
+        "e_ad_text",
+        "t_ad_pc00",
+        "t_ad_pc01",
+        "t_ad_pc02",
+        "t_query_ad_cos",
+        "t_query_pc00",
+        "t_query_pc01",
+    ]
     assert out.collect().columns == _impressions().columns + names
