@@ -49,6 +49,11 @@ class MarketConfig:
         for name in ("n_ads", "n_users", "n_impressions", "n_advertisers", "days", "candidates"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"market.{name} must be positive")
+        n_categories = len({s.category for s in SUBTOPICS})
+        if self.n_advertisers < n_categories:
+            raise ValueError(
+                f"market.n_advertisers must be at least {n_categories} (one per category)"
+            )
         if not 0 < self.new_ad_days < self.days:
             raise ValueError("market.new_ad_days must lie between 0 and market.days")
 
