@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -94,14 +95,16 @@ def _log_model(
     names = [e["name"] for k in ("categorical", "numeric") for e in cols[k]]
     example = frame.head(5).select(names).to_pandas()
     output = pd.DataFrame(pred[:5], columns=["pctr", "pcvr", "pctcvr"])
-    signature = mlflow.models.infer_signature(example, output)
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(PYFUNC_CODE),
-        artifacts={"model_dir": str(model_dir)},
-        signature=signature,
-        registered_model_name=f"adctr-{exp.name}-{kind}",
-    )
+    with warnings.catch_warnings():  # integer id codes and no input example are intended
+        warnings.simplefilter("ignore", UserWarning)
+        signature = mlflow.models.infer_signature(example, output)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_CODE),
+            artifacts={"model_dir": str(model_dir)},
+            signature=signature,
+            registered_model_name=f"adctr-{exp.name}-{kind}",
+        )
 
 
 def train_one(kind: str, exp: Experiment, layout: Layout, frames: dict, spec: dict) -> dict:
