@@ -31,6 +31,9 @@ def spec_columns(spec: dict[str, Any], model: str) -> dict[str, list[dict[str, A
 
 def _dense(series: pl.Series) -> np.ndarray:
     """(N, D) float32 from an Array / List column (Parquet fixed-size lists or pandas cells)."""
+    if isinstance(series.dtype, pl.List):  # e.g. after a round trip through pandas / MLflow
+        width = series.list.len().max()
+        series = series.cast(pl.List(pl.Float32)).cast(pl.Array(pl.Float32, int(width or 0)))
     if isinstance(series.dtype, pl.Array):
         return series.to_numpy().astype(np.float32, copy=False)
     return np.asarray(series.to_list(), dtype=np.float32)

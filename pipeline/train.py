@@ -92,7 +92,7 @@ def _log_model(
     kind: str, exp: Experiment, model_dir: Path, frame: pl.DataFrame, spec: dict, pred: np.ndarray
 ):
     cols = spec_columns(spec, kind)
-    names = [e["name"] for k in ("categorical", "numeric") for e in cols[k]]
+    names = [e["name"] for k in ("categorical", "numeric", "embedding") for e in cols[k]]
     example = frame.head(5).select(names).to_pandas()
     output = pd.DataFrame(pred[:5], columns=["pctr", "pcvr", "pctcvr"])
     with warnings.catch_warnings():  # integer id codes and no input example are intended
