@@ -1,0 +1,85 @@
+"""LightGBM baseline: the estimator contract, determinism, save / load without pickle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.lgbm import LightGBMConfig, LightGBMCTR
+from models.matrix import FeatureMatrix
+
+CFG = LightGBMConfig(
+    num_boost_round=60,
+    early_stopping_rounds=10,
+    min_data_in_leaf=5,
+    cvr_min_data_in_leaf=5,
+    num_leaves=7,
+)
+
+
+def _data(n: int, seed: int) -> tuple[FeatureMatrix, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    cat = rng.integers(0, 6, size=(n, 2))
+    num = rng.normal(size=(n, 3)).astype(np.float32)
+    logit = -2.0 + 1.5 * num[:, 0] + 0.8 * (cat[:, 0] == 3)
+    click = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    conv = (click * (rng.random(n) < 1 / (1 + np.exp(-(num[:, 1] - 0.5))))).astype(np.float32)
+    x = FeatureMatrix(cat, num, ("c_a", "c_b"), ("n_x", "n_y", "n_z"), (6, 6))
+    return x, click, conv
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[LightGBMCTR, FeatureMatrix]:
+    x, c, v = _data(3000, 0)
+    xv, cv, vv = _data(1000, 1)
+    return LightGBMCTR(CFG, random_state=3, num_threads=1).fit(x, c, v, xv, cv, vv), xv
+
+
+def test_fit_returns_self_and_probabilities_are_in_range(fitted) -> None:
+    model, xv = fitted
+    p = model.predict_proba(xv)
+    assert isinstance(model, LightGBMCTR)
+    assert p.shape == (len(xv), 3)
+    assert np.all((p >= 0) & (p <= 1))
+    np.testing.assert_allclose(p[:, 2], p[:, 0] * p[:, 1])
+
+
+def test_learns_the_planted_signal(fitted) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    model, xv = fitted
+    _, cv, _ = _data(1000, 1)
+    assert roc_auc_score(cv, model.predict_proba(xv)[:, 0]) > 0.7
+
+
+def test_same_seed_gives_identical_predictions(fitted) -> None:
+    model, xv = fitted
+    x, c, v = _data(3000, 0)
+    _, cv, vv = _data(1000, 1)
+    again = LightGBMCTR(CFG, random_state=3, num_threads=2).fit(x, c, v, xv, cv, vv)
+    np.testing.assert_array_equal(model.predict_proba(xv), again.predict_proba(xv))
+
+
+def test_save_load_round_trip_is_exact_and_pickle_free(fitted, tmp_path: Path) -> None:
+    model, xv = fitted
+    model.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "ctr.txt",
+        "cvr.txt",
+        "lightgbm.json",
+    ]
+    np.testing.assert_array_equal(
+        LightGBMCTR.load(tmp_path / "m").predict_proba(xv), model.predict_proba(xv)
+    )
+
+
+def test_no_conversions_means_no_cvr_booster() -> None:
+    x, c, _ = _data(1500, 4)
+    xv, cv, _ = _data(500, 5)
+    model = LightGBMCTR(CFG).fit(x, c, None, xv, cv, None)
+    p = model.predict_proba(xv)
+    assert model.cvr_booster_ is None
+    assert np.isnan(p[:, 1]).all() and np.isfinite(p[:, 0]).all()
+    assert set(model.feature_importance()) == {"ctr"}
