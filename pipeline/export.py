@@ -46,7 +46,7 @@ from models.bidding import (
 from models.replay import Auctions, pacing_multipliers, tune
 from pipeline.config import Experiment
 from pipeline.datasets import load_spec
-from pipeline.io import MANIFEST, DataError, atomic_dir, code_version, read_table
+from pipeline.io import MANIFEST, DataError, atomic_dir, code_version, fsync_dir, read_table
 from pipeline.stage import Layout, StageSummary
 
 if TYPE_CHECKING:
@@ -365,14 +365,6 @@ def read_published(exports: Path) -> tuple[pl.DataFrame, dict[str, Any]] | None:
     return table, manifest
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _clean_stale(root: Path, versions: Path) -> None:
     """Drop leftovers of killed exports: unfinished versions and unswapped links."""
     for tmp in versions.glob(".tmp-*"):
@@ -415,7 +407,7 @@ def publish(table: pl.DataFrame, manifest: dict[str, Any], root: Path, keep: int
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         _crash_point("files")
-    _fsync_dir(versions)
+    fsync_dir(versions)
     _crash_point("version")
     exports = root / "exports"
     if exports.exists() and not exports.is_symlink():  # a table from before versioning
@@ -423,7 +415,7 @@ def publish(table: pl.DataFrame, manifest: dict[str, Any], root: Path, keep: int
     link = root / f".tmp-exports-{uuid.uuid4().hex[:8]}"
     os.symlink(Path(VERSIONS_DIR) / final.name, link)
     os.replace(link, exports)
-    _fsync_dir(root)
+    fsync_dir(root)
     _crash_point("linked")
     _prune(versions, final.name, keep)
     return final
