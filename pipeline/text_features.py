@@ -93,6 +93,20 @@ def _query_matrix(layout: Layout) -> tuple[pl.Series, np.ndarray]:
     return queries["query"], normalize(to_matrix(queries["emb"]))
 
 
+def _row_ads(rows: pl.DataFrame, layout: Layout) -> tuple[pl.Series, np.ndarray, np.ndarray]:
+    """Ad ids, their embeddings (zero rows added for impressed ads without one) and each
+    row's index into them (len(ad_ids) for a null ad_id)."""
+    ad_ids, ads = _ad_matrix(layout)
+    ad_idx = _index(rows["ad_id"], ad_ids, len(ad_ids))
+    absent = rows.filter(pl.Series(ad_idx == len(ad_ids)))["ad_id"].unique().drop_nulls()
+    if len(absent):
+        log.warning("%d impressed ads have no text embedding: zero vectors", len(absent))
+        ad_ids = pl.concat([ad_ids, absent.cast(ad_ids.dtype)])
+        ads = np.vstack([ads, np.zeros((len(absent), ads.shape[1]), np.float32)])
+        ad_idx = _index(rows["ad_id"], ad_ids, len(ad_ids))
+    return ad_ids, ads, ad_idx
+
+
 def _index(values: pl.Series, keys: pl.Series, missing: int) -> np.ndarray:
     """Position of each value in `keys` (int64), `missing` where absent or null."""
     lookup = pl.DataFrame({"_key": keys, "_pos": np.arange(len(keys), dtype=np.int64)})
@@ -318,14 +332,7 @@ def add_text_features(
         log.warning("embeddings were made from another raw/ (rerun the embed stage)")
     names = frame.collect_schema().names()
     rows = frame.select([c for c in ROW_COLS if c in names]).collect()
-    ad_ids, ads = _ad_matrix(layout)
-    ad_idx = _index(rows["ad_id"], ad_ids, len(ad_ids))
-    absent = rows.filter(pl.Series(ad_idx == len(ad_ids)))["ad_id"].unique().drop_nulls()
-    if len(absent):  # give them the zero vector, so every row has an ad embedding
-        log.warning("%d impressed ads have no text embedding: zero vectors", len(absent))
-        ad_ids = pl.concat([ad_ids, absent.cast(ad_ids.dtype)])
-        ads = np.vstack([ads, np.zeros((len(absent), ads.shape[1]), np.float32)])
-        ad_idx = _index(rows["ad_id"], ad_ids, len(ad_ids))
+    ad_ids, ads, ad_idx = _row_ads(rows, layout)
     zero_ad = np.vstack([ads, np.zeros((1, ads.shape[1]), np.float32)])  # row -1: null ad_id
     train_ads = np.unique(ad_idx[rows["split"].eq("train").to_numpy() & (ad_idx < len(ad_ids))])
     train_ads = train_ads[np.einsum("ij,ij->i", ads[train_ads], ads[train_ads]) > 0]
