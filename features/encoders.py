@@ -39,8 +39,3 @@ def encode(column: str, vocab: pl.DataFrame, out: str, dtype: pl.DataType | None
         .fill_null(0)
         .alias(out)
     )
-
-
-def apply_vocab(frame: pl.LazyFrame, column: str, vocab: pl.DataFrame, out: str) -> pl.LazyFrame:
-    """Add `out` = the code of `column`'s value, 0 when unseen in train or null."""
-    return frame.with_columns(encode(column, vocab, out))
