@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from pipeline import plots, report
 from pipeline.config import Experiment
 from pipeline.datasets import labels, load_spec, load_split
-from pipeline.io import atomic_dir, read_manifest, read_table, write_file_manifest
+from pipeline.io import DataError, atomic_dir, read_manifest, read_table, write_file_manifest
 from pipeline.mlflow_model import load_estimator
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
@@ -175,16 +175,14 @@ def run(exp: Experiment) -> StageSummary:
     test = load_split(layout.features, "test")
     kinds = [k for k in exp.train.models if (layout.predictions / k / "_manifest.json").exists()]
     if not kinds:
-        from pipeline.io import DataError
-
         raise DataError(f"{layout.predictions}: no model predictions; run `make train` first")
     cal, raw, per_model = {}, {}, {}
+    run_ids = {k: read_manifest(layout.predictions / k)["run_id"] for k in kinds}
     use_experiment(exp)
     for kind in kinds:
         cal[kind], raw[kind] = _predictions(layout, kind, test)
         per_model[kind] = model_metrics(test, spec, cal[kind], exp)
-        run_id = read_manifest(layout.predictions / kind)["run_id"]
-        with mlflow.start_run(run_id=run_id):
+        with mlflow.start_run(run_id=run_ids[kind]):
             log_metrics(per_model[kind])
     oracle = _oracle(layout, test)
     if oracle is not None:
@@ -192,7 +190,7 @@ def run(exp: Experiment) -> StageSummary:
         per_model["oracle"] = om
         oracle_named = {k.replace("test_", "oracle_", 1): v for k, v in om.items()}
         for kind in kinds:
-            with mlflow.start_run(run_id=read_manifest(layout.predictions / kind)["run_id"]):
+            with mlflow.start_run(run_id=run_ids[kind]):
                 log_metrics(
                     {
                         k: v
