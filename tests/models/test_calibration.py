@@ -53,3 +53,37 @@ def test_json_round_trip_is_exact(method: str) -> None:
 def test_unknown_method_is_rejected() -> None:
     with pytest.raises(ValueError, match="isotonic or platt"):
         CalibrationConfig(method="beta")
+
+
+def test_isotonic_is_strictly_increasing_and_keeps_the_ranking() -> None:
+    """Centred isotonic: distinct scores stay distinct and in order (no ~80-value step map),
+    so the calibrated AUC is the raw score's AUC; the ratio stays calibrated."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.01, 0.3, 50_000)
+    y = (rng.random(len(p)) < p / 2).astype(float)  # the scores overstate the rate 2x
+    cal = Calibrator("isotonic").fit(p, y)
+    q = cal.transform(np.sort(p))
+    assert np.all(np.diff(q) > 0)
+    assert roc_auc_score(y, cal.transform(p)) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert 0.97 < cal.transform(p).sum() / y.sum() < 1.03
+    # beyond the first and last knot the map follows the score's odds from the edge knot
+    tails = cal.transform(np.array([0.001, 0.005, 0.4, 0.6]))
+    assert np.all(np.diff(tails) > 0)
+    assert tails[0] < q[0] and tails[-2] > q[-1]
+
+
+def test_block_centres_by_hand() -> None:
+    from models.calibration import _block_centres
+
+    x, y = _block_centres(np.array([0, 1, 2, 3, 4.0]), np.array([0.1, 0.1, 0.5, 0.5, 0.9]))
+    assert x == [0.5, 2.5, 4.0]
+    assert y == [0.1, 0.5, 0.9]
+
+
+def test_a_step_map_saved_before_centring_still_loads_as_a_step_map() -> None:
+    cal = Calibrator.from_dict({"method": "isotonic", "x": [0.1, 0.2, 0.3], "y": [0.2, 0.2, 0.4]})
+    np.testing.assert_allclose(
+        cal.transform(np.array([0.0, 0.15, 0.25, 0.5])), [0.2, 0.2, 0.3, 0.4]
+    )
