@@ -1,5 +1,9 @@
 # adctr — the user's verbs. `make help` lists them.
 EXP ?= default
+# SET="section.key=value ..." overrides settings for the stages run, e.g. an ablation:
+# make features train evaluate SET=features.text=false
+SET ?=
+OVERRIDES := $(foreach s,$(SET),--set $(s))
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -20,6 +24,7 @@ help: ## list the verbs
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  EXP=<name> picks experiments/<name>.toml (default: $(EXP))"
+	@echo "  SET=\"section.key=value ...\" overrides settings, e.g. SET=features.text=false"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,26 +33,26 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 $(RAW): experiments/$(EXP).toml | $(STAMP)
-	$(PY) -m pipeline raw --experiment $(EXP)
+	$(PY) -m pipeline raw --experiment $(EXP) $(OVERRIDES)
 
 features: $(STAMP) $(RAW) ## build raw data (when missing), embeddings and feature tables
-	$(PY) -m pipeline embed --experiment $(EXP)
-	$(PY) -m pipeline features --experiment $(EXP)
+	$(PY) -m pipeline embed --experiment $(EXP) $(OVERRIDES)
+	$(PY) -m pipeline features --experiment $(EXP) $(OVERRIDES)
 
 embed: $(STAMP) $(RAW) ## embed ad, query and behaviour texts (cached)
-	$(PY) -m pipeline embed --experiment $(EXP)
+	$(PY) -m pipeline embed --experiment $(EXP) $(OVERRIDES)
 
 train: $(STAMP) ## train the LightGBM and neural CTR/CVR models (MLflow runs)
-	$(PY) -m pipeline train --experiment $(EXP)
+	$(PY) -m pipeline train --experiment $(EXP) $(OVERRIDES)
 
 evaluate: $(STAMP) ## compare models on test, log plots and tables, set the champion
-	$(PY) -m pipeline evaluate --experiment $(EXP)
+	$(PY) -m pipeline evaluate --experiment $(EXP) $(OVERRIDES)
 
 export: $(STAMP) ## publish the bid / placement weight table from the champion
-	$(PY) -m pipeline export --experiment $(EXP)
+	$(PY) -m pipeline export --experiment $(EXP) $(OVERRIDES)
 
 replay: $(STAMP) ## offline replay of bidding strategies against the logged auctions
-	$(PY) -m pipeline replay --experiment $(EXP)
+	$(PY) -m pipeline replay --experiment $(EXP) $(OVERRIDES)
 
 ui: $(STAMP) ## serve the MLflow dashboard on 127.0.0.1 (Ctrl-C stops it)
 	$(PY) -m pipeline ui
