@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 EPS = 1e-6
 TAIL_EPS = 1e-12
@@ -54,12 +52,16 @@ class Calibrator:
         if positives == 0 or positives == len(y):
             self.method_ = "identity"
         elif self.method == "isotonic" and positives >= self.min_positives_isotonic:
+            from sklearn.isotonic import IsotonicRegression  # lazy: config imports this module
+
             iso = IsotonicRegression(y_min=EPS, y_max=1 - EPS, out_of_bounds="clip")
             iso.fit(p, y)
             self.method_ = "isotonic"
             self.x_, self.y_ = _block_centres(iso.X_thresholds_, iso.y_thresholds_)
             self.centred_ = True
         else:
+            from sklearn.linear_model import LogisticRegression
+
             lr = LogisticRegression(C=1e4).fit(_logit(p)[:, None], y)
             self.method_ = "platt"
             self.coef_, self.intercept_ = float(lr.coef_[0, 0]), float(lr.intercept_[0])

@@ -7,11 +7,14 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 
 from models.matrix import FeatureMatrix
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ class LightGBMCTR:
         }
 
     def _train(self, name, x, y, xv, yv, cvr: bool) -> tuple[lgb.Booster, dict]:
+        import lightgbm as lgb  # lazy: reading an experiment config imports this module
+
         c = self.config or LightGBMConfig()
         names = self.feature_names_
         n_cat = len(self.categorical_index_)
@@ -159,6 +164,8 @@ class LightGBMCTR:
         model = cls(LightGBMConfig(**meta["config"]), meta["random_state"])
         model.categorical_index_ = meta["categorical_index"]
         model.feature_names_ = meta["feature_names"]
+        import lightgbm as lgb
+
         model.ctr_booster_ = lgb.Booster(model_file=str(directory / "ctr.txt"))
         cvr = directory / "cvr.txt"
         model.cvr_booster_ = lgb.Booster(model_file=str(cvr)) if cvr.exists() else None

@@ -24,7 +24,7 @@ from features.text import EmbedConfig
 from models.bidding import BiddingConfig
 from models.calibration import CalibrationConfig
 from models.lgbm import LightGBMConfig
-from models.neural import NeuralConfig
+from models.neural_config import NeuralConfig
 
 EXPERIMENTS_DIR = Path("experiments")
 

@@ -1,8 +1,9 @@
 """`python -m pipeline` as a user runs it: a bad config or missing input is a one-line
 `error: ...` on stderr naming the problem, a non-zero exit code and no traceback.
 
-Each subprocess pays the import of torch and scikit-learn, so only the cases the issue names
-run as real processes; the rest call `pipeline.__main__.main` in-process."""
+Reading a config imports neither torch, scikit-learn nor LightGBM (a bad config fails in a
+fraction of a second); stages that need them import them. Only the cases the issue names run as
+real processes; the rest call `pipeline.__main__.main` in-process."""
 
 from __future__ import annotations
 
@@ -127,3 +128,15 @@ def test_generate_prints_a_one_line_summary(tmp_path: Path) -> None:
     assert "out=2,000" in summary[0]
     assert str(root / "small" / "raw") in summary[0]
     assert (root / "small" / "raw" / "_manifest.json").is_file()
+
+
+def test_reading_a_config_imports_no_heavy_library() -> None:
+    code = (
+        "import sys; from pipeline.config import load_experiment; load_experiment('default'); "
+        "print(sorted(m for m in ('torch', 'sklearn', 'lightgbm', 'transformers', 'mlflow') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

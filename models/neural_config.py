@@ -1,0 +1,50 @@
+"""Settings of the neural CTR/CVR model, apart from the model so that reading an experiment
+config does not import torch (the command line starts in a fraction of the time)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NeuralConfig:
+    """Hyperparameters of the DCN-v2 x ESMM model and its training loop."""
+
+    embedding_dim: int = 16  # widest id embedding; small vocabularies get ceil(6 * card ** .25)
+    text_tower: tuple[int, ...] = (128, 32)  # MLP over the concatenated dense vectors
+    cross_layers: int = 3
+    cross_rank: int = 64  # > 0: low-rank W = U V^T (3x cheaper at x0 ~ 340); 0: full rank
+    mlp_sizes: tuple[int, ...] = (256, 128)
+    head_sizes: tuple[int, ...] = (64,)
+    dropout: float = 0.1
+    log_numeric: bool = True  # sign(x) * log1p(|x|) before standardising (counts are skewed)
+    numeric_clip: float = 8.0  # clip standardised numerics to +-this
+    lr: float = 1e-3
+    weight_decay: float = 1e-5  # AdamW decay of the dense weights (not the id tables)
+    embedding_l2: float = 0.0  # L2 on the id embeddings looked up in each batch
+    ctcvr_weight: float = 1.0
+    batch_size: int = 2048
+    epochs: int = 4
+    patience: int = 1  # stop after this many epochs without a better valid CTR AUC
+    # id tables with >= this many rows get sparse gradients + SparseAdam (0 = all, a huge
+    # number = none); smaller tables update faster with dense Adam (measured in `make bench`)
+    sparse_min_rows: int = 50_000
+    num_threads: int = 2
+    predict_batch_size: int = 4096
+
+    def __post_init__(self) -> None:
+        positive = ("embedding_dim", "batch_size", "epochs", "num_threads", "predict_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        if min(self.cross_layers, self.cross_rank, self.sparse_min_rows) < 0:
+            raise ValueError("cross_layers, cross_rank and sparse_min_rows must be >= 0")
+        sizes = (*self.text_tower, *self.mlp_sizes, *self.head_sizes)
+        if any(s < 1 for s in sizes):
+            raise ValueError("layer sizes must be >= 1")
