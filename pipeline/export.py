@@ -2,10 +2,9 @@
 
 Reads the champion model version (`models:/adctr-<exp>-<kind>@champion`), the most recent
 feature rows (`features/<export.score_splits>.parquet` + feature_spec.json), raw `ads` and
-`users`, and the table published before (for the guardrail). Writes `exports/`: a symlink to
-`export-versions/<version>/` holding `bid_weights.parquet`, `bid_weights.csv` and
-`_manifest.json`, swapped in one `rename(2)` so that a reader who resolves `exports/` sees the
-old three files or the new three, never a mix; and one MLflow run (tag stage=export) with the
+`users`, and the table published before (for the guardrail). Writes `exports/` through
+`pipeline.publish` (a symlink to `export-versions/<version>/` swapped in one rename: readers see
+the old table or the new one, never a mix) and one MLflow run (tag stage=export) with the
 table, the manifest and a histogram of bids.
 
 Steps: score the recent rows with the champion; average the calibrated pCTR / pCVR into a grid
@@ -19,17 +18,11 @@ the published table untouched.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
-import os
-import shutil
-import signal
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,7 +39,8 @@ from models.bidding import (
 from models.replay import Auctions, pacing_multipliers, tune
 from pipeline.config import Experiment
 from pipeline.datasets import load_spec
-from pipeline.io import MANIFEST, DataError, atomic_dir, code_version, fsync_dir, read_table
+from pipeline.io import DataError, code_version, read_table
+from pipeline.publish import CSV_FILE, TABLE_FILE, publish, published_manifest
 from pipeline.stage import Layout, StageSummary
 
 if TYPE_CHECKING:
@@ -54,10 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("adctr.export")
 
-TABLE_FILE = "bid_weights.parquet"
-CSV_FILE = "bid_weights.csv"
-VERSIONS_DIR = "export-versions"
-CRASH_ENV = "ADCTR_EXPORT_CRASH_AT"  # tests: SIGKILL this process at a named publish phase
 KEY_COLUMNS = ("ad_id", "placement", "segment")
 VALUE_COLUMNS: dict[str, pl.DataType] = {
     "goal": pl.String(),
@@ -94,11 +84,6 @@ def table_schema(segment_columns: tuple[str, ...]) -> dict[str, pl.DataType]:
     keys: dict[str, pl.DataType] = {"ad_id": pl.Int64(), "placement": pl.String()}
     keys |= {"segment": pl.String()} | {c: pl.String() for c in segment_columns}
     return keys | VALUE_COLUMNS
-
-
-def _crash_point(phase: str) -> None:
-    if os.environ.get(CRASH_ENV) == phase:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def load_champion(exp: Experiment, layout: Layout) -> tuple[Champion, Any]:
@@ -337,88 +322,6 @@ def guardrail(champion: Champion, previous: dict[str, Any] | None, margin: float
             f"than {margin:.1%}"
         )
     return None
-
-
-def published_manifest(exports: Path) -> dict[str, Any] | None:
-    """The manifest of the published table, or None when nothing is published."""
-    man = Path(exports) / MANIFEST
-    return json.loads(man.read_text()) if man.is_file() else None
-
-
-def read_published(exports: Path) -> tuple[pl.DataFrame, dict[str, Any]] | None:
-    """The published table and its manifest (None when nothing is published), checked.
-
-    `exports` is resolved once, so the table and the manifest come from the same version.
-    """
-    if not Path(exports).exists():
-        return None
-    real = Path(os.path.realpath(exports))
-    manifest = json.loads((real / MANIFEST).read_text())
-    data = (real / TABLE_FILE).read_bytes()
-    if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
-        raise DataError(f"{real / TABLE_FILE}: checksum differs from its manifest")
-    table = pl.read_parquet(io.BytesIO(data))
-    if table.height != manifest["rows"]:
-        raise DataError(
-            f"{real / TABLE_FILE}: {table.height} rows, manifest says {manifest['rows']}"
-        )
-    return table, manifest
-
-
-def _clean_stale(root: Path, versions: Path) -> None:
-    """Drop leftovers of killed exports: unfinished versions and unswapped links."""
-    for tmp in versions.glob(".tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
-    for link in root.glob(".tmp-exports-*"):
-        link.unlink(missing_ok=True)
-
-
-def _prune(versions: Path, current: str, keep: int) -> None:
-    done = [p for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    done.sort(key=lambda p: (p.stat().st_mtime, p.name))
-    for old in done[: max(len(done) - keep, 0)]:
-        if old.name != current:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def publish(table: pl.DataFrame, manifest: dict[str, Any], root: Path, keep: int = 5) -> Path:
-    """Write a new version directory, then point `<root>/exports` at it in one rename.
-
-    The version is built by `atomic_dir` (parquet, csv, then the manifest with both checksums;
-    fsynced, renamed to `export-versions/<version>/`); a symlink to it is created beside
-    `exports` and `os.replace`d over it. A kill before the replace leaves the old link (old
-    table); after, the new one. Returns the version directory.
-    """
-    versions = root / VERSIONS_DIR
-    versions.mkdir(parents=True, exist_ok=True)
-    _clean_stale(root, versions)
-    final = versions / manifest["version"]
-    buf = io.BytesIO()
-    table.write_parquet(buf)
-    data, csv = buf.getvalue(), table.write_csv().encode()
-    with atomic_dir(final) as tmp:
-        (tmp / TABLE_FILE).write_bytes(data)
-        _crash_point("parquet")
-        (tmp / CSV_FILE).write_bytes(csv)
-        manifest = manifest | {
-            "rows": table.height,
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "csv_sha256": hashlib.sha256(csv).hexdigest(),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        _crash_point("files")
-    fsync_dir(versions)
-    _crash_point("version")
-    exports = root / "exports"
-    if exports.exists() and not exports.is_symlink():  # a table from before versioning
-        os.rename(exports, versions / f"legacy-{uuid.uuid4().hex[:8]}")
-    link = root / f".tmp-exports-{uuid.uuid4().hex[:8]}"
-    os.symlink(Path(VERSIONS_DIR) / final.name, link)
-    os.replace(link, exports)
-    fsync_dir(root)
-    _crash_point("linked")
-    _prune(versions, final.name, keep)
-    return final
 
 
 def bid_histogram(table: pl.DataFrame) -> Figure:

@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 
 from models.bidding import BiddingConfig, BidParams, bid_table
-from pipeline import export
+from pipeline import export, publish
 from pipeline.config import Experiment, ExportConfig, load_experiment
 from pipeline.io import MANIFEST, DataError
 
@@ -105,16 +105,16 @@ def test_publish_swaps_versions_and_prunes(tmp_path: Path) -> None:
     legacy.mkdir()
     (legacy / "bid_weights.csv").write_text("old")
     for i in range(4):
-        final = export.publish(table.head(i + 1), {"version": f"v{i}"}, tmp_path, keep=2)
+        final = publish.publish(table.head(i + 1), {"version": f"v{i}"}, tmp_path, keep=2)
         assert published_version(tmp_path) == f"v{i}" == final.name
-        assert os.readlink(tmp_path / "exports") == f"{export.VERSIONS_DIR}/v{i}"
-    kept = sorted(p.name for p in (tmp_path / export.VERSIONS_DIR).iterdir())
+        assert os.readlink(tmp_path / "exports") == f"{publish.VERSIONS_DIR}/v{i}"
+    kept = sorted(p.name for p in (tmp_path / publish.VERSIONS_DIR).iterdir())
     assert kept == ["v2", "v3"]  # the legacy table and v0, v1 are pruned
-    got, manifest = export.read_published(tmp_path / "exports")
+    got, manifest = publish.read_published(tmp_path / "exports")
     assert got.equals(table) and manifest["rows"] == 4
-    (Path(os.path.realpath(tmp_path / "exports")) / export.TABLE_FILE).write_bytes(b"garbage")
+    (Path(os.path.realpath(tmp_path / "exports")) / publish.TABLE_FILE).write_bytes(b"garbage")
     with pytest.raises(DataError, match="checksum"):
-        export.read_published(tmp_path / "exports")
+        publish.read_published(tmp_path / "exports")
 
 
 # ---------------------------------------------------------------- the small pipeline (slow)
@@ -133,11 +133,11 @@ def published_version(root: Path) -> str:
     """Check the published table against its manifest; its version."""
     exports = root / "exports"
     assert exports.is_symlink()
-    table, manifest = export.read_published(exports)  # checks sha256 and row count
+    table, manifest = publish.read_published(exports)  # checks sha256 and row count
     real = Path(os.path.realpath(exports))
-    csv = (real / export.CSV_FILE).read_bytes()
+    csv = (real / publish.CSV_FILE).read_bytes()
     assert hashlib.sha256(csv).hexdigest() == manifest["csv_sha256"]
-    assert pl.read_csv(real / export.CSV_FILE).height == manifest["rows"] == table.height
+    assert pl.read_csv(real / publish.CSV_FILE).height == manifest["rows"] == table.height
     assert manifest["version"] == real.name
     return manifest["version"]
 
@@ -172,7 +172,7 @@ def in_process(published, monkeypatch: pytest.MonkeyPatch) -> Experiment:
 def test_published_table_matches_manifest_and_covers_the_grid(published) -> None:
     root = published.root
     published_version(root)
-    table, manifest = export.read_published(root / "exports")
+    table, manifest = publish.read_published(root / "exports")
     assert dict(table.schema) == export.table_schema(SEGMENTS)
     assert manifest["schema"] == {k: str(v) for k, v in table.schema.items()}
     # every active ad x every placement x every segment of the user profiles, once
@@ -254,7 +254,7 @@ def test_guardrail_refuses_a_worse_champion(
     published, in_process: Experiment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = snapshot(published.root)
-    _, manifest = export.read_published(published.root / "exports")
+    _, manifest = publish.read_published(published.root / "exports")
     real = export.load_champion
 
     def worse(exp, layout):
@@ -282,7 +282,7 @@ PUBLISH_AGAIN = """
 import sys
 from pathlib import Path
 import polars as pl
-from pipeline.export import publish, read_published
+from pipeline.publish import publish, read_published
 root = Path(sys.argv[1])
 table, manifest = read_published(root / "exports")
 manifest = {k: v for k, v in manifest.items() if k not in ("rows", "sha256", "csv_sha256")}
@@ -299,7 +299,7 @@ def test_sigkill_at_each_publish_phase_leaves_old_or_new(published, phase, outco
     root = published.root
     old = published_version(root)
     new = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-kill-{phase}"
-    env = published.env | {export.CRASH_ENV: phase}
+    env = published.env | {publish.CRASH_ENV: phase}
     cmd = [sys.executable, "-c", PUBLISH_AGAIN, str(root), new]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
@@ -322,7 +322,7 @@ def test_sigkill_at_random_moments_never_mixes_tables(published) -> None:
         published_version(root)  # consistent, whichever table it is
     assert killed >= 1
     cli_export(published)  # a clean run afterwards tidies up what the kills left
-    versions = root / export.VERSIONS_DIR
+    versions = root / publish.VERSIONS_DIR
     assert not list(versions.glob(".tmp-*")) and not list(root.glob(".tmp-exports-*"))
     assert len(list(versions.iterdir())) <= ExportConfig().keep_versions
     manifest = json.loads((root / "exports" / MANIFEST).read_text())
