@@ -32,7 +32,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-$(RAW): experiments/$(EXP).toml | $(STAMP)
+# raw data is rebuilt when its config or the code that writes it changes (a pulled simulator
+# change must not leave last month's data in place)
+RAW_CODE := $(wildcard pipeline/generate.py pipeline/ingest/*.py features/schema.py \
+	features/marketplace.py features/market_events.py features/vocabulary.py)
+$(RAW): experiments/$(EXP).toml $(RAW_CODE) | $(STAMP)
 	$(PY) -m pipeline raw --experiment $(EXP) $(OVERRIDES)
 
 features: $(STAMP) $(RAW) ## build raw data (when missing), embeddings and feature tables
