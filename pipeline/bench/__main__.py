@@ -20,7 +20,17 @@ def main(argv: list[str]) -> int:
     setup_logging()
     here = Path(__file__).parent
     present = {m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_")}
-    names = argv or [n for n in ORDER if n in present] + sorted(present - set(ORDER))
+    known = [n for n in ORDER if n in present] + sorted(present - set(ORDER))
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"usage: python -m pipeline.bench [section ...]   sections: {', '.join(known)}")
+        return 0
+    unknown = [a for a in argv if a not in present]
+    if unknown:
+        print(
+            f"error: unknown bench section {unknown} (known: {', '.join(known)})", file=sys.stderr
+        )
+        return 2
+    names = argv or known
     for name in names:
         print(f"\n=== bench: {name} ===", flush=True)
         importlib.import_module(f"pipeline.bench.{name}").main()

@@ -140,3 +140,12 @@ def test_reading_a_config_imports_no_heavy_library() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_bench_names_its_sections_and_refuses_an_unknown_one(capsys) -> None:
+    from pipeline.bench.__main__ import main as bench
+
+    assert bench(["--help"]) == 0
+    assert "embed, features, neural" in capsys.readouterr().out
+    assert bench(["nope"]) == 2
+    assert "unknown bench section ['nope']" in capsys.readouterr().err
