@@ -3,9 +3,11 @@
 `TextEncoder` loads any local Hugging Face model directory with `AutoTokenizer`/`AutoModel`
 (offline: `local_files_only=True`), pools the last hidden states (mean over real tokens, or the
 first token), L2-normalises and returns float32. It is built for CPU throughput: texts are
-deduplicated, tokenised once, sorted by token length and cut into batches padded only to the
-longest text of the batch; inference runs under `torch.inference_mode` with a fixed thread count
-and, optionally, dynamic int8 quantisation of the Linear layers.
+deduplicated, tokenised once, sorted by token length and cut into batches of one padded width
+(each text's length rounded up to 8, so a vector never depends on the other texts of its
+batch: bit-identical alone, among others or from the cache); inference runs under
+`torch.inference_mode` with a fixed thread count and, optionally, dynamic int8 quantisation of
+the Linear layers.
 
 Defined edge cases:
 - an empty, whitespace-only or missing (None) text embeds as the zero vector (no text, no
@@ -132,8 +134,9 @@ def precision(config: EmbedConfig) -> str:
 
 
 def variant(config: EmbedConfig) -> str:
-    """The settings besides the weights that change a vector: pooling, length, precision."""
-    return f"{config.pooling}-len{config.max_length}-{precision(config)}"
+    """The settings besides the weights that change a vector: pooling, length, precision, and
+    the padding rule (`w8`: each text runs padded to its own length rounded up to 8)."""
+    return f"{config.pooling}-len{config.max_length}-{precision(config)}-w{PAD_MULTIPLE}"
 
 
 def text_key(text: str) -> str:
@@ -216,24 +219,38 @@ class TextEncoder:
             truncated[full] = [len(x) > length for x in lens]
         return ids, truncated
 
+    def _width(self, n_tokens: int) -> int:
+        """A text's padded width: its length rounded up to PAD_MULTIPLE (not past max_length)."""
+        return min(
+            -(-n_tokens // PAD_MULTIPLE) * PAD_MULTIPLE, max(n_tokens, self.config.max_length)
+        )
+
     def _batches(self, ids: list[list[int]]):
-        """(positions, input_ids, attention_mask) batches, shortest texts first."""
+        """(positions, input_ids, attention_mask) batches, shortest texts first.
+
+        A batch holds texts of one padded width only, so each text is always run at the same
+        width whatever else is embedded with it: its vector does not depend on the batch
+        (bf16 kernels round differently at different widths), and a cached vector equals a
+        freshly computed one."""
         import torch
 
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         size = self.config.batch_size
-        for start in range(0, len(order), size):
-            pos = order[start : start + size]
-            width = len(ids[pos[-1]])
-            width = min(
-                -(-width // PAD_MULTIPLE) * PAD_MULTIPLE, max(width, self.config.max_length)
-            )
+        widths = [self._width(len(ids[i])) for i in order]
+        start = 0
+        while start < len(order):
+            width = widths[start]
+            stop = start
+            while stop < len(order) and stop - start < size and widths[stop] == width:
+                stop += 1
+            pos = order[start:stop]
             arr = np.full((len(pos), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(pos), width), dtype=np.int64)
             for row, i in enumerate(pos):
                 arr[row, : len(ids[i])] = ids[i]
                 mask[row, : len(ids[i])] = 1
             yield pos, torch.from_numpy(arr), torch.from_numpy(mask)
+            start = stop
 
     def _pool(self, hidden, mask):
         if self.config.pooling == "cls":

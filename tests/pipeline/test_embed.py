@@ -164,7 +164,8 @@ def test_cache_is_keyed_by_encoder_settings(exp):
     assert summary.notes["cache_hits"] == 0 and summary.notes["embedded"] > 0
     root = Layout.of(exp).embed_cache
     n = exp.embed.max_length
-    assert sorted(p.name for p in root.glob("*/*")) == [f"cls-len{n}-fp32", f"mean-len{n}-fp32"]
+    names = sorted(p.name for p in root.glob("*/*"))
+    assert names == [f"cls-len{n}-fp32-w8", f"mean-len{n}-fp32-w8"]
 
 
 def test_cache_compaction_keeps_every_vector(exp, monkeypatch):
