@@ -20,6 +20,7 @@ Defined edge cases:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import warnings
 from collections.abc import Sequence
@@ -236,21 +237,16 @@ class TextEncoder:
 
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         size = self.config.batch_size
-        widths = [self._width(len(ids[i])) for i in order]
-        start = 0
-        while start < len(order):
-            width = widths[start]
-            stop = start
-            while stop < len(order) and stop - start < size and widths[stop] == width:
-                stop += 1
-            pos = order[start:stop]
-            arr = np.full((len(pos), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(pos), width), dtype=np.int64)
-            for row, i in enumerate(pos):
-                arr[row, : len(ids[i])] = ids[i]
-                mask[row, : len(ids[i])] = 1
-            yield pos, torch.from_numpy(arr), torch.from_numpy(mask)
-            start = stop
+        for width, same in itertools.groupby(order, key=lambda i: self._width(len(ids[i]))):
+            group = list(same)
+            for start in range(0, len(group), size):
+                pos = group[start : start + size]
+                arr = np.full((len(pos), width), self.pad_id, dtype=np.int64)
+                mask = np.zeros((len(pos), width), dtype=np.int64)
+                for row, i in enumerate(pos):
+                    arr[row, : len(ids[i])] = ids[i]
+                    mask[row, : len(ids[i])] = 1
+                yield pos, torch.from_numpy(arr), torch.from_numpy(mask)
 
     def _pool(self, hidden, mask):
         if self.config.pooling == "cls":

@@ -160,12 +160,12 @@ class LightGBMCTR:
 
     @classmethod
     def load(cls, directory: Path) -> LightGBMCTR:
+        import lightgbm as lgb
+
         meta = json.loads((directory / "lightgbm.json").read_text())
         model = cls(LightGBMConfig(**meta["config"]), meta["random_state"])
         model.categorical_index_ = meta["categorical_index"]
         model.feature_names_ = meta["feature_names"]
-        import lightgbm as lgb
-
         model.ctr_booster_ = lgb.Booster(model_file=str(directory / "ctr.txt"))
         cvr = directory / "cvr.txt"
         model.cvr_booster_ = lgb.Booster(model_file=str(cvr)) if cvr.exists() else None
