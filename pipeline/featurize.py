@@ -16,7 +16,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from features import behaviour as bf
-from features import schema
+from features import events, schema
 from features.encoders import encode, fit_vocab
 from features.quality import flag_rows, reason_counts
 from features.split import SPLITS, assign_split, cold_start_flag, new_user_flag
@@ -149,8 +149,8 @@ def _behaviour(
     keys = bf.present_keys(frame, cfg.behaviour_keys)
     log.info("behaviour features: keys %s, windows %s days", keys, list(cfg.windows_days))
     behaviour = read_table(layout.raw, "behaviour", schema.BEHAVIOUR)
-    outcomes = bf.outcome_events(frame, behaviour, cfg)
-    tl = bf.timeline(frame, outcomes, has_conv, cfg.windows_days)
+    outcomes = events.outcome_events(frame, behaviour, cfg)
+    tl = events.timeline(frame, outcomes, has_conv, cfg.windows_days)
     blocks = [
         bf.key_features(frame, tl, key, cfg.windows_days, priors, cfg.prior_strength, has_conv)
         for key in tqdm(keys, desc="behaviour keys", unit="key", disable=frame.height < 100_000)

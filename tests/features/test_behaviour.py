@@ -15,6 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from features import behaviour as bf
+from features import events
 from features.market_events import simulate_market
 from features.marketplace import MarketConfig
 from features.schema import RAW_TABLES
@@ -62,7 +63,7 @@ def five() -> tuple[pl.DataFrame, pl.LazyFrame]:
 def test_outcome_events_use_the_log_and_fall_back_to_the_window_end(five) -> None:
     frame, behaviour = five
     cfg = bf.FeatureConfig(click_window_hours=1.0, conversion_window_hours=24.0)
-    got = bf.outcome_events(frame, behaviour, cfg)
+    got = events.outcome_events(frame, behaviour, cfg)
     expected = pl.DataFrame(
         {
             "row": [0, 2, 3],
@@ -78,8 +79,8 @@ def test_outcome_events_use_the_log_and_fall_back_to_the_window_end(five) -> Non
 
 def _user_features(frame, behaviour, name):
     cfg = bf.FeatureConfig()
-    outcomes = bf.outcome_events(frame, behaviour, cfg)
-    tl = bf.timeline(frame, outcomes, True, (1,))
+    outcomes = events.outcome_events(frame, behaviour, cfg)
+    tl = events.timeline(frame, outcomes, True, (1,))
     return bf.key_features(frame, tl, name, (1,), bf.Priors(0.25, 0.5), 4.0, True)
 
 
@@ -137,7 +138,7 @@ def test_key_code_is_equal_exactly_where_the_columns_are() -> None:
 
 def test_behaviour_features_refuse_an_unsorted_frame(five) -> None:
     frame, behaviour = five
-    outcomes = bf.outcome_events(frame, behaviour, bf.FeatureConfig())
+    outcomes = events.outcome_events(frame, behaviour, bf.FeatureConfig())
     with pytest.raises(ValueError, match="sorted by ts"):
         bf.behaviour_features(
             frame.reverse(), outcomes, bf.FeatureConfig(), bf.Priors(0.1, 0.1), True
