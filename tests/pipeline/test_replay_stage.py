@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from models.bidding import BiddingConfig
-from pipeline import replay
+from pipeline import replay, replay_report
 from pipeline.config import DataConfig, Experiment
 from pipeline.io import MANIFEST, DataError, write_tables
 from pipeline.stage import Layout
@@ -48,11 +48,10 @@ def test_read_bidlog_and_time_split(tmp_path: Path) -> None:
 
 
 def test_metric_names() -> None:
+    name = replay_report.metric_name("ipinyou", "clicks", "ortb", 1 / 16)
+    assert name == "replay_ipinyou_clicks_ortb_b16"
     assert (
-        replay.metric_name("ipinyou", "clicks", "ortb", 1 / 16) == "replay_ipinyou_clicks_ortb_b16"
-    )
-    assert (
-        replay.metric_name("model", "cpa", "paced_linear", 0.3)
+        replay_report.metric_name("model", "cpa", "paced_linear", 0.3)
         == "replay_model_cpa_paced_linear_b0p3"
     )
 
@@ -94,9 +93,9 @@ def test_replay_streams_table(tmp_path: Path) -> None:
     # budgets are fractions of the replay half's logged cost
     cost = pairs[0].test["market_price"].sum()
     assert set(table["budget"].round(6)) == {round(cost / 16, 6), round(cost / 4, 6)}
-    fig = replay.budget_plot(table)
+    fig = replay_report.budget_plot(table)
     assert len(fig.axes) == 1
-    assert replay.markdown_table(table).count("\n") == table.height + 2
+    assert replay_report.markdown_table(table).count("\n") == table.height + 2
 
 
 def test_run_skips_without_a_stream(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
