@@ -134,6 +134,18 @@ def expected_value(
     return value
 
 
+def frame_value(frame: pl.DataFrame, pctr: str = "pctr", pcvr: str = "pcvr") -> np.ndarray:
+    """`expected_value` of a frame's `pctr` / `pcvr` columns (named) and its `goal`, `max_cpc`,
+    `target_cpa` columns."""
+    return expected_value(
+        frame[pctr].to_numpy(),
+        frame[pcvr].to_numpy(),
+        frame["goal"].to_numpy(),
+        frame["max_cpc"].to_numpy(),
+        frame["target_cpa"].to_numpy(),
+    )
+
+
 def constant_bids(value: ArrayLike, bid: float) -> np.ndarray:
     return np.full(np.shape(value), float(bid))
 
@@ -314,13 +326,7 @@ def bid_table(cells: pl.DataFrame, params: BidParams, cfg: BiddingConfig) -> pl.
     `placement_weight` is the ad's mean cell value in the placement over the placement's mean
     (`placement_weights`, cells weighted equally).
     """
-    value = expected_value(
-        cells["pctr"].to_numpy(),
-        cells["pcvr"].to_numpy(),
-        cells["goal"].to_numpy(),
-        cells["max_cpc"].to_numpy(),
-        cells["target_cpa"].to_numpy(),
-    )
+    value = frame_value(cells)
     bids = make_bids(params, value, cfg)
     out = cells.with_columns(
         value=pl.Series(value, dtype=pl.Float64),

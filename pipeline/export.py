@@ -32,7 +32,7 @@ from models.bidding import (
     BidParams,
     bid_table,
     cell_estimates,
-    expected_value,
+    frame_value,
     ortb_lambda,
     split_strategy,
 )
@@ -216,14 +216,7 @@ def strategy_params(
     cfg, name = exp.bidding, exp.export.strategy
     base, paced = split_strategy(name, cfg.paced_base)
     terms = _ad_terms(rows)
-    value = expected_value(
-        terms["pctr"].to_numpy(),
-        terms["pcvr"].to_numpy(),
-        terms["goal"].to_numpy(),
-        terms["max_cpc"].to_numpy(),
-        terms["target_cpa"].to_numpy(),
-    )
-    value = np.nan_to_num(value, nan=0.0)
+    value = np.nan_to_num(frame_value(terms), nan=0.0)
     price = rows["market_price"] if "market_price" in rows.columns else None
     if price is None or price.null_count() or not (price > 0).any():
         mean = float(value.mean()) or 1.0

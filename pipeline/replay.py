@@ -28,7 +28,7 @@ import mlflow
 import numpy as np
 import polars as pl
 
-from models.bidding import BiddingConfig, expected_value
+from models.bidding import BiddingConfig, frame_value
 from models.replay import Auctions, compare_strategies
 from pipeline.config import Experiment
 from pipeline.io import MANIFEST, DataError, read_table, write_tables
@@ -166,12 +166,11 @@ def simulated_streams(
     missing = sorted(set(needed) - set(frame.columns))
     if missing:
         raise DataError(f"simulated replay stream: missing columns {missing}")
-    cols = {c: frame[c].to_numpy() for c in ("goal", "max_cpc", "target_cpa")}
     sources = [(model, "pctr", "pcvr")] + ([("oracle", "oracle_pctr", "oracle_pcvr")] * oracle)
     pairs = []
     for name, ctr, cvr in sources:
-        value = expected_value(frame[ctr].to_numpy(), frame[cvr].to_numpy(), **cols)
-        valued = frame.with_columns(value=pl.Series(np.nan_to_num(value, nan=0.0)))
+        value = np.nan_to_num(frame_value(frame, ctr, cvr), nan=0.0)
+        valued = frame.with_columns(value=pl.Series(value))
         tuning, test = _tuning_and_test(valued, tuning_fraction)
         pairs.append(StreamPair(name, tuning, test, "conversions"))
     return pairs
