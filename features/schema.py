@@ -1,4 +1,4 @@
-"""The canonical raw schema every dataset is mapped into (see DESIGN.md)."""
+"""The canonical raw schema every dataset is mapped into (ARCHITECTURE.md, "Canonical raw schema")."""
 
 from __future__ import annotations
 

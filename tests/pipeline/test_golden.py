@@ -1,0 +1,87 @@
+"""Results do not move by accident: the `small` pipeline (the session fixture `small_pipeline`,
+which runs every stage as a user would) must give byte-identical feature files and equal
+evaluation metrics to the recorded ones in `tests/golden/small.json`.
+
+A change that is meant to move results updates the record on purpose, and its note gives the
+before/after table: `ADCTR_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/pipeline/test_golden.py`
+rewrites the file from the current code.
+
+The record was made on this project's 2-core CI machine (x86-64 with avx512_bf16: the text
+encoder runs in bf16 there); another CPU may round the embeddings differently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "small.json"
+FEATURE_FILES = (
+    "feature_spec.json",
+    "train.parquet",
+    "valid.parquet",
+    "test.parquet",
+    "vocab.parquet",
+)
+QUARANTINE = "quarantine/features/impressions.parquet"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def current(root: Path) -> dict[str, Any]:
+    features = {name: sha256(root / "features" / name) for name in FEATURE_FILES}
+    features[QUARANTINE] = sha256(root / QUARANTINE)
+    evaluation = json.loads((root / "evaluation" / "metrics.json").read_text())
+    return {
+        "features": features,
+        "champion": evaluation["champion"],
+        "metrics": evaluation["metrics"],
+    }
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def metric_differences(want: dict, got: dict) -> list[str]:
+    out = []
+    for model in sorted(set(want) | set(got)):
+        w, g = want.get(model, {}), got.get(model, {})
+        out += [
+            f"{model}.{k}: {w.get(k)} -> {g.get(k)}"
+            for k in sorted(set(w) | set(g))
+            if not same(w.get(k), g.get(k))
+        ]
+    return out
+
+
+def test_small_results_match_the_record(small_pipeline) -> None:
+    got = current(small_pipeline.root)
+    if os.environ.get("ADCTR_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+        pytest.skip(f"rewrote {GOLDEN}")
+    want = json.loads(GOLDEN.read_text())
+    changed = [n for n in (*FEATURE_FILES, QUARANTINE) if got["features"][n] != want["features"][n]]
+    assert not changed, f"feature files changed bytes: {changed}"
+    diffs = metric_differences(want["metrics"], got["metrics"])
+    assert not diffs, f"{len(diffs)} metrics moved, e.g. {diffs[:8]}"
+    assert got["champion"] == want["champion"]
+
+
+def test_metric_comparison_sees_a_moved_metric() -> None:
+    want = {"neural": {"test_ctr_auc": 0.71, "test_cvr_auc": float("nan")}}
+    assert metric_differences(want, json.loads(json.dumps(want))) == []
+    moved = {"neural": {"test_ctr_auc": 0.7100001, "test_cvr_auc": float("nan")}}
+    assert metric_differences(want, moved) == ["neural.test_ctr_auc: 0.71 -> 0.7100001"]
