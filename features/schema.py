@@ -1,4 +1,4 @@
-"""The canonical raw schema every dataset is mapped into (ARCHITECTURE.md, "Canonical raw schema")."""
+"""The canonical raw schema every dataset is mapped into (see ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
