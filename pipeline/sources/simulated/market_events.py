@@ -17,8 +17,8 @@ import numpy as np
 import polars as pl
 
 from features import schema
-from features.marketplace import DEVICES, Hidden, MarketConfig, subtopic_category
-from features.vocabulary import QUERY_TEMPLATES, SUBTOPICS
+from pipeline.sources.simulated.marketplace import DEVICES, Hidden, MarketConfig, subtopic_category
+from pipeline.sources.simulated.vocabulary import QUERY_TEMPLATES, SUBTOPICS
 
 PLACEMENTS = ("search_top", "search_side", "feed", "product_page")
 PLACEMENT_MIX = (0.3, 0.2, 0.35, 0.15)
@@ -343,7 +343,7 @@ def simulate_market(cfg: MarketConfig, seed: int) -> dict[str, pl.DataFrame]:
     probabilities by impression id), ads_hidden / user_tastes (the hidden subtopics, for tests
     and evaluation slices only; no feature job reads them).
     """
-    from features.marketplace import make_ads, make_users
+    from pipeline.sources.simulated.marketplace import make_ads, make_users
 
     rng = np.random.default_rng(seed)
     ads, ad_hidden = make_ads(cfg, rng)
