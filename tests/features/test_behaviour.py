@@ -20,7 +20,7 @@ from features.schema import RAW_TABLES
 from pipeline import featurize
 from pipeline.config import DataConfig, Experiment
 from pipeline.io import write_tables
-from pipeline.sources.simulated.market_events import simulate_market
+from pipeline.sources.simulated.market import simulate_market
 from pipeline.sources.simulated.marketplace import MarketConfig
 from pipeline.stage import Layout
 

@@ -12,7 +12,7 @@ import features
 
 FEATURES = Path(features.__file__).resolve().parent
 MODULES = sorted(FEATURES.glob("*.py"))
-SIMULATOR = ("marketplace", "market_events", "vocabulary", "generate")
+SIMULATOR = ("marketplace", "market_events", "market", "impressions", "vocabulary", "generate")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -17,7 +17,7 @@ from features.schema import ADS, BEHAVIOUR, IMPRESSIONS, RAW_TABLES, USERS
 from pipeline import featurize
 from pipeline.config import DataConfig, Experiment
 from pipeline.io import read_manifest, write_tables
-from pipeline.sources.simulated.market_events import simulate_market
+from pipeline.sources.simulated.market import simulate_market
 from pipeline.sources.simulated.marketplace import MarketConfig
 from pipeline.stage import Layout
 

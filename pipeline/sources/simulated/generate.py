@@ -16,7 +16,7 @@ from features import schema
 from pipeline.config import ConfigError, Experiment
 from pipeline.io import check_schema, write_tables
 from pipeline.sources.simulated import SOURCE
-from pipeline.sources.simulated.market_events import simulate_market
+from pipeline.sources.simulated.market import simulate_market
 from pipeline.stage import Layout, StageSummary
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from sklearn.metrics import roc_auc_score
 from features import schema
 from features.split import SplitConfig, assign_split, cold_start_flag
 from pipeline.config import load_experiment
-from pipeline.sources.simulated.market_events import PLACEMENTS, POSITION_SLOTS, simulate_market
+from pipeline.sources.simulated.impressions import PLACEMENTS, POSITION_SLOTS
+from pipeline.sources.simulated.market import simulate_market
 from pipeline.sources.simulated.marketplace import MarketConfig
 from pipeline.sources.simulated.vocabulary import SUBTOPICS
 
