@@ -34,8 +34,7 @@ $(STAMP): pyproject.toml
 
 # raw data is rebuilt when its config or the code that writes it changes (a pulled simulator
 # change must not leave last month's data in place)
-RAW_CODE := $(wildcard pipeline/generate.py pipeline/ingest/*.py features/schema.py \
-	features/marketplace.py features/market_events.py features/vocabulary.py)
+RAW_CODE := $(shell find pipeline/sources -name '*.py') features/schema.py
 $(RAW): experiments/$(EXP).toml $(RAW_CODE) | $(STAMP)
 	$(PY) -m pipeline raw --experiment $(EXP) $(OVERRIDES)
 

@@ -10,8 +10,9 @@ import sys
 
 # stage -> module under pipeline/ exposing `run(exp: Experiment) -> StageSummary`
 STAGES = {
-    "generate": "pipeline.generate",
-    "ingest": "pipeline.ingest",
+    "raw": "pipeline.sources.raw",
+    "generate": "pipeline.sources.simulated.generate",
+    "ingest": "pipeline.sources.ingest",
     "embed": "pipeline.embed",
     "features": "pipeline.featurize",
     "train": "pipeline.train",
@@ -20,9 +21,9 @@ STAGES = {
     "replay": "pipeline.replay",
 }
 HELP = {
-    "raw": "generate (simulated source) or ingest (external dataset) the raw tables",
-    "generate": "simulate the ad marketplace into raw/ (+ oracle/)",
-    "ingest": "map an external dataset into the raw schema",
+    "raw": "build raw/ from data.source: the simulator (generate) or a dataset (ingest)",
+    "generate": "simulate the ad marketplace into raw/ (+ oracle/); data.source = simulated",
+    "ingest": "map an external dataset (data.source, data.path) into the raw schema",
     "embed": "embed ad, query and behaviour texts",
     "features": "build train/valid/test feature tables + feature_spec.json",
     "train": "train LightGBM and neural CTR/CVR models, log and register them in MLflow",
@@ -64,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         exp = load_experiment(args.experiment, args.overrides)
-        stage = args.stage
-        if stage == "raw":
-            stage = "generate" if exp.data.source == "simulated" else "ingest"
-        module = importlib.import_module(STAGES[stage])
+        module = importlib.import_module(STAGES[args.stage])
         summary = module.run(exp)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)

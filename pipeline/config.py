@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from features.behaviour import FeatureConfig
-from features.marketplace import MarketConfig
 from features.split import SplitConfig
 from features.text import EmbedConfig
 from models.bidding import BiddingConfig
 from models.calibration import CalibrationConfig
 from models.lgbm import LightGBMConfig
 from models.neural_config import NeuralConfig
+from pipeline.sources.simulated.marketplace import MarketConfig
 
 EXPERIMENTS_DIR = Path("experiments")
 
@@ -89,7 +89,7 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """How `ingest` reads an external dataset (see pipeline/ingest and the README).
+    """How `ingest` reads an external dataset (see pipeline/sources and the README).
 
     The first block applies to every adapter; the rest is the column mapping of the generic
     CSV/Parquet adapter ("" = the dataset has no such column).

@@ -1,8 +1,9 @@
 """Bench: the embed stage against `sentence_transformers`, same texts, same threads, one run.
 
-Texts: 20,000 distinct ad texts of the simulated marketplace (`features.marketplace.make_ads`,
-written from `features.vocabulary`): the title, description, keywords and fused text of 5,000
-ads whose four texts are all distinct. Measured side by side with 2 threads:
+Texts: 20,000 distinct ad texts of the simulated marketplace
+(`pipeline.sources.simulated.marketplace.make_ads`, written from its `vocabulary`): the title,
+description, keywords and fused text of 5,000 ads whose four texts are all distinct. Measured
+side by side with 2 threads:
 - the embed stage (`pipeline.embed.run`) on a cold cache: texts/s with everything included
   (encoder load and hashing, tokenisation, encoding, cache and output writes);
 - `SentenceTransformer(<same model dir>).encode(texts, batch_size=64)`: texts/s, encode only;
@@ -25,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.marketplace import MarketConfig, make_ads
 from features.schema import BEHAVIOUR, IMPRESSIONS
 from features.text import EmbedConfig, TextEncoder, ad_texts, precision, resolve_model_dir
 from pipeline.config import DataConfig, Experiment
 from pipeline.io import read_table, write_tables
+from pipeline.sources.simulated.marketplace import MarketConfig, make_ads
 from pipeline.stage import Layout
 
 log = logging.getLogger(__name__)

@@ -16,12 +16,12 @@ from polars.testing import assert_frame_equal
 
 from features import behaviour as bf
 from features import events
-from features.market_events import simulate_market
-from features.marketplace import MarketConfig
 from features.schema import RAW_TABLES
 from pipeline import featurize
 from pipeline.config import DataConfig, Experiment
 from pipeline.io import write_tables
+from pipeline.sources.simulated.market import simulate_market
+from pipeline.sources.simulated.marketplace import MarketConfig
 from pipeline.stage import Layout
 
 T0 = datetime(2026, 3, 2)

@@ -173,7 +173,7 @@ def test_a_vector_does_not_depend_on_its_batch():
     """bf16 kernels round differently at different padded widths; each text runs at its own
     width, so a vector computed alone (or cached from another run) is bit-identical to one
     computed among many other texts."""
-    from features.marketplace import MarketConfig, make_ads
+    from pipeline.sources.simulated.marketplace import MarketConfig, make_ads
 
     ads, _ = make_ads(MarketConfig(n_ads=150, n_advertisers=20), np.random.default_rng(3))
     texts = ads["title"].to_list() + ads["description"].to_list()

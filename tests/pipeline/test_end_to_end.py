@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from features.vocabulary import SUBTOPICS
 from pipeline import featurize
 from pipeline.config import load_experiment
 from pipeline.io import MANIFEST, read_manifest, read_table
+from pipeline.sources.simulated.vocabulary import SUBTOPICS
 
 pytestmark = pytest.mark.slow
 

@@ -13,12 +13,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from features.behaviour import FeatureConfig
-from features.market_events import simulate_market
-from features.marketplace import MarketConfig
 from features.schema import ADS, BEHAVIOUR, IMPRESSIONS, RAW_TABLES, USERS
 from pipeline import featurize
 from pipeline.config import DataConfig, Experiment
 from pipeline.io import read_manifest, write_tables
+from pipeline.sources.simulated.market import simulate_market
+from pipeline.sources.simulated.marketplace import MarketConfig
 from pipeline.stage import Layout
 
 TINY = MarketConfig(n_ads=50, n_users=120, n_impressions=2000, n_advertisers=20)

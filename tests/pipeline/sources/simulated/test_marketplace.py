@@ -12,13 +12,14 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from features import schema
-from features.market_events import PLACEMENTS, POSITION_SLOTS, simulate_market
-from features.marketplace import MarketConfig
 from features.split import SplitConfig, assign_split, cold_start_flag
-from features.vocabulary import SUBTOPICS
 from pipeline.config import load_experiment
+from pipeline.sources.simulated.impressions import PLACEMENTS, POSITION_SLOTS
+from pipeline.sources.simulated.market import simulate_market
+from pipeline.sources.simulated.marketplace import MarketConfig
+from pipeline.sources.simulated.vocabulary import SUBTOPICS
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[4] / "experiments"
 SEED = 7
 PUBLIC = ("ads", "users", "behaviour", "impressions")
 SUBTOPIC_KEYS = {s.key for s in SUBTOPICS}

@@ -14,8 +14,8 @@ import polars as pl
 from features.schema import ADS, BEHAVIOUR, IMPRESSIONS, TS, USERS
 from features.split import SplitConfig
 from pipeline.config import ConfigError, IngestConfig
-from pipeline.ingest.reader import QUARANTINE, Table
 from pipeline.io import DataError
+from pipeline.sources.reader import QUARANTINE, Table
 
 SPLITS = ("train", "valid", "test")
 SPLIT_MODES = ("auto", "time", "files", "random")

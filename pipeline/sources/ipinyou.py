@@ -23,7 +23,8 @@ import polars as pl
 
 from features.split import SplitConfig
 from pipeline.config import IngestConfig
-from pipeline.ingest.common import (
+from pipeline.io import DataError
+from pipeline.sources.common import (
     Ingested,
     clean_name,
     file_splits,
@@ -32,7 +33,7 @@ from pipeline.ingest.common import (
     split_files,
     synthetic_ts,
 )
-from pipeline.ingest.reader import (
+from pipeline.sources.reader import (
     LINE,
     Table,
     binary_check,
@@ -41,7 +42,6 @@ from pipeline.ingest.reader import (
     pattern_check,
     read_delimited,
 )
-from pipeline.io import DataError
 
 CANONICAL = {"creative": "ad_id", "advertiser": "advertiser_id", "slotid": "placement",
              "useragent": "device"}  # fmt: skip

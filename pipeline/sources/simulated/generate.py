@@ -1,6 +1,10 @@
 """Simulate the ad marketplace. Reads the experiment config. Writes `raw/` (ads, users,
 behaviour, impressions) and `oracle/` (true click / conversion probabilities and the hidden
-subtopics, which no feature job reads)."""
+subtopics, which no feature job reads).
+
+Runs only for `data.source = "simulated"`; any other source is a one-line error that names the
+stage to run instead (`raw` picks the source by itself).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ import logging
 import polars as pl
 
 from features import schema
-from features.market_events import simulate_market
-from pipeline.config import Experiment
+from pipeline.config import ConfigError, Experiment
 from pipeline.io import check_schema, write_tables
+from pipeline.sources.simulated import SOURCE
+from pipeline.sources.simulated.market import simulate_market
 from pipeline.stage import Layout, StageSummary
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,12 @@ def describe(tables: dict[str, pl.DataFrame]) -> dict[str, float]:
 
 
 def run(exp: Experiment) -> StageSummary:
+    """Simulate the market of `exp.market` (seed `data.seed`) into `raw/` and `oracle/`."""
+    if exp.data.source != SOURCE:
+        raise ConfigError(
+            f"`generate` runs the simulator only, and data.source = '{exp.data.source}': "
+            "run `raw` (it picks the source) or `ingest`"
+        )
     layout = Layout.of(exp)
     summary = StageSummary("generate", output=str(layout.raw))
     log.info(
@@ -47,7 +58,7 @@ def run(exp: Experiment) -> StageSummary:
         check_schema(tables[name], expected, f"simulated {name}")
     stats = describe(tables)
     extra = {
-        "source": "simulated",
+        "source": SOURCE,
         "split_mode": "time",
         "has_text": True,
         "has_conversion": True,

@@ -22,7 +22,7 @@ import polars as pl
 
 from features.split import SplitConfig
 from pipeline.config import IngestConfig
-from pipeline.ingest.common import (
+from pipeline.sources.common import (
     Ingested,
     file_splits,
     nullable,
@@ -30,7 +30,7 @@ from pipeline.ingest.common import (
     split_files,
     synthetic_ts,
 )
-from pipeline.ingest.reader import (
+from pipeline.sources.reader import (
     Table,
     binary_check,
     checked,

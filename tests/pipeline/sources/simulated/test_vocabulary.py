@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from features import vocabulary as v
+from pipeline.sources.simulated import vocabulary as v
 
 SAMPLE = {
     "brand": "Acme",

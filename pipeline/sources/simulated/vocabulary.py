@@ -2,7 +2,7 @@
 
 Each `Subtopic` is a hidden product niche inside a category. Its phrase lists are synonyms and
 paraphrases, so two ads of one subtopic can share few words yet mean the same thing; the five
-subtopics of a category are related but clearly different. `features.marketplace` fills the
+subtopics of a category are related but clearly different. `marketplace` fills the
 templates from these lists.
 
 Template placeholders: titles and descriptions take `{brand} {noun} {attr} {attr2} {benefit}

@@ -5,7 +5,7 @@ experiment's `[ingest]` section (see pipeline.config.IngestConfig and the README
 same layout. Every mapped column must exist (else a ConfigError naming the key). Row checks:
 click (and conversion) must be 0/1 and conversion 1 only with a click; the timestamp must parse;
 position, cost and numeric columns must be numbers (empty = null); split_column values must be
-train / valid / test. Failing rows are quarantined (see pipeline.ingest.reader).
+train / valid / test. Failing rows are quarantined (see pipeline.sources.reader).
 
 Mapping: ids (user, ad, advertiser) stay as they are when every value is an integer, else they
 are numbered 1.. in order of first appearance (deterministic for the same files).
@@ -24,7 +24,7 @@ import polars as pl
 from features.schema import TS
 from features.split import SplitConfig
 from pipeline.config import ConfigError, IngestConfig
-from pipeline.ingest.common import (
+from pipeline.sources.common import (
     SPLITS,
     Ingested,
     clean_name,
@@ -37,7 +37,7 @@ from pipeline.ingest.common import (
     split_files,
     synthetic_ts,
 )
-from pipeline.ingest.reader import (
+from pipeline.sources.reader import (
     LINE,
     Table,
     binary_check,

@@ -8,12 +8,12 @@ import polars as pl
 import pytest
 
 from features import schema
-from pipeline import generate
 from pipeline.config import Experiment, load_experiment
 from pipeline.io import MANIFEST, file_digest, read_manifest, read_table
+from pipeline.sources.simulated import generate
 from pipeline.stage import Layout
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[4] / "experiments"
 HIDDEN_TABLES = ("impressions", "ads_hidden", "user_tastes")
 
 

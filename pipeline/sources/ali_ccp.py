@@ -21,7 +21,8 @@ import polars as pl
 
 from features.split import SplitConfig
 from pipeline.config import IngestConfig
-from pipeline.ingest.common import (
+from pipeline.io import DataError
+from pipeline.sources.common import (
     Ingested,
     file_splits,
     ids_table,
@@ -30,7 +31,7 @@ from pipeline.ingest.common import (
     split_files,
     synthetic_ts,
 )
-from pipeline.ingest.reader import (
+from pipeline.sources.reader import (
     Table,
     binary_check,
     checked,
@@ -41,7 +42,6 @@ from pipeline.ingest.reader import (
     to_float,
     to_int,
 )
-from pipeline.io import DataError
 
 REQUIRED = ("click", "purchase", "101", "205")
 ADS_FIELDS = {"207": "advertiser_id", "206": "category", "216": "brand"}

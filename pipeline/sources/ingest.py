@@ -2,12 +2,13 @@
 format of `data.source`. Writes `raw/` (ads, users, behaviour, impressions + manifest) and, when
 rows were rejected, `quarantine/ingest_<source>.parquet` (file, line, reason, text).
 
-Adapters (one module each): criteo, avazu, ali_ccp, mind, ipinyou, generic. Each returns an
-`Ingested`; this module checks it against the schema, accounts for every source record
-(rows_in = rows_out + rows_quarantined) and publishes atomically. Manifest extras: `source`,
-`split_mode` (time | files | random), `has_text`, `has_conversion`, `has_timestamp`, `ingest`
-(record counts and per-table notes). Impressions may carry `cat_*` (String) and `num_*`
-(Float64) context columns, and `split` (train | valid | test) when split_mode is not time.
+Adapters (one module each in `pipeline.sources`): criteo, avazu, ali_ccp, mind, ipinyou,
+generic. Each returns an `Ingested`; this module checks it against the schema, accounts for
+every source record (rows_in = rows_out + rows_quarantined) and publishes atomically. Manifest
+extras: `source`, `split_mode` (time | files | random), `has_text`, `has_conversion`,
+`has_timestamp`, `ingest` (record counts and per-table notes). Impressions may carry `cat_*`
+(String) and `num_*` (Float64) context columns, and `split` (train | valid | test) when
+split_mode is not time.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import polars as pl
 from features.schema import RAW_TABLES
 from features.split import SplitConfig
 from pipeline.config import ConfigError, Experiment, IngestConfig
-from pipeline.ingest import ali_ccp, avazu, criteo, generic, ipinyou, mind
-from pipeline.ingest.common import SPLIT_MODES, Ingested, raw_tables
 from pipeline.io import DataError, atomic_file, check_schema, write_tables
+from pipeline.sources import ali_ccp, avazu, criteo, generic, ipinyou, mind
+from pipeline.sources.common import SPLIT_MODES, Ingested, raw_tables
+from pipeline.sources.simulated import SOURCE as SIMULATED
 from pipeline.stage import Layout, StageSummary
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,11 @@ def check_config(exp: Experiment) -> Path:
     """The input path; a ConfigError naming the key for anything the user must fix."""
     cfg = exp.ingest
     if exp.data.source not in ADAPTERS:
-        hint = " (simulated data comes from `generate`)" if exp.data.source == "simulated" else ""
+        hint = (
+            " (simulated data comes from `raw` or `generate`)"
+            if exp.data.source == SIMULATED
+            else ""
+        )
         raise ConfigError(
             f"data.source = '{exp.data.source}' has no ingest adapter{hint} "
             f"(known: {', '.join(ADAPTERS)})"

@@ -13,12 +13,12 @@ import pytest
 
 from features.schema import RAW_TABLES
 from features.split import SplitConfig
-from pipeline import ingest
 from pipeline.config import ConfigError, DataConfig, Experiment, IngestConfig
 from pipeline.io import MANIFEST, DataError, check_schema
+from pipeline.sources import ingest
 from pipeline.stage import Layout
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 LENIENT = IngestConfig(max_bad_fraction=1.0)
 
 

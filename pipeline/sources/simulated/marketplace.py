@@ -3,8 +3,8 @@
 Every ad belongs to a hidden subtopic that appears nowhere as a column: its title, description
 and keywords are written from the subtopic's vocabulary with synonyms and paraphrases, so the
 subtopic can be recovered only from the text. Users carry hidden tastes (a sparse mixture over
-subtopics), price sensitivity and click / buy propensities. `features.market_events` turns these
-into behaviour, impressions, labels and the oracle's true probabilities.
+subtopics), price sensitivity and click / buy propensities. `impressions` and `behaviour` turn
+these into impressions, labels, the behaviour log and the oracle's true probabilities.
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ import numpy as np
 import polars as pl
 
 from features import schema
-from features.vocabulary import BRANDS, DESCRIPTION_TEMPLATES, SUBTOPICS, TITLE_TEMPLATES
+from pipeline.sources.simulated.vocabulary import (
+    BRANDS,
+    DESCRIPTION_TEMPLATES,
+    SUBTOPICS,
+    TITLE_TEMPLATES,
+)
 
 AGE_BUCKETS = ("18-24", "25-34", "35-44", "45-54", "55+")
 GENDERS = ("f", "m", "u")

@@ -24,7 +24,7 @@ import polars as pl
 from features.schema import TS
 from features.split import SplitConfig
 from pipeline.config import IngestConfig
-from pipeline.ingest.common import (
+from pipeline.sources.common import (
     Ingested,
     file_splits,
     hex_id,
@@ -33,7 +33,7 @@ from pipeline.ingest.common import (
     resolve_split_mode,
     split_files,
 )
-from pipeline.ingest.reader import (
+from pipeline.sources.reader import (
     Table,
     binary_check,
     checked,

@@ -1,0 +1,10 @@
+"""The simulated ad marketplace, the embedded default data (`data.source = "simulated"`).
+
+`vocabulary` (the words, pure data) -> `marketplace` (ads, users and their hidden state) ->
+`impressions` (context, logging policy, true probabilities, labels, market price) and
+`behaviour` (searches, views, clicks, purchases), with the draws they share in `sampling` ->
+`market` (every table of one market, by seed) -> `generate` (the stage that writes `raw/` and
+`oracle/`). Hidden state never becomes a column of `raw/`.
+"""
+
+SOURCE = "simulated"  # the `data.source` value that selects the simulator

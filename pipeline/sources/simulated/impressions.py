@@ -1,0 +1,276 @@
+"""Impressions, labels and the oracle of the simulated marketplace (vectorised numpy).
+
+Each impression draws a context (user, time, placement, position, device, and what the user is
+after right now); a logging policy chooses the ad it shows (relevance estimate + quality +
+exploration + a bonus for new ads); hidden true probabilities decide clicks and conversions:
+
+- click: semantic match between the user's tastes (and the query) and the ad's subtopic, the
+  category-level match, position and placement bias, ad quality, user propensity, hour, device;
+- conversion (only after a click): match, price against the user's price sensitivity, query
+  intent, landing-page quality, buy propensity.
+
+The random draws happen in one fixed order (context, policy, labels, market price, query pool),
+so a seed gives the same market byte for byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from features import schema
+from pipeline.sources.simulated.marketplace import DEVICES, Hidden, MarketConfig, subtopic_category
+from pipeline.sources.simulated.sampling import (
+    DAY_S,
+    grouped,
+    sample_in_group,
+    sample_taste,
+    to_datetime,
+)
+from pipeline.sources.simulated.vocabulary import QUERY_TEMPLATES, SUBTOPICS
+
+PLACEMENTS = ("search_top", "search_side", "feed", "product_page")
+PLACEMENT_MIX = (0.3, 0.2, 0.35, 0.15)
+PLACEMENT_EFFECT = np.array([0.55, -0.55, -0.25, 0.0])
+POSITION_SLOTS = (3, 5, 8, 4)  # positions per placement
+POSITION_DECAY = np.array([0.45, 0.3, 0.12, 0.2])  # logit drop per position step
+INTENTS = ("buy", "compare", "reviews", "cheap", "info")
+INTENT_MIX = (0.3, 0.2, 0.2, 0.15, 0.15)
+INTENT_CLICK = np.array([0.2, 0.1, 0.0, 0.05, -0.35])
+INTENT_CONVERT = np.array([0.8, -0.1, -0.3, 0.2, -0.9])
+HOUR_WEIGHT = np.array(
+    [
+        1,
+        0.6,
+        0.4,
+        0.3,
+        0.3,
+        0.4,
+        0.8,
+        1.4,
+        1.8,
+        2,
+        2,
+        2,
+        2.2,
+        2,
+        1.9,
+        1.9,
+        2,
+        2.2,
+        2.6,
+        3,
+        3,
+        2.6,
+        2,
+        1.4,
+    ]
+)
+QUERIES_PER_INTENT = 4
+
+
+def query_pool(rng: np.random.Generator) -> np.ndarray:
+    """(n_subtopics, n_intents, QUERIES_PER_INTENT) query strings written from the vocabulary."""
+    out = np.empty((len(SUBTOPICS), len(INTENTS), QUERIES_PER_INTENT), dtype=object)
+    for s, sub in enumerate(SUBTOPICS):
+        for i, intent in enumerate(INTENTS):
+            for q in range(QUERIES_PER_INTENT):
+                templates = QUERY_TEMPLATES[intent]
+                text = templates[rng.integers(len(templates))].format(
+                    noun=sub.nouns[rng.integers(len(sub.nouns))],
+                    keyword=sub.keywords[rng.integers(len(sub.keywords))],
+                    attr=sub.attributes[rng.integers(len(sub.attributes))],
+                )
+                out[s, i, q] = text
+    return out
+
+
+def _match(h: Hidden, users: np.ndarray, ads: np.ndarray, sub_cat: np.ndarray) -> tuple:
+    """Subtopic-level and category-level taste match of each (user, ad) pair, in [0, 1]."""
+    sub = h.ad_subtopic[ads]
+    w_sub = h.tastes[users, sub]
+    n_cat = sub_cat.max() + 1
+    per_cat = np.zeros((h.tastes.shape[0], n_cat))
+    for c in range(n_cat):
+        per_cat[:, c] = h.tastes[:, sub_cat == c].sum(axis=1)
+    cat_mass = per_cat[users]
+    w_cat = cat_mass[np.arange(len(users)), h.ad_category[ads]] - w_sub
+    return np.minimum(1.0, 2.0 * w_sub), np.minimum(1.0, 2.0 * w_cat)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who sees each impression, when, where, and what they are after (one entry per impression,
+    in draw order). `target` (the subtopic the user is after right now) is hidden state."""
+
+    user: np.ndarray
+    hour: np.ndarray
+    ts_s: np.ndarray  # seconds since the start of the period
+    placement: np.ndarray
+    position: np.ndarray
+    device: np.ndarray
+    target: np.ndarray
+    intent: np.ndarray
+    query_pick: np.ndarray
+
+    @property
+    def is_search(self) -> np.ndarray:
+        return self.placement <= 1
+
+
+def draw_context(cfg: MarketConfig, h: Hidden, rng: np.random.Generator) -> Context:
+    """The context of `cfg.n_impressions` impressions: active users more often, a daily rhythm,
+    the placement mix, top positions more often, mostly the user's own device, and a target
+    that is mostly one of the user's tastes and sometimes anything (exploring)."""
+    n = cfg.n_impressions
+    user_w = h.activity / h.activity.sum()
+    user = rng.choice(len(user_w), size=n, p=user_w)
+    day = rng.integers(cfg.days, size=n)
+    hour = rng.choice(24, size=n, p=HOUR_WEIGHT / HOUR_WEIGHT.sum())
+    ts_s = day * DAY_S + hour * 3600 + rng.integers(3600, size=n)
+    placement = rng.choice(len(PLACEMENTS), size=n, p=PLACEMENT_MIX)
+    slots = np.array(POSITION_SLOTS)[placement]
+    position = 1 + np.floor(rng.power(0.6, size=n) * slots).astype(np.int64)
+    device = np.where(rng.random(n) < 0.9, h.user_device[user], rng.integers(3, size=n))
+    target = sample_taste(rng, h.tastes, user)
+    explore = rng.random(n) < 0.15
+    target = np.where(explore, rng.integers(len(SUBTOPICS), size=n), target)
+    intent = rng.choice(len(INTENTS), size=n, p=INTENT_MIX)
+    query_pick = rng.integers(QUERIES_PER_INTENT, size=n)
+    return Context(user, hour, ts_s, placement, position, device, target, intent, query_pick)
+
+
+def logging_policy(
+    cfg: MarketConfig, h: Hidden, ctx: Context, rng: np.random.Generator
+) -> np.ndarray:
+    """The ad index each impression shows: the best-scoring live ad among `cfg.candidates` drawn
+    from the target subtopic, its category and anywhere (the oldest ads when none is live)."""
+    n, k = len(ctx.user), cfg.candidates
+    sub_cat = subtopic_category()
+    target = ctx.target
+    by_sub = grouped(h.ad_subtopic, len(SUBTOPICS))
+    by_cat = grouped(h.ad_category, sub_cat.max() + 1)
+    cand = np.concatenate(
+        [
+            sample_in_group(rng, by_sub, target, k // 2),
+            sample_in_group(rng, by_cat, sub_cat[target], k // 4),
+            rng.integers(len(h.ad_subtopic), size=(n, k - k // 2 - k // 4)),
+        ],
+        axis=1,
+    )
+    age_s = ctx.ts_s[:, None] - h.ad_created_s[cand]
+    score = (
+        1.5 * (h.ad_subtopic[cand] == target[:, None])
+        + 0.6 * (h.ad_category[cand] == sub_cat[target][:, None])
+        + 0.5 * h.ad_quality[cand]
+        + cfg.new_ad_boost * (age_s < 3 * DAY_S)
+        + rng.gumbel(0.0, cfg.exploration, size=cand.shape)
+    )
+    score = np.where(age_s >= 0, score, -np.inf)
+    best = np.argmax(score, axis=1)
+    ad = cand[np.arange(n), best]
+    no_active = ~np.isfinite(score[np.arange(n), best])
+    oldest = np.argsort(h.ad_created_s)[:50]
+    return np.where(no_active, rng.choice(oldest, size=n), ad)
+
+
+def true_probabilities(
+    cfg: MarketConfig, h: Hidden, ctx: Context, ad: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(p_click, p_conversion after a click) of each impression, from public and hidden state."""
+    sub_cat = subtopic_category()
+    m_sub, m_cat = _match(h, ctx.user, ad, sub_cat)
+    is_search, target, user = ctx.is_search, ctx.target, ctx.user
+    ad_sub = h.ad_subtopic[ad]
+    q_same = is_search & (ad_sub == target)
+    q_cat = is_search & (ad_sub != target) & (h.ad_category[ad] == sub_cat[target])
+    hour = ctx.hour
+    hour_eff = np.where((hour >= 18) & (hour <= 22), 0.15, np.where(hour < 6, -0.2, 0.0))
+    logit_click = (
+        cfg.ctr_bias
+        + 1.9 * m_sub
+        + 0.7 * m_cat
+        + 1.3 * q_same
+        + 0.35 * q_cat
+        + np.where(is_search, INTENT_CLICK[ctx.intent], 0.0)
+        + PLACEMENT_EFFECT[ctx.placement]
+        - POSITION_DECAY[ctx.placement] * (ctx.position - 1)
+        + h.ad_quality[ad]
+        + h.click_propensity[user]
+        + hour_eff
+        + np.array([0.0, 0.1, -0.05])[ctx.device]
+    )
+    logit_conv = (
+        cfg.cvr_bias
+        + 1.0 * m_sub
+        + 0.6 * q_same
+        + np.where(is_search, INTENT_CONVERT[ctx.intent], 0.0)
+        - 1.1 * h.price_sensitivity[user] * h.ad_log_price_z[ad]
+        + h.ad_landing[ad]
+        + h.buy_propensity[user]
+        + np.array([-0.15, 0.15, 0.0])[ctx.device]
+    )
+    return 1.0 / (1.0 + np.exp(-logit_click)), 1.0 / (1.0 + np.exp(-logit_conv))
+
+
+def market_price(
+    h: Hidden, placement: np.ndarray, ad: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """The highest competing bid per impression, in the same currency as bids. It depends on
+    public facts only (placement, the ad's category), never on the hidden taste match, so no
+    column of the feature tables is derived from hidden state."""
+    base_price = np.array([0.022, 0.008, 0.01, 0.012])[placement]
+    n_categories = subtopic_category().max() + 1
+    category_level = rng.lognormal(0.0, 0.25, n_categories)[h.ad_category[ad]]
+    return np.round(base_price * category_level * rng.lognormal(0.0, 0.6, len(ad)), 5)
+
+
+def simulate_impressions(
+    cfg: MarketConfig, h: Hidden, rng: np.random.Generator
+) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Impressions (canonical schema), the oracle (true probabilities), and extras for behaviour."""
+    ctx = draw_context(cfg, h, rng)
+    ad = logging_policy(cfg, h, ctx, rng)
+    p_click, p_conv = true_probabilities(cfg, h, ctx, ad)
+    click = rng.random(len(ad)) < p_click
+    conversion = click & (rng.random(len(ad)) < p_conv)
+    market = market_price(h, ctx.placement, ad, rng)
+    queries = query_pool(rng)
+    query = np.where(ctx.is_search, queries[ctx.target, ctx.intent, ctx.query_pick], None)
+    order = np.lexsort((ctx.user, ctx.ts_s))
+    ids = np.arange(1, len(ad) + 1)
+    frame = pl.DataFrame(
+        {
+            "impression_id": ids,
+            "ts": to_datetime(cfg, ctx.ts_s[order]),
+            "user_id": ctx.user[order] + 1,
+            "ad_id": ad[order] + 1,
+            "placement": np.array(PLACEMENTS)[ctx.placement[order]],
+            "position": ctx.position[order],
+            "device": np.array(DEVICES)[ctx.device[order]],
+            "query": query[order].tolist(),
+            "click": click[order].astype(np.int8),
+            "conversion": conversion[order].astype(np.int8),
+            "cost": market[order],
+            "market_price": market[order],
+        },
+        schema=schema.IMPRESSIONS,
+        strict=False,
+    )
+    oracle = pl.DataFrame(
+        {"impression_id": ids, "p_click": p_click[order], "p_conversion": p_conv[order]}
+    )
+    extras = {
+        "ts_s": ctx.ts_s[order],
+        "user": ctx.user[order],
+        "ad": ad[order],
+        "placement": ctx.placement[order],
+        "target": ctx.target[order],
+        "click": click[order],
+        "conversion": conversion[order],
+        "queries": queries,
+        "query_text": query[order],
+    }
+    return frame, oracle, extras
