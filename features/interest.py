@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from features.lookup import positions
+
 _DAY_US = 86_400 * 1_000_000
 
 
@@ -180,11 +182,10 @@ def recent_click_similarity(
         raise ValueError(f"k must be >= 1, got {k}")
     table = normalize(to_matrix(ad_emb["emb"]))
     table = np.vstack([table, np.zeros((1, table.shape[1]), np.float32)])  # last: unknown ad
-    lookup = pl.DataFrame({"ad_id": ad_emb["ad_id"], "_row": np.arange(ad_emb.height)})
 
     def rows(frame: pl.DataFrame) -> np.ndarray:
-        joined = frame.select("ad_id").join(lookup, on="ad_id", how="left", maintain_order="left")
-        return joined["_row"].fill_null(ad_emb.height).to_numpy().astype(np.int64)
+        found = positions(frame["ad_id"], ad_emb["ad_id"])
+        return found.fill_null(ad_emb.height).to_numpy().astype(np.int64)
 
     cl_user = clicks["user_id"].to_numpy().astype(np.int64)
     cl_ts = _micros(clicks["ts"])
@@ -202,7 +203,7 @@ def recent_click_similarity(
     for lag in range(k):
         ok = np.flatnonzero(used > lag)
         a, b = ad_row[ok], click_row[last[ok] - lag]
-        total[ok] += gram[a, b] if gram is not None else _pair_dot(table, a, b)
+        total[ok] += gram[a, b] if gram is not None else row_dot(table, table, a, b)
     mean = np.divide(total, used, out=np.zeros_like(total), where=used > 0)
     return pl.DataFrame(
         {
@@ -213,11 +214,21 @@ def recent_click_similarity(
     )
 
 
-def _pair_dot(table: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-    """table[a[i]] . table[b[i]] for each i, in chunks (bounded memory)."""
-    out = np.empty(len(a), dtype=np.float32)
-    for i in range(0, len(a), chunk):
-        out[i : i + chunk] = np.einsum("ij,ij->i", table[a[i : i + chunk]], table[b[i : i + chunk]])
+def row_dot(
+    a: np.ndarray,
+    b: np.ndarray,
+    a_rows: np.ndarray | None = None,
+    b_rows: np.ndarray | None = None,
+    chunk: int = 65_536,
+) -> np.ndarray:
+    """a[a_rows[i]] . b[b_rows[i]] for each i, float32 (a row index left None: the array's own
+    rows in order), in chunks of `chunk` rows (bounded temporary memory)."""
+    n = len(a) if a_rows is None else len(a_rows)
+    out = np.empty(n, dtype=np.float32)
+    for s in range(0, n, chunk):
+        left = a[s : s + chunk] if a_rows is None else a[a_rows[s : s + chunk]]
+        right = b[s : s + chunk] if b_rows is None else b[b_rows[s : s + chunk]]
+        out[s : s + chunk] = np.einsum("ij,ij->i", left, right)
     return out
 
 

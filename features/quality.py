@@ -70,12 +70,13 @@ def split_quarantine(
     users: pl.LazyFrame | None,
     required: Sequence[str] = ("ts", "user_id", "ad_id"),
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(good rows, quarantined rows + `reason`), collected once. Every input row lands in
-    exactly one of them, in input order. See `flag_rows` for the reasons."""
-    flagged = flag_rows(impressions, ads, users, required).collect()
-    good = flagged.filter(pl.col("reason").is_null()).drop("reason")
+    """(good rows, quarantined rows + `reason`), collected once into one chunk per column.
+    Every input row lands in exactly one of them, in input order. See `flag_rows` for the
+    reasons."""
+    flagged = flag_rows(impressions, ads, users, required).collect().rechunk()
     bad = flagged.filter(pl.col("reason").is_not_null())
-    return good, bad
+    good = flagged.filter(pl.col("reason").is_null()) if bad.height else flagged
+    return good.drop("reason"), bad
 
 
 def reason_counts(bad: pl.DataFrame) -> dict[str, int]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from features.behaviour import FeatureConfig
+from features.config import FeatureConfig
 from features.split import SplitConfig
 from features.text import EmbedConfig
 from models.bidding import BiddingConfig

@@ -3,6 +3,10 @@ Writes `features/{train,valid,test}.parquet` (rows in time order), `feature_spec
 `vocab.parquet`, and the quarantined impressions (with a `reason`) to
 `quarantine/features/impressions.parquet`.
 
+The job reads each input table once (raw ads, users, impressions, behaviour; the ads' and
+queries' embeddings) and hands frames and arrays to the pure feature code: quarantine
+(`features.quality`), behaviour (`features.behaviour`), text (`features.text_features`).
+
 Every impression is accounted for: rows in = train + valid + test + quarantined.
 """
 
@@ -13,17 +17,18 @@ import logging
 from typing import Any
 
 import polars as pl
-from tqdm.auto import tqdm
 
 from features import behaviour as bf
-from features import events, schema
+from features import schema
 from features.encoders import encode, fit_vocab
-from features.quality import flag_rows, reason_counts
-from features.split import SPLITS, assign_split, cold_start_flag, new_user_flag
+from features.lookup import attach
+from features.quality import reason_counts, split_quarantine
+from features.split import SPLITS, SplitConfig, assign_split, cold_start_flag, new_user_flag
+from features.text_columns import ad_vectors, query_vectors
+from features.text_features import text_features
 from pipeline.config import Experiment
-from pipeline.io import DataError, read_manifest, read_table, write_tables
+from pipeline.io import DataError, input_digest, read_manifest, read_table, write_tables
 from pipeline.stage import Layout, StageSummary
-from pipeline.text_features import add_text_features
 
 log = logging.getLogger(__name__)
 
@@ -78,30 +83,15 @@ CATEGORICAL = [
 AD_NUMERIC = ["position", "log_price", "max_cpc", "target_cpa", "ad_age_days"]
 
 
-def _has(frame: pl.DataFrame | pl.LazyFrame, col: str) -> bool:
+def _has(frame: pl.DataFrame, col: str) -> bool:
     """The impressions carry `col` with at least one non-null value."""
-    if col not in frame.collect_schema().names():
-        return False
-    return frame.lazy().select(pl.col(col).is_not_null().any()).collect().item()
+    return col in frame.columns and frame[col].is_not_null().any()
 
 
 def _contiguous(frame: pl.DataFrame) -> pl.DataFrame:
     """One chunk per column when columns are chunked differently: polars would otherwise copy
     the whole (wide) frame on the next select or filter, once per such call."""
     return frame.rechunk() if len(set(frame.n_chunks("all"))) > 1 else frame
-
-
-def _attach(frame: pl.DataFrame, table: pl.DataFrame, key: str) -> pl.DataFrame:
-    """`frame` left-joined with `table` on `key` (first row per key), in frame order: a
-    position lookup and a gather per column (a join that keeps order costs several times more).
-    """
-    cols = [c for c in table.columns if c != key]
-    table = table.unique(key, keep="first", maintain_order=True).drop_nulls(key)
-    if table.height == 0:
-        return frame.with_columns(pl.lit(None, table.schema[c]).alias(c) for c in cols)
-    rows = pl.int_range(table.height, dtype=pl.UInt32, eager=True)
-    pos = frame[key].replace_strict(table[key], rows, default=None, return_dtype=pl.UInt32)
-    return frame.hstack(table.select(pl.col(cols).gather(pos)))
 
 
 def _time_sorted(frame: pl.DataFrame) -> bool:
@@ -111,51 +101,87 @@ def _time_sorted(frame: pl.DataFrame) -> bool:
     return bool(frame.select(later.slice(1).all()).item())
 
 
+def _read_raw(layout: Layout) -> dict[str, pl.DataFrame]:
+    """The raw tables, each read once (the ads' columns that become features only)."""
+    raw = layout.raw
+    return {
+        "impressions": read_table(raw, "impressions", schema.IMPRESSIONS).collect(),
+        "ads": read_table(raw, "ads", schema.ADS).select(AD_COLUMNS).collect(),
+        "users": read_table(raw, "users", schema.USERS).collect(),
+        "behaviour": read_table(raw, "behaviour", schema.BEHAVIOUR).collect(),
+    }
+
+
 def _joined(
-    layout: Layout, exp: Experiment
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any], int]:
+    imps: pl.DataFrame, ads: pl.DataFrame, users: pl.DataFrame, split: SplitConfig
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """Good impressions joined with ad attributes and user profile, with the split column,
-    sorted by (ts, impression_id); the quarantined rows (+ reason); split bounds; rows in."""
-    ads = read_table(layout.raw, "ads", schema.ADS)
-    users = read_table(layout.raw, "users", schema.USERS)
-    imps = read_table(layout.raw, "impressions", schema.IMPRESSIONS)
+    sorted by (ts, impression_id); the quarantined rows (+ reason); split bounds."""
     required = ["ts", *[c for c in ("user_id", "ad_id") if _has(imps, c)]]
-    rows_in = imps.select(pl.len()).collect().item()
-    flagged = flag_rows(imps, ads, users, required).collect().rechunk()
-    bad = flagged.filter(pl.col("reason").is_not_null())
-    good = flagged.filter(pl.col("reason").is_null()) if bad.height else flagged
-    del flagged
-    frame = _attach(good.drop("reason"), ads.select(AD_COLUMNS).collect(), "ad_id")
-    frame = _attach(frame, users.rename({"device": "profile_device"}).collect(), "user_id")
+    good, bad = split_quarantine(imps.lazy(), ads.lazy(), users.lazy(), required)
+    frame = attach(good, ads, "ad_id")
+    frame = attach(frame, users.rename({"device": "profile_device"}), "user_id")
     del good
-    frame, bounds = assign_split(frame, exp.split)
+    frame, bounds = assign_split(frame, split)
     inside = frame["split"].is_in(SPLITS).fill_null(False)
     if not inside.all():
-        outside = frame.filter(~inside).select(imps.collect_schema().names())
+        outside = frame.filter(~inside).select(imps.columns)
         reason = "outside_split_period" if bounds["split_mode"] == "time" else "unknown_split"
         outside = outside.with_columns(pl.lit(reason).alias("reason"))
         bad = pl.concat([bad, outside], how="vertical_relaxed")
         frame = frame.filter(inside)
     if not _time_sorted(frame):
         frame = frame.sort(["ts", "impression_id"])
-    return _contiguous(frame), bad, bounds, rows_in
+    return _contiguous(frame), bad, bounds
 
 
-def _behaviour(
-    frame: pl.DataFrame, layout: Layout, exp: Experiment, has_conv: bool, priors: bf.Priors
-) -> pl.DataFrame:
-    """Every behaviour feature column, row-aligned with `frame` (sorted by ts)."""
-    cfg = exp.features
-    keys = bf.present_keys(frame, cfg.behaviour_keys)
-    log.info("behaviour features: keys %s, windows %s days", keys, list(cfg.windows_days))
-    behaviour = read_table(layout.raw, "behaviour", schema.BEHAVIOUR)
-    outcomes = events.outcome_events(frame, behaviour, cfg)
-    tl = events.timeline(frame, outcomes, has_conv, cfg.windows_days)
-    blocks = [
-        bf.key_features(frame, tl, key, cfg.windows_days, priors, cfg.prior_strength, has_conv)
-        for key in tqdm(keys, desc="behaviour keys", unit="key", disable=frame.height < 100_000)
-    ]
-    return pl.concat(blocks, how="horizontal") if blocks else pl.DataFrame()
+def _with_context(frame: pl.DataFrame) -> pl.DataFrame:
+    """Hour, weekday, the cold-start and new-user flags, log price and ad age (eager: keeps
+    one chunk per column)."""
+    return frame.with_columns(
+        *bf.context(),
+        cold_start_flag(frame).alias("cold_start"),
+        new_user_flag(frame).alias("new_user"),
+        pl.col("price").log1p().cast(pl.Float32).alias("log_price"),
+        ((pl.col("ts") - pl.col("created_at")).dt.total_hours() / 24.0)
+        .cast(pl.Float32)
+        .alias("ad_age_days"),
+    )
+
+
+def _text_skip_reason(layout: Layout, raw_manifest: dict[str, Any], text: bool) -> str | None:
+    """Why the job builds no text features (the switch, the raw data, the inputs), or None."""
+    if not text:
+        return "features.text is false"
+    if not raw_manifest.get("has_text", True):
+        return f"{layout.raw} has no text (has_text false)"
+    if not (layout.embeddings / "_manifest.json").is_file():
+        return f"no embeddings at {layout.embeddings} (run the embed stage)"
+    return None
+
+
+def _text(
+    frame: pl.DataFrame,
+    behaviour: pl.DataFrame,
+    layout: Layout,
+    raw_manifest: dict[str, Any],
+    exp: Experiment,
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """Reads the embeddings (once each) and returns the text feature columns (row-aligned with
+    `frame`) and their spec entries; (an empty frame, []) when there are none (logged)."""
+    reason = _text_skip_reason(layout, raw_manifest, exp.features.text)
+    if reason:
+        log.info("no text features: %s", reason)
+        return pl.DataFrame(), []
+    made_from = read_manifest(layout.embeddings).get("inputs", {}).get("raw")
+    if made_from not in (None, input_digest(layout.raw)):
+        log.warning("embeddings were made from another raw/ (rerun the embed stage)")
+    try:
+        ads = ad_vectors(read_table(layout.embeddings, "ads").collect())
+    except ValueError as exc:
+        raise DataError(f"{layout.embeddings}/ads.parquet: {exc}") from exc
+    queries = query_vectors(read_table(layout.embeddings, "queries").collect())
+    return text_features(frame, ads, queries, behaviour, exp.features, exp.data.seed)
 
 
 def _spec_entries(
@@ -210,33 +236,26 @@ def _encode(
 def run(exp: Experiment) -> StageSummary:
     layout = Layout.of(exp)
     summary = StageSummary("features", output=str(layout.features))
-    has_conv = bool(read_manifest(layout.raw).get("has_conversion", True))
-    frame, bad, bounds, rows_in = _joined(layout, exp)
+    raw_manifest = read_manifest(layout.raw)
+    has_conv = bool(raw_manifest.get("has_conversion", True))
+    raw = _read_raw(layout)
+    rows_in = raw["impressions"].height
+    frame, bad, bounds = _joined(raw.pop("impressions"), raw["ads"], raw["users"], exp.split)
     train = frame.lazy().filter(pl.col("split") == "train").select("click", "conversion")
     if train.select(pl.len()).collect().item() == 0:
         raise DataError(f"{layout.raw}: no train impressions after quarantine ({bounds})")
     priors = bf.fit_priors(train)
     log.info("%s impressions to featurise, %s quarantined", f"{frame.height:,}", f"{bad.height:,}")
-    beh = _behaviour(frame, layout, exp, has_conv, priors)
+    behaviour = raw["behaviour"]
+    beh = bf.behaviour_features(frame, behaviour.lazy(), exp.features, priors, has_conv)
     beh_names = beh.columns
     frame = frame.hstack(beh)
     del beh, train
-    frame = frame.with_columns(  # eager: keeps one chunk per column
-        *bf.context(),
-        cold_start_flag(frame).alias("cold_start"),
-        new_user_flag(frame).alias("new_user"),
-        pl.col("price").log1p().cast(pl.Float32).alias("log_price"),
-        ((pl.col("ts") - pl.col("created_at")).dt.total_hours() / 24.0)
-        .cast(pl.Float32)
-        .alias("ad_age_days"),
-    )
-    order = frame["impression_id"]
-    frame = frame.lazy()
-    frame, text_spec = add_text_features(frame, layout, exp)
-    frame = _contiguous(frame.collect())
-    if not frame["impression_id"].equals(order):  # the text hook may reorder rows
-        frame = frame.sort(["ts", "impression_id"])
-    del order
+    frame = _with_context(frame)
+    text, text_spec = _text(frame, behaviour, layout, raw_manifest, exp)
+    del raw, behaviour
+    frame = _contiguous(frame.hstack(text) if text_spec else frame)
+    del text
     log.info("encoding categorical columns (%s columns so far)", f"{frame.width:,}")
     frame, categorical, numeric, vocab = _encode(frame, beh_names)
     spec_features = _spec_entries(categorical, numeric, vocab, set(beh_names)) + text_spec

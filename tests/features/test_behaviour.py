@@ -16,6 +16,7 @@ from polars.testing import assert_frame_equal
 
 from features import behaviour as bf
 from features import events
+from features.config import KEYS, FeatureConfig
 from features.schema import RAW_TABLES
 from pipeline import featurize
 from pipeline.config import DataConfig, Experiment
@@ -62,7 +63,7 @@ def five() -> tuple[pl.DataFrame, pl.LazyFrame]:
 
 def test_outcome_events_use_the_log_and_fall_back_to_the_window_end(five) -> None:
     frame, behaviour = five
-    cfg = bf.FeatureConfig(click_window_hours=1.0, conversion_window_hours=24.0)
+    cfg = FeatureConfig(click_window_hours=1.0, conversion_window_hours=24.0)
     got = events.outcome_events(frame, behaviour, cfg)
     expected = pl.DataFrame(
         {
@@ -78,7 +79,7 @@ def test_outcome_events_use_the_log_and_fall_back_to_the_window_end(five) -> Non
 
 
 def _user_features(frame, behaviour, name):
-    cfg = bf.FeatureConfig()
+    cfg = FeatureConfig()
     outcomes = events.outcome_events(frame, behaviour, cfg)
     tl = events.timeline(frame, outcomes, True, (1,))
     return bf.key_features(frame, tl, name, (1,), bf.Priors(0.25, 0.5), 4.0, True)
@@ -138,11 +139,32 @@ def test_key_code_is_equal_exactly_where_the_columns_are() -> None:
 
 def test_behaviour_features_refuse_an_unsorted_frame(five) -> None:
     frame, behaviour = five
-    outcomes = events.outcome_events(frame, behaviour, bf.FeatureConfig())
     with pytest.raises(ValueError, match="sorted by ts"):
         bf.behaviour_features(
-            frame.reverse(), outcomes, bf.FeatureConfig(), bf.Priors(0.1, 0.1), True
+            frame.reverse(), behaviour, FeatureConfig(), bf.Priors(0.1, 0.1), True
         )
+
+
+def test_behaviour_features_are_the_present_keys_side_by_side(five) -> None:
+    frame, behaviour = five
+    cfg = FeatureConfig(windows_days=(1,), prior_strength=4.0)
+    priors = bf.Priors(0.25, 0.5)
+    got = bf.behaviour_features(frame, behaviour, cfg, priors, True)
+    # no advertiser, campaign, category or placement column: those keys are skipped
+    assert bf.present_keys(frame, cfg.behaviour_keys) == ["user", "ad", "user_ad"]
+    parts = [_user_features(frame, behaviour, name) for name in ("user", "ad", "user_ad")]
+    assert_frame_equal(got, pl.concat(parts, how="horizontal"))
+
+
+def test_behaviour_features_without_a_log_count_outcomes_at_the_window_end(five) -> None:
+    frame, behaviour = five
+    cfg = FeatureConfig(windows_days=(1,), behaviour_keys=("user",))
+    with_log = bf.behaviour_features(frame, behaviour, cfg, bf.Priors(0.25, 0.5), True)
+    without = bf.behaviour_features(frame, None, cfg, bf.Priors(0.25, 0.5), True)
+    # row 3 (T0+1h): row 0's click was logged at T0+10s; without a log it is known only at
+    # T0+1h (the click window's end), which is not before T0+1h
+    assert with_log["user_clicks_all"].to_list() == [0, 0, 0, 1, 2]
+    assert without["user_clicks_all"].to_list() == [0, 0, 0, 0, 2]
 
 
 def test_fit_priors() -> None:
@@ -155,9 +177,7 @@ def test_fit_priors() -> None:
 
 def write_raw(root: Path, tables: dict[str, pl.DataFrame]) -> Experiment:
     """Raw tables under `<root>/bf/raw` and an experiment that reads them (text off)."""
-    exp = Experiment(
-        name="bf", data=DataConfig(root=str(root)), features=bf.FeatureConfig(text=False)
-    )
+    exp = Experiment(name="bf", data=DataConfig(root=str(root)), features=FeatureConfig(text=False))
     write_tables(
         Layout.of(exp).raw,
         {n: tables[n] for n in RAW_TABLES},
@@ -195,7 +215,7 @@ def _first_in(times: list[datetime], lo: datetime, hi: datetime) -> datetime | N
 
 def brute_force(tables: dict[str, pl.DataFrame], queries: list[int]) -> dict[int, dict]:
     """Every behaviour feature of the `queries` impressions, by plain Python over raw events."""
-    cfg = bf.FeatureConfig()
+    cfg = FeatureConfig()
     imps = tables["impressions"].sort("impression_id").to_dicts()
     ads = {a["ad_id"]: a for a in tables["ads"].to_dicts()}
     logged: dict[tuple, list[datetime]] = {}
@@ -221,7 +241,7 @@ def brute_force(tables: dict[str, pl.DataFrame], queries: list[int]) -> dict[int
         a = ads[r["ad_id"]]
         r.update(advertiser_id=a["advertiser_id"], campaign_id=a["campaign_id"])
         r["category"] = a["category"]
-        for name, key in bf.KEYS.items():
+        for name, key in KEYS.items():
             value = tuple(r[c] for c in key.cols)
             events.setdefault((name, value), []).append((r["ts"], click_ts, conv_ts))
     s = cfg.prior_strength
@@ -230,7 +250,7 @@ def brute_force(tables: dict[str, pl.DataFrame], queries: list[int]) -> dict[int
     for qid in queries:
         r, t = by_id[qid], by_id[qid]["ts"]
         f: dict[str, float | None] = {}
-        for name, key in bf.KEYS.items():
+        for name, key in KEYS.items():
             evs = events[(name, tuple(r[c] for c in key.cols))]
             windows = [("all", datetime.min)] + [
                 (f"{w}d", t - timedelta(days=w)) for w in cfg.windows_days

@@ -12,7 +12,9 @@ from features.interest import (
     apply_pca,
     cosine,
     fit_pca,
+    normalize,
     recent_click_similarity,
+    row_dot,
     to_matrix,
     user_interest,
 )
@@ -202,9 +204,22 @@ def test_no_events_at_all():
 
 
 def test_large_catalogue_path_equals_the_gram_path():
-    from features.interest import _pair_dot, normalize
-
     rng = np.random.default_rng(5)
     table = normalize(rng.normal(size=(50, 8)))
     a, b = rng.integers(0, 50, 1000), rng.integers(0, 50, 1000)
-    np.testing.assert_allclose(_pair_dot(table, a, b, chunk=64), (table @ table.T)[a, b], atol=1e-6)
+    np.testing.assert_allclose(
+        row_dot(table, table, a, b, chunk=64), (table @ table.T)[a, b], atol=1e-6
+    )
+
+
+def test_row_dot_with_and_without_row_indices():
+    rng = np.random.default_rng(6)
+    left = rng.normal(size=(130, 4)).astype(np.float32)
+    table = rng.normal(size=(9, 4)).astype(np.float32)
+    idx = rng.integers(0, 9, 130)
+    want = np.array([left[i] @ table[idx[i]] for i in range(130)])
+    got = row_dot(left, table, b_rows=idx, chunk=50)  # chunks of 50, 50 and 30 rows
+    assert got.dtype == np.float32 and got.shape == (130,)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(row_dot(table, left, a_rows=idx), want, rtol=1e-5)
+    assert row_dot(left[:0], table, b_rows=idx[:0]).shape == (0,)

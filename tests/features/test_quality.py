@@ -57,6 +57,16 @@ def test_split_keeps_every_row_exactly_once() -> None:
     assert bad["reason"].null_count() == 0
 
 
+def test_split_of_clean_rows_is_the_input_in_one_chunk() -> None:
+    rows = _imps().collect()
+    clean = rows.head(1).vstack(rows.slice(8, 1))
+    assert max(clean.n_chunks("all")) == 2
+    good, bad = split_quarantine(clean.lazy(), ADS, USERS)
+    assert_frame_equal(good, clean)
+    assert set(good.n_chunks("all")) == {1}
+    assert bad.height == 0 and bad.columns == [*clean.columns, "reason"]
+
+
 def test_checks_skip_what_the_dataset_lacks() -> None:
     """No ads / users table and no user or ad column: nothing is unknown or required."""
     imps = _imps().with_columns(pl.lit(None, pl.Int64).alias("user_id"))

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from features.behaviour import FeatureConfig
+from features.config import FeatureConfig
 from features.schema import ADS, BEHAVIOUR, IMPRESSIONS, RAW_TABLES, USERS
 from pipeline import featurize
 from pipeline.config import DataConfig, Experiment

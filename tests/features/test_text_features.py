@@ -1,4 +1,5 @@
-"""Text features of the features stage on a tiny raw dataset with embeddings written in code."""
+"""features.text_features: the text feature columns from impressions, embeddings and the
+behaviour log, all built in code (no files)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,27 @@ import polars as pl
 import pytest
 
 from features import schema
+from features.config import FeatureConfig
 from features.interest import normalize
-from pipeline.config import load_experiment
-from pipeline.datasets import spec_columns, to_matrix
-from pipeline.io import write_tables
-from pipeline.stage import Layout
-from pipeline.text_features import add_text_features
+from features.text_columns import Vectors, ad_vectors, query_vectors
+from features.text_features import text_features
 
 D = 8
 T0 = datetime(2026, 3, 1)
 N_IMPS = 48
 TEST_ONLY_AD = 6
 QUERIES = ["red shoes", "coffee machine"]
+SEED = 7
 
 
 def _ad_vectors(seed: int = 3) -> np.ndarray:
     rng = np.random.default_rng(seed)
     base = np.eye(D, dtype=np.float32)[[0, 1, 2, 3, 0, 1]]  # ads 1..6
     return (base + 0.3 * rng.standard_normal((6, D))).astype(np.float32)
+
+
+def _query_vectors() -> np.ndarray:
+    return normalize(np.eye(D, dtype=np.float32)[[0, 1]] + 0.1)
 
 
 def _impressions() -> pl.DataFrame:
@@ -64,52 +68,36 @@ def _behaviour(imps: pl.DataFrame, extra: list[tuple] = ()) -> pl.DataFrame:
     return pl.DataFrame(dict(zip(schema.BEHAVIOUR, cols, strict=True)), schema=schema.BEHAVIOUR)
 
 
-def _write(
-    root, ads: np.ndarray, extra_events: list[tuple] = (), has_text: bool = True, events=True
-) -> None:
+def _vectors(ads: np.ndarray | None = None) -> tuple[Vectors, Vectors]:
+    ads = _ad_vectors() if ads is None else ads
+    table = pl.DataFrame({"ad_id": np.arange(1, 7), "emb_fused": ads})
+    queries = pl.DataFrame({"query": QUERIES, "emb": _query_vectors()})
+    return ad_vectors(table), query_vectors(queries)
+
+
+def _cfg(**overrides) -> FeatureConfig:
+    return FeatureConfig(lgbm_text_dim=3, interest_dim=2, recent_clicks=2, **overrides)
+
+
+def _run(
+    ads: np.ndarray | None = None,
+    extra_events: list[tuple] = (),
+    frame: pl.DataFrame | None = None,
+    behaviour: pl.DataFrame | None = None,
+    **overrides,
+) -> tuple[pl.DataFrame, list[dict]]:
+    """The impressions with their text columns beside them, and the spec entries."""
+    frame = _impressions() if frame is None else frame
+    behaviour = _behaviour(_impressions(), extra_events) if behaviour is None else behaviour
+    ad_vecs, query_vecs = _vectors(ads)
+    cols, spec = text_features(frame, ad_vecs, query_vecs, behaviour, _cfg(**overrides), SEED)
+    assert cols.height == (frame.height if spec else 0)
+    return frame.hstack(cols), spec
+
+
+def test_columns_spec_and_values():
+    out, spec = _run()
     imps = _impressions()
-    behaviour = _behaviour(imps, extra_events) if events else schema.empty(schema.BEHAVIOUR)
-    raw_ads = pl.DataFrame({"ad_id": np.arange(1, 7), "title": [f"ad {k}" for k in range(6)]})
-    write_tables(
-        root / "raw",
-        {"ads": raw_ads, "behaviour": behaviour, "impressions": imps},
-        config_digest="test",
-        extra={"has_text": has_text},
-    )
-    q = normalize(np.eye(D, dtype=np.float32)[[0, 1]] + 0.1)
-    write_tables(
-        root / "embeddings",
-        {
-            "ads": pl.DataFrame({"ad_id": np.arange(1, 7), "emb_fused": ads}),
-            "queries": pl.DataFrame({"query": QUERIES, "emb": q}),
-        },
-        config_digest="test",
-    )
-
-
-def _exp(tmp_path, *overrides: str):
-    sets = [
-        f"data.root={tmp_path}",
-        "features.lgbm_text_dim=3",
-        "features.interest_dim=2",
-        "features.recent_clicks=2",
-        *overrides,
-    ]
-    return load_experiment("small", sets)
-
-
-def _run(tmp_path, ads=None, extra_events=(), *overrides, has_text=True):
-    exp = _exp(tmp_path, *overrides)
-    layout = Layout.of(exp)
-    _write(layout.root, _ad_vectors() if ads is None else ads, extra_events, has_text)
-    frame, spec = add_text_features(_impressions().lazy(), layout, exp)
-    return frame.collect(), spec
-
-
-def test_columns_spec_and_values(tmp_path):
-    out, spec = _run(tmp_path)
-    imps = _impressions()
-    assert out["impression_id"].equals(imps["impression_id"])  # row order kept
     by_name = {e["name"]: e for e in spec}
     assert set(by_name) == {
         "e_ad_text",
@@ -124,6 +112,7 @@ def test_columns_spec_and_values(tmp_path):
         "t_recent_click_sim",
         "t_interest_events",
     }
+    assert out.columns == imps.columns + [e["name"] for e in spec]  # one column per entry
     assert all(e["family"] == "text" for e in spec)
     assert by_name["e_ad_text"] | {"source": ""} == {
         "name": "e_ad_text",
@@ -137,12 +126,12 @@ def test_columns_spec_and_values(tmp_path):
     assert by_name["t_ad_pc00"]["models"] == ["lightgbm"]
     assert out.schema["e_ad_text"] == pl.Array(pl.Float32, D)
     assert out.schema["e_user_interest"] == pl.Array(pl.Float32, 2)
-    # the ad embedding is the row's ad, unit norm
+    # the ad embedding is the row's ad (rows stay in frame order), unit norm
     ads = normalize(_ad_vectors())
     got = out["e_ad_text"].to_numpy()
     np.testing.assert_allclose(got, ads[imps["ad_id"].to_numpy() - 1], rtol=1e-6)
     # query cosine: null without a query, the dot product of unit vectors with one
-    q = normalize(np.eye(D, dtype=np.float32)[[0, 1]] + 0.1)
+    q = _query_vectors()
     has_q = imps["query"].is_not_null().to_numpy()
     assert out["t_query_ad_cos"].is_null().to_numpy().tolist() == (~has_q).tolist()
     assert out["t_query_pc00"].is_null().to_numpy().tolist() == (~has_q).tolist()
@@ -157,22 +146,10 @@ def test_columns_spec_and_values(tmp_path):
     assert out["t_user_ad_cos"].abs().max() <= 1.0 + 1e-6
 
 
-def test_spec_feeds_each_model_its_columns(tmp_path):
-    out, spec = _run(tmp_path)
-    full = {"features": spec}
-    neural = to_matrix(out, full, "neural")
-    assert sorted(neural.embeddings) == ["e_ad_text", "e_user_interest"]
-    assert neural.embeddings["e_ad_text"].shape == (N_IMPS, D)
-    assert "t_ad_pc00" not in neural.numeric_names
-    gbm = spec_columns(full, "lightgbm")
-    assert gbm["embedding"] == []
-    assert {"t_ad_pc00", "t_user_ad_cos"} <= {e["name"] for e in gbm["numeric"]}
-
-
-def test_user_interest_at_first_impression_by_hand(tmp_path):
-    out, _ = _run(tmp_path, None, (), "features.interest_half_life_days=1.0")
+def test_user_interest_at_first_impression_by_hand():
+    out, _ = _run(interest_half_life_days=1.0)
     ads = normalize(_ad_vectors())
-    q = normalize(np.eye(D, dtype=np.float32)[[0, 1]] + 0.1)
+    q = _query_vectors()
     # user 1 before T0: search QUERIES[1] at -2 d, view ad 1 at -1 d, click ad 2 at -12 h
     s = q[1] * 2.0**-2 + ads[0] * 2.0**-1 + ads[1] * 2.0**-0.5
     s /= np.linalg.norm(s)
@@ -186,8 +163,8 @@ def test_user_interest_at_first_impression_by_hand(tmp_path):
     assert out["t_recent_click_sim"][row] == pytest.approx(float(want), abs=1e-5)
 
 
-def test_event_at_or_after_t_changes_nothing_before_it(tmp_path):
-    base, _ = _run(tmp_path / "a")
+def test_event_at_or_after_t_changes_nothing_before_it():
+    base, _ = _run()
     imps = _impressions()
     row = 40  # a test-period impression of user 2 (after train: the PCA fits stay the same)
     t, user = imps["ts"][row], imps["user_id"][row]
@@ -197,7 +174,7 @@ def test_event_at_or_after_t_changes_nothing_before_it(tmp_path):
         (user, t, "search", None, QUERIES[0]),
         (user, t + timedelta(minutes=1), "view", 3, None),
     ]
-    moved, _ = _run(tmp_path / "b", None, planted)
+    moved, _ = _run(extra_events=planted)
     cols = [c for c in base.columns if c.startswith(("t_", "e_"))]
     upto = (imps["ts"] <= t).to_numpy()
     assert (
@@ -212,31 +189,11 @@ def test_event_at_or_after_t_changes_nothing_before_it(tmp_path):
     assert changed.any()  # the planted events do count after t
 
 
-def test_text_off_adds_nothing(tmp_path):
-    frame = _impressions().lazy()
-    exp = _exp(tmp_path, "features.text=false")
-    layout = Layout.of(exp)
-    _write(layout.root, _ad_vectors())
-    out, spec = add_text_features(frame, layout, exp)
-    assert spec == [] and out is frame
-    # raw data without text
-    out, spec = _run(tmp_path / "no_text", None, (), has_text=False)
-    assert spec == [] and out.columns == _impressions().columns
-
-
-def test_missing_embeddings_add_nothing(tmp_path):
-    exp = _exp(tmp_path)
-    layout = Layout.of(exp)
-    write_tables(layout.raw, {"impressions": _impressions()}, config_digest="t")
-    out, spec = add_text_features(_impressions().lazy(), layout, exp)
-    assert spec == [] and out.collect().columns == _impressions().columns
-
-
-def test_pca_fitted_on_train_ads_only(tmp_path):
-    base, _ = _run(tmp_path / "a")
+def test_pca_fitted_on_train_ads_only():
+    base, _ = _run()
     ads = _ad_vectors()
     ads[TEST_ONLY_AD - 1] = np.random.default_rng(0).standard_normal(D)  # new text, test only
-    moved, _ = _run(tmp_path / "b", ads)
+    moved, _ = _run(ads)
     pcs = ["t_ad_pc00", "t_ad_pc01", "t_ad_pc02"]
     other = pl.col("ad_id") != TEST_ONLY_AD
     assert (
@@ -248,28 +205,32 @@ def test_pca_fitted_on_train_ads_only(tmp_path):
     # a train ad's text does change the fit
     ads = _ad_vectors()
     ads[0] = np.random.default_rng(1).standard_normal(D)
-    changed, _ = _run(tmp_path / "c", ads)
+    changed, _ = _run(ads)
     assert not base.filter(other).select(pcs).equals(changed.filter(other).select(pcs))
 
 
-def test_ad_without_embedding_gets_zero_vector(tmp_path):
-    exp = _exp(tmp_path)
-    layout = Layout.of(exp)
-    _write(layout.root, _ad_vectors())
+def test_ad_without_embedding_gets_zero_vector():
     frame = _impressions().with_columns(
         pl.when(pl.col("impression_id") == 130).then(99).otherwise(pl.col("ad_id")).alias("ad_id")
     )
-    out, _ = add_text_features(frame.lazy(), layout, exp)
-    row = out.collect().filter(pl.col("impression_id") == 130)
+    out, _ = _run(frame=frame)
+    row = out.filter(pl.col("impression_id") == 130)
     assert row["e_ad_text"].to_numpy().tolist() == [[0.0] * D]
     assert row["t_user_ad_cos"][0] == 0.0
 
 
-def test_without_behaviour_only_ad_and_query_features(tmp_path):
-    exp = _exp(tmp_path)
-    layout = Layout.of(exp)
-    _write(layout.root, _ad_vectors(), events=False)
-    out, spec = add_text_features(_impressions().lazy(), layout, exp)
+def test_null_ad_gets_null_ad_columns():
+    frame = _impressions().with_columns(
+        pl.when(pl.col("impression_id") == 130).then(None).otherwise(pl.col("ad_id")).alias("ad_id")
+    )
+    out, _ = _run(frame=frame)
+    row = out.filter(pl.col("impression_id") == 130)
+    assert row["e_ad_text"].is_null().all() and row["t_ad_pc00"].is_null().all()
+    assert out.filter(pl.col("impression_id") != 130)["e_ad_text"].null_count() == 0
+
+
+def test_without_behaviour_only_ad_and_query_features():
+    out, spec = _run(behaviour=schema.empty(schema.BEHAVIOUR))
     names = [e["name"] for e in spec]
     assert names == [
         "e_ad_text",
@@ -280,4 +241,45 @@ def test_without_behaviour_only_ad_and_query_features(tmp_path):
         "t_query_pc00",
         "t_query_pc01",
     ]
-    assert out.collect().columns == _impressions().columns + names
+    assert out.columns == _impressions().columns + names
+
+
+def test_without_user_ids_no_user_features():
+    frame = _impressions().with_columns(pl.lit(None, pl.Int64).alias("user_id"))
+    _, spec = _run(frame=frame)
+    names = {e["name"] for e in spec}
+    assert "e_ad_text" in names and "t_query_ad_cos" in names
+    assert not names & {"e_user_interest", "t_user_ad_cos", "t_recent_click_sim"}
+
+
+def test_what_the_data_rules_out_adds_nothing():
+    # no train impression's ad has an embedding: only the test-only ad has one
+    ads = _ad_vectors()
+    ads[: TEST_ONLY_AD - 1] = 0.0
+    out, spec = _run(ads)
+    assert spec == [] and out.columns == _impressions().columns
+    # the impressions lack a column text features need
+    out, spec = _run(frame=_impressions().drop("split"))
+    assert spec == [] and out.columns == [c for c in _impressions().columns if c != "split"]
+
+
+def test_ad_vectors_fuse_the_fields_when_no_fused_column():
+    a = np.array([[3.0, 0.0], [0.0, 0.0]], np.float32)
+    b = np.array([[0.0, 4.0], [0.0, 0.0]], np.float32)
+    got = ad_vectors(pl.DataFrame({"ad_id": [1, 2], "emb_title": a, "emb_keywords": b}))
+    np.testing.assert_allclose(got.matrix, [[0.6, 0.8], [0.0, 0.0]], atol=1e-6)
+    assert got.ids.to_list() == [1, 2]
+    fused = ad_vectors(pl.DataFrame({"ad_id": [1, 2], "emb_title": a, "emb_fused": b}))
+    np.testing.assert_allclose(fused.matrix, [[0.0, 1.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="emb_"):
+        ad_vectors(pl.DataFrame({"ad_id": [1]}))
+
+
+def test_no_query_embeddings_no_query_features():
+    ad_vecs, _ = _vectors()
+    empty = query_vectors(pl.DataFrame(schema={"query": pl.String, "emb": pl.Array(pl.Float32, D)}))
+    assert empty.matrix.size == 0
+    _, spec = text_features(_impressions(), ad_vecs, empty, _behaviour(_impressions()), _cfg(), 7)
+    names = {e["name"] for e in spec}
+    assert "e_user_interest" in names  # views and clicks still make an interest
+    assert not any(n.startswith("t_query") for n in names)

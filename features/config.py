@@ -1,0 +1,57 @@
+"""The `[features]` settings and the behaviour keys they choose from (no logic beyond checks).
+
+`features.behaviour`, `features.events` and `features.text_features` read their settings from
+`FeatureConfig`; it lives here, apart from all of them, so that none imports another for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Key:
+    """A behaviour key: the columns that form it and which features it gets."""
+
+    cols: tuple[str, ...]
+    rates: bool = True  # counts + smoothed CTR / CVR over every window
+    recency: bool = False  # seconds since the last display / click
+
+
+KEYS: dict[str, Key] = {
+    "user": Key(("user_id",)),
+    "ad": Key(("ad_id",)),
+    "advertiser": Key(("advertiser_id",)),
+    "campaign": Key(("campaign_id",)),
+    "category": Key(("category",)),
+    "placement": Key(("placement",)),
+    "user_category": Key(("user_id", "category"), recency=True),
+    "user_ad": Key(("user_id", "ad_id"), rates=False, recency=True),
+}
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Which feature families to build and their settings."""
+
+    text: bool = True  # the text ablation switch
+    windows_days: tuple[int, ...] = (1, 7, 28)
+    prior_strength: float = 20.0  # pseudo-impressions of the Bayesian prior
+    behaviour_keys: tuple[str, ...] = tuple(KEYS)
+    click_window_hours: float = 1.0  # a click is matched to a logged click event within this
+    conversion_window_hours: float = 24.0  # a conversion to a logged purchase within this
+    interest_half_life_days: float = 7.0
+    interest_dim: int = 64  # PCA width of the user interest vector
+    lgbm_text_dim: int = 16  # PCA width of the ad embedding for LightGBM
+    recent_clicks: int = 5
+
+    def __post_init__(self) -> None:
+        unknown = set(self.behaviour_keys) - set(KEYS)
+        if unknown:
+            raise ValueError(f"unknown behaviour_keys {sorted(unknown)} (known: {list(KEYS)})")
+        if any(w <= 0 for w in self.windows_days):
+            raise ValueError("windows_days must be positive")
+        if self.click_window_hours < 0 or self.conversion_window_hours < 0:
+            raise ValueError("click_window_hours and conversion_window_hours must be >= 0")
+        if self.prior_strength <= 0:
+            raise ValueError("prior_strength must be positive")

@@ -1,0 +1,227 @@
+"""The columns behind the text features (pure numpy / polars), one builder per family; the
+definitions are in `features.text_features`, which assembles them.
+
+`Vectors` holds texts' keys and their unit-norm embeddings (the ads', the queries'); every
+builder looks rows up in them by position (`features.lookup.positions`) and multiplies rows
+against them by index (`features.interest.row_dot`), in blocks of `CHUNK` rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from features.config import FeatureConfig
+from features.interest import (
+    apply_pca,
+    fit_pca,
+    normalize,
+    recent_click_similarity,
+    row_dot,
+    to_matrix,
+    user_interest,
+)
+from features.lookup import positions
+
+log = logging.getLogger(__name__)
+
+# what an event says about the user's interest: its weight and which embedding it carries
+EVENT_WEIGHTS = {"search": 1.0, "view": 1.0, "click": 1.0}  # purchases repeat their click
+PCA_FIT_ROWS = 200_000  # at most this many train rows (evenly spaced) fit the interest PCA
+CHUNK = 65_536  # rows per block of row-wise products (bounded temporary memory)
+
+
+@dataclass(frozen=True)
+class Vectors:
+    """Texts' keys (ad ids or query strings) and their unit-norm embeddings: `matrix[i]` (float32,
+    (len(ids), D)) is the vector of `ids[i]`."""
+
+    ids: pl.Series
+    matrix: np.ndarray
+
+
+def ad_vectors(table: pl.DataFrame) -> Vectors:
+    """The ads' unit-norm fused embeddings from `embeddings/ads` (ad_id, emb_* columns); the
+    mean of the fields when there is no emb_fused."""
+    fields = [c for c in table.columns if c.startswith("emb_")]
+    if not fields:
+        raise ValueError("the ads' embeddings have no emb_* column")
+    if "emb_fused" in fields:
+        matrix = to_matrix(table["emb_fused"])
+    else:
+        log.info("no emb_fused: the ad embedding is the mean of %s", fields)
+        matrix = sum(to_matrix(table[c]) for c in fields) / len(fields)
+    return Vectors(table["ad_id"], normalize(matrix))
+
+
+def query_vectors(table: pl.DataFrame) -> Vectors:
+    """The queries' unit-norm embeddings from `embeddings/queries` (query, emb)."""
+    if table.height == 0:
+        return Vectors(table["query"], np.zeros((0, 0), np.float32))
+    return Vectors(table["query"], normalize(to_matrix(table["emb"])))
+
+
+def _rows_of(values: pl.Series, keys: pl.Series, missing: int) -> np.ndarray:
+    """Position of each value in `keys` (int64), `missing` where absent or null."""
+    return positions(values, keys).fill_null(missing).to_numpy().astype(np.int64)
+
+
+def row_ads(rows: pl.DataFrame, ads: Vectors) -> tuple[Vectors, np.ndarray]:
+    """The ads (zero vectors added for impressed ads without an embedding) and each row's
+    index into them (len(ads.ids) for a null ad_id)."""
+    ad_idx = _rows_of(rows["ad_id"], ads.ids, len(ads.ids))
+    absent = rows.filter(pl.Series(ad_idx == len(ads.ids)))["ad_id"].unique().drop_nulls()
+    if len(absent):
+        log.warning("%d impressed ads have no text embedding: zero vectors", len(absent))
+        ids = pl.concat([ads.ids, absent.cast(ads.ids.dtype)])
+        matrix = np.vstack([ads.matrix, np.zeros((len(absent), ads.matrix.shape[1]), np.float32)])
+        ads = Vectors(ids, matrix)
+        ad_idx = _rows_of(rows["ad_id"], ads.ids, len(ads.ids))
+    return ads, ad_idx
+
+
+def _pca_dim(wanted: int, rows: int, width: int, what: str) -> int:
+    dim = min(wanted, rows, width)
+    if dim < wanted:
+        log.warning("%s PCA: %d components instead of %d (%d fit rows)", what, dim, wanted, rows)
+    return dim
+
+
+def ad_columns(
+    ads: Vectors, train_ads: np.ndarray, dim: int, seed: int
+) -> tuple[pl.DataFrame, list[str]]:
+    """ad_id, e_ad_text and the PCA columns fitted on the train ads (one row per ad)."""
+    fit_rows = ads.matrix[train_ads]
+    dim = _pca_dim(dim, len(fit_rows), ads.matrix.shape[1], "ad text")
+    mean, comps = fit_pca(fit_rows, dim, seed)
+    reduced = apply_pca(ads.matrix, mean, comps)
+    names = [f"t_ad_pc{i:02d}" for i in range(dim)]
+    table = pl.DataFrame({"ad_id": ads.ids, "e_ad_text": ads.matrix}).with_columns(
+        pl.Series(n, reduced[:, i]) for i, n in enumerate(names)
+    )
+    return table, names
+
+
+def _events(
+    behaviour: pl.DataFrame, ads: pl.Series, queries: pl.Series, users: pl.Series, until: Any
+) -> pl.DataFrame:
+    """Interest events of the impressed users before the last impression: user_id, ts, weight,
+    row (into the stacked [ads; queries; zero] table)."""
+    events = (
+        behaviour.lazy()
+        .filter(
+            pl.col("event").is_in(list(EVENT_WEIGHTS))
+            & pl.col("user_id").is_in(users.unique().implode())
+            & (pl.col("ts") < until)
+        )
+        .select("user_id", "ts", "event", "ad_id", "query")
+        .collect()
+    )
+    n_ads, n_q = len(ads), len(queries)
+    ad_row = _rows_of(events["ad_id"], ads, n_ads + n_q)
+    q_row = n_ads + _rows_of(events["query"], queries, n_q)
+    row = np.where(events["event"].eq("search").to_numpy(), q_row, ad_row)
+    weight = events["event"].replace_strict(EVENT_WEIGHTS, return_dtype=pl.Float64)
+    keep = row < n_ads + n_q  # events whose ad or query has no embedding add nothing
+    return pl.DataFrame(
+        {"user_id": events["user_id"], "ts": events["ts"], "weight": weight, "row": row}
+    ).filter(pl.Series(keep))
+
+
+def _interest_pca(
+    interest: np.ndarray, train: np.ndarray, dim: int, seed: int
+) -> tuple[np.ndarray, int]:
+    """The interest vectors on a PCA fitted on the `train` rows, in blocks; its width."""
+    dim = _pca_dim(dim, len(train), interest.shape[1], "user interest")
+    mean, comps = fit_pca(interest[train], dim, seed)
+    reduced = np.zeros((len(interest), dim), np.float32)
+    for s in range(0, len(interest), CHUNK):
+        reduced[s : s + CHUNK] = apply_pca(interest[s : s + CHUNK], mean, comps)
+    return reduced, dim
+
+
+def interest_columns(
+    rows: pl.DataFrame,
+    behaviour: pl.DataFrame,
+    ads: Vectors,
+    ad_idx: np.ndarray,
+    queries: Vectors,
+    cfg: FeatureConfig,
+    seed: int,
+) -> tuple[dict[str, pl.Series], int]:
+    """e_user_interest (PCA on train), t_user_ad_cos and t_interest_events, row-aligned."""
+    width = ads.matrix.shape[1]
+    q_mat = queries.matrix if queries.matrix.size else np.zeros((0, width), np.float32)
+    events = _events(behaviour, ads.ids, queries.ids, rows["user_id"], rows["ts"].max())
+    if events.height == 0:
+        log.info("no search, view or click events: no user interest features")
+        return {}, 0
+    table = np.vstack([ads.matrix, q_mat, np.zeros((1, width), np.float32)])
+    log.info("user interest from %s events", f"{events.height:,}")
+    emb = pl.Series("emb", np.take(table, events["row"].to_numpy(), axis=0))
+    events = events.drop("row").with_columns(emb)
+    del emb, table
+    out = user_interest(
+        rows.select("impression_id", "user_id", "ts"), events, cfg.interest_half_life_days
+    )
+    del events
+    interest = to_matrix(out["interest"])
+    n_events = out["interest_events"].to_numpy()
+    has = n_events > 0
+    ad_table = np.vstack([ads.matrix, np.zeros((1, width), np.float32)])
+    cos = pl.Series(row_dot(interest, ad_table, b_rows=ad_idx, chunk=CHUNK))
+    cos = cos.set(pl.Series(~has), None)
+    train = np.flatnonzero(rows["split"].eq("train").to_numpy() & has)
+    train = train[:: max(1, len(train) // PCA_FIT_ROWS)]
+    if len(train) == 0:
+        log.info("no train impression has an earlier event: no user interest features")
+        return {}, 0
+    reduced, dim = _interest_pca(interest, train, cfg.interest_dim, seed)
+    reduced[~has] = 0.0  # no history: the train mean
+    columns = {
+        "e_user_interest": pl.Series("e_user_interest", reduced),
+        "t_user_ad_cos": cos.cast(pl.Float32).alias("t_user_ad_cos"),
+        "t_interest_events": pl.Series("t_interest_events", n_events.astype(np.float32)),
+    }
+    return columns, dim
+
+
+def query_columns(
+    rows: pl.DataFrame, queries: Vectors, ads: np.ndarray, ad_idx: np.ndarray, dim: int, seed: int
+) -> dict[str, pl.Series]:
+    """t_query_ad_cos (the query against its ad; `ads` ends with a zero row for a null ad) and
+    t_query_pcNN (the query's embedding on a PCA fitted on the distinct queries of train rows:
+    search intent); null without a query embedding (non-search placements)."""
+    q_mat = queries.matrix
+    q_idx = _rows_of(rows["query"], queries.ids, len(queries.ids))
+    has = q_idx < len(queries.ids)
+    cos = np.full(rows.height, np.nan, dtype=np.float32)
+    if has.any():
+        cos[has] = row_dot(q_mat[q_idx[has]], ads, b_rows=ad_idx[has], chunk=CHUNK)
+    out = {"t_query_ad_cos": pl.Series("t_query_ad_cos", cos).fill_nan(None)}
+    train_q = np.unique(q_idx[has & rows["split"].eq("train").to_numpy()])
+    if len(train_q) < 2:
+        return out
+    dim = _pca_dim(dim, len(train_q), q_mat.shape[1], "query text")
+    mean, comps = fit_pca(q_mat[train_q], dim, seed)
+    reduced = np.full((rows.height, dim), np.nan, dtype=np.float32)
+    reduced[has] = apply_pca(q_mat, mean, comps)[q_idx[has]]
+    for i in range(dim):
+        out[f"t_query_pc{i:02d}"] = pl.Series(reduced[:, i]).fill_nan(None)
+    return out
+
+
+def recent_clicks(rows: pl.DataFrame, behaviour: pl.DataFrame, ads: Vectors, k: int) -> pl.Series:
+    clicks = behaviour.filter((pl.col("event") == "click") & pl.col("ad_id").is_not_null())
+    sim = recent_click_similarity(
+        rows.select("impression_id", "user_id", "ts", "ad_id"),
+        clicks.select("user_id", "ts", "ad_id"),
+        pl.DataFrame({"ad_id": ads.ids, "emb": ads.matrix}),
+        k,
+    )
+    none = sim["recent_clicks"].eq(0)
+    return sim["recent_click_sim"].set(none, None).alias("t_recent_click_sim")

@@ -1,0 +1,172 @@
+"""Text features of the impressions (pure numpy / polars): the ads' and queries' embeddings,
+the behaviour log and the impressions in, row-aligned feature columns and their
+`feature_spec.json` entries (family "text") out.
+
+Columns (every one point in time: only behaviour events strictly before the impression count):
+
+- `e_ad_text` Array(Float32, D): the ad's fused text embedding, full width (neural model).
+- `t_ad_pc00..` Float32: the ad embedding projected on a PCA fitted on the distinct ads of train
+  rows (`features.lgbm_text_dim` columns; LightGBM).
+- `e_user_interest` Array(Float32, features.interest_dim): the user's interest vector at the
+  impression (time-decayed mean of the embeddings of earlier searches -> query, views and
+  clicks -> ad; half-life `features.interest_half_life_days`), projected on a PCA fitted on the
+  train rows that have a history; the zero vector (= the train mean) without history (neural).
+- `t_user_ad_cos`: cosine of the full-width interest vector and the ad; null without history.
+- `t_query_ad_cos`: cosine of the impression's search query and the ad; null on impressions
+  without a query (non-search placements) or whose query has no embedding.
+- `t_query_pc00..` Float32: the query's embedding on a PCA fitted on the distinct queries of
+  train rows (`features.lgbm_text_dim` columns; the query's intent: buy, compare, ...); null
+  without a query. Both models.
+- `t_recent_click_sim`: mean cosine of the ad to the user's last `features.recent_clicks`
+  clicked ads; null without earlier clicks.
+- `t_interest_events`: how many earlier events the interest vector averages (0 = none).
+
+The scalar features go to both models; ids of rows never enter a Python loop. What the data
+rules out (no train ad with an embedding, no user ids, no behaviour events, no queries) is
+decided here; whether to build text features at all (the switch, the raw data's text, the
+embeddings' presence) is the job's call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from features.config import FeatureConfig
+from features.interest import row_dot
+from features.lookup import attach
+from features.text_columns import (
+    Vectors,
+    ad_columns,
+    interest_columns,
+    query_columns,
+    recent_clicks,
+    row_ads,
+)
+
+log = logging.getLogger(__name__)
+
+ROW_COLS = ("impression_id", "ts", "user_id", "ad_id", "split", "query")
+REQUIRED = ("impression_id", "ts", "ad_id", "split")
+
+
+def _spec(
+    dim: int, pcs: list[str], interest_dim: int, scalars: list[str], cfg: FeatureConfig
+) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = [
+        {
+            "name": "e_ad_text",
+            "kind": "embedding",
+            "dim": dim,
+            "source": "embeddings/ads.emb_fused",
+            "family": "text",
+            "models": ["neural"],
+        },
+        *(
+            {
+                "name": n,
+                "kind": "numeric",
+                "source": f"pca(ad text, {len(pcs)}, fit on train ads)",
+                "family": "text",
+                "models": ["lightgbm"],
+            }
+            for n in pcs
+        ),
+    ]
+    if interest_dim:
+        entries.append(
+            {
+                "name": "e_user_interest",
+                "kind": "embedding",
+                "dim": interest_dim,
+                "source": f"pca(user interest, half-life {cfg.interest_half_life_days} d)",
+                "family": "text",
+                "models": ["neural"],
+            }
+        )
+    sources = {"t_query_pc": "pca(query text, fit on train queries)"}
+    entries += [
+        {"name": n, "kind": "numeric", "source": sources.get(n[:-2], n[2:]), "family": "text"}
+        for n in scalars
+    ]
+    return entries
+
+
+def _per_row(
+    rows: pl.DataFrame,
+    ads: Vectors,
+    ad_idx: np.ndarray,
+    queries: Vectors,
+    behaviour: pl.DataFrame,
+    cfg: FeatureConfig,
+    seed: int,
+) -> tuple[dict[str, pl.Series], int]:
+    """The user and query columns the data allows (row-aligned), and the interest PCA width."""
+    per_row: dict[str, pl.Series] = {}
+    interest_dim = 0
+    if "user_id" in rows.columns and rows["user_id"].null_count() < rows.height:
+        cols, interest_dim = interest_columns(rows, behaviour, ads, ad_idx, queries, cfg, seed)
+        per_row |= cols
+        per_row["t_recent_click_sim"] = recent_clicks(rows, behaviour, ads, cfg.recent_clicks)
+    else:
+        log.info("no user ids: no user interest or recent-click features")
+    if "query" in rows.columns and len(queries.ids):
+        zero_ad = np.vstack([ads.matrix, np.zeros((1, ads.matrix.shape[1]), np.float32)])
+        per_row |= query_columns(rows, queries, zero_ad, ad_idx, cfg.lgbm_text_dim, seed)
+    is_train = rows["split"].eq("train")
+    for name in [n for n in per_row if n.startswith("t_")]:
+        if per_row[name].filter(is_train).null_count() == int(is_train.sum()):
+            log.info("%s: no value on train rows, left out", name)
+            del per_row[name]
+    return per_row, interest_dim
+
+
+def text_features(
+    frame: pl.DataFrame,
+    ads: Vectors,
+    queries: Vectors,
+    behaviour: pl.DataFrame,
+    cfg: FeatureConfig,
+    seed: int,
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """The text feature columns of `frame`'s rows (see the module docstring), row-aligned with
+    it, and their spec entries; (an empty frame, []) when the data allows none (logged).
+
+    frame: impression_id, ts, ad_id, split (+ user_id, query when the data has them; other
+    columns are ignored). ads, queries: from `ad_vectors` / `query_vectors`. behaviour: the raw
+    behaviour log (user_id, ts, event, ad_id, query), possibly empty. seed: the PCA fits'.
+    """
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        log.info("no text features: the impressions lack %s", missing)
+        return pl.DataFrame(), []
+    started = time.perf_counter()
+    rows = frame.select([c for c in ROW_COLS if c in frame.columns])
+    ads, ad_idx = row_ads(rows, ads)
+    known = rows["split"].eq("train").to_numpy() & (ad_idx < len(ads.ids))
+    train_ads = np.unique(ad_idx[known])
+    # an ad without text (a zero vector) neither fits the PCA nor counts as embedded
+    train_ads = train_ads[row_dot(ads.matrix, ads.matrix, train_ads, train_ads) > 0]
+    if len(train_ads) == 0:
+        log.info("no text features: no train impression's ad has a text embedding")
+        return pl.DataFrame(), []
+    ad_table, pcs = ad_columns(ads, train_ads, cfg.lgbm_text_dim, seed)
+    per_row, interest_dim = _per_row(rows, ads, ad_idx, queries, behaviour, cfg, seed)
+    scalars = [n for n in per_row if n.startswith("t_")]
+    out = attach(rows.select("ad_id"), ad_table, "ad_id").drop("ad_id")
+    out = out.hstack([column.alias(name) for name, column in per_row.items()])
+    spec = _spec(ads.matrix.shape[1], pcs, interest_dim, scalars, cfg)
+    log.info(
+        "text features: %d columns (%d-d ad text, %d PCs, %d-d interest) for %s rows in %.1fs",
+        len(spec),
+        ads.matrix.shape[1],
+        len(pcs),
+        interest_dim,
+        f"{rows.height:,}",
+        time.perf_counter() - started,
+    )
+    return out, spec
