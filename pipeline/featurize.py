@@ -8,7 +8,6 @@ Every impression is accounted for: rows in = train + valid + test + quarantined.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -19,6 +18,7 @@ from features import behaviour as bf
 from features import events, schema
 from features.encoders import encode, fit_vocab
 from features.quality import flag_rows, reason_counts
+from features.spec import FeatureSpec
 from features.split import SPLITS, assign_split, cold_start_flag, new_user_flag
 from pipeline.config import Experiment
 from pipeline.io import DataError, read_manifest, read_table, write_tables
@@ -254,7 +254,7 @@ def run(exp: Experiment) -> StageSummary:
         "rows": rows,
     }
     reasons = reason_counts(bad)
-    write_tables(layout.quarantine / "features", {"impressions": bad}, config_digest=exp.digest())
+    write_tables(layout.features_quarantine, {"impressions": bad}, config_digest=exp.digest())
     log.info(
         "writing %s rows x %s columns to %s", f"{frame.height:,}", frame.width, layout.features
     )
@@ -264,7 +264,7 @@ def run(exp: Experiment) -> StageSummary:
         {**tables, "vocab": vocab},
         config_digest=exp.digest(),
         inputs={"raw": layout.raw},
-        files={"feature_spec.json": json.dumps(spec, indent=2).encode()},
+        files={layout.feature_spec.name: FeatureSpec.from_dict(spec).to_json().encode()},
         extra={"quarantined": bad.height, "quarantine_reasons": reasons, "rows_in": rows_in},
     )
     summary.rows_in = rows_in

@@ -10,8 +10,9 @@ import pytest
 
 from features import schema
 from features.interest import normalize
+from features.spec import FeatureSpec
 from pipeline.config import load_experiment
-from pipeline.datasets import spec_columns, to_matrix
+from pipeline.datasets import to_matrix
 from pipeline.io import write_tables
 from pipeline.stage import Layout
 from pipeline.text_features import add_text_features
@@ -159,14 +160,14 @@ def test_columns_spec_and_values(tmp_path):
 
 def test_spec_feeds_each_model_its_columns(tmp_path):
     out, spec = _run(tmp_path)
-    full = {"features": spec}
+    full = FeatureSpec.from_dict({"features": spec})
     neural = to_matrix(out, full, "neural")
     assert sorted(neural.embeddings) == ["e_ad_text", "e_user_interest"]
     assert neural.embeddings["e_ad_text"].shape == (N_IMPS, D)
     assert "t_ad_pc00" not in neural.numeric_names
-    gbm = spec_columns(full, "lightgbm")
-    assert gbm["embedding"] == []
-    assert {"t_ad_pc00", "t_user_ad_cos"} <= {e["name"] for e in gbm["numeric"]}
+    gbm = full.by_kind("lightgbm")
+    assert gbm["embedding"] == ()
+    assert {"t_ad_pc00", "t_user_ad_cos"} <= {f.name for f in gbm["numeric"]}
 
 
 def test_user_interest_at_first_impression_by_hand(tmp_path):
