@@ -46,7 +46,6 @@ class EmbedConfig:
     pooling: str = "mean"  # mean | cls
     max_length: int = 128  # tokens, special tokens included; longer texts are truncated
     batch_size: int = 128
-    num_threads: int = 2
     # dynamic int8 (per-channel) Linear layers: ~2x faster, but mean cosine to the fp32 vectors
     # only ~0.98 on ad texts (see `make bench`), so off by default
     quantize: bool = False
@@ -63,8 +62,8 @@ class EmbedConfig:
             raise ValueError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
         if self.max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {self.max_length}")
-        if self.batch_size < 1 or self.num_threads < 1:
-            raise ValueError("batch_size and num_threads must be >= 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
         unknown = sorted(set(self.fields) - set(FIELDS))
         if unknown or not self.fields:
             raise ValueError(f"fields must be a non-empty subset of {FIELDS}, got {self.fields}")
@@ -174,15 +173,23 @@ def ad_texts(ads: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
 
 class TextEncoder:
-    """A loaded encoder. `encode(texts)` -> `Encoded`; deterministic for a given input."""
+    """A loaded encoder. `encode(texts)` -> `Encoded`; deterministic for a given input.
+
+    `num_threads` is torch's thread count while encoding (None: torch's current one).
+    """
 
     def __init__(
-        self, config: EmbedConfig, model_dir: Path | None = None, revision: str | None = None
+        self,
+        config: EmbedConfig,
+        model_dir: Path | None = None,
+        revision: str | None = None,
+        num_threads: int | None = None,
     ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
         self.config = config
+        self.num_threads = num_threads
         self.model_dir = Path(model_dir) if model_dir else resolve_model_dir(config.encoder)
         self.revision = revision or model_revision(self.model_dir)
         self.encoder_id = encoder_id(config.encoder, self.revision)
@@ -272,7 +279,8 @@ class TextEncoder:
         ids, trunc_u = self._tokenize(unique) if unique else ([], np.zeros(0, dtype=bool))
         show = progress if progress is not None else len(unique) >= self.config.progress_min
         prev = torch.get_num_threads()
-        torch.set_num_threads(self.config.num_threads)
+        if self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)
         try:
             with (
                 torch.inference_mode(),

@@ -258,65 +258,6 @@ def placement_weights(frame: pl.DataFrame, cfg: BiddingConfig | None = None) -> 
     )
 
 
-def cell_estimates(
-    rows: pl.DataFrame,
-    grid: pl.DataFrame,
-    targets: tuple[str, ...] = ("pctr", "pcvr"),
-    shrinkage: float = 20.0,
-) -> pl.DataFrame:
-    """Mean prediction per grid cell (ad_id, placement, segment), with a fallback for thin cells.
-
-    `rows` are scored impressions (`ad_id`, `placement`, `segment`, `category` and `targets`);
-    `grid` lists the cells wanted (`ad_id`, `placement`, `segment`, `category`). Per target:
-    `prior = ratio * base`, where `base` is the mean over rows of the cell's (placement,
-    segment), else of its placement, else of all rows, and `ratio` is how the ad's rows compare
-    with the base of their own (placement, segment) (`sum(pred) / sum(base)`), else the same
-    for the ad's category, else 1. The estimate is `(n * cell mean + shrinkage * prior) /
-    (n + shrinkage)` for a cell with n rows; `source` says the finest level used (`cell`, `ad`,
-    `category`, `prior`) and `rows` is n. A NaN prediction stays NaN in its cells.
-    """
-    cell_keys = ["ad_id", "placement", "segment"]
-    means = [pl.col(t).mean() for t in targets]
-    cells = rows.group_by(cell_keys).agg(*means, rows=pl.len())
-    out = (
-        grid.select(*cell_keys, "category")
-        .join(cells, on=cell_keys, how="left")
-        .with_columns(pl.col("rows").fill_null(0))
-    )
-    known_ads = rows.select("ad_id").unique().with_columns(_has_ad=pl.lit(True))
-    known_cats = rows.select("category").unique().with_columns(_has_cat=pl.lit(True))
-    out = out.join(known_ads, on="ad_id", how="left").join(known_cats, on="category", how="left")
-    n = pl.col("rows").cast(pl.Float64)
-    for t in targets:
-        by_ps = rows.group_by("placement", "segment").agg(pl.col(t).mean().alias("b_ps"))
-        by_p = rows.group_by("placement").agg(pl.col(t).mean().alias("b_p"))
-        scored = rows.join(by_ps, on=["placement", "segment"])
-        ratio = pl.col(t).sum() / pl.col("b_ps").sum()
-        r_ad = scored.group_by("ad_id").agg(ratio.alias("r_ad"))
-        r_cat = scored.group_by("category").agg(ratio.alias("r_cat"))
-        base = pl.coalesce("b_ps", "b_p", pl.lit(rows[t].mean(), pl.Float64))
-        prior = (pl.coalesce("r_ad", "r_cat", pl.lit(1.0)) * base).clip(0.0, 1.0)
-        blended = (n * pl.col(t) + shrinkage * prior) / (n + shrinkage)
-        out = (
-            out.join(by_ps, on=["placement", "segment"], how="left")
-            .join(by_p, on="placement", how="left")
-            .join(r_ad, on="ad_id", how="left")
-            .join(r_cat, on="category", how="left")
-            .with_columns(pl.when(n > 0).then(blended).otherwise(prior).alias(t))
-            .drop("b_ps", "b_p", "r_ad", "r_cat")
-        )
-    source = (
-        pl.when(pl.col("rows") > 0)
-        .then(pl.lit("cell"))
-        .when(pl.col("_has_ad").fill_null(False))
-        .then(pl.lit("ad"))
-        .when(pl.col("_has_cat").fill_null(False))
-        .then(pl.lit("category"))
-        .otherwise(pl.lit("prior"))
-    )
-    return out.with_columns(source=source).drop("_has_ad", "_has_cat").sort(cell_keys)
-
-
 def bid_table(cells: pl.DataFrame, params: BidParams, cfg: BiddingConfig) -> pl.DataFrame:
     """Value, bid, bid multiplier and placement weight per (ad_id, placement, segment) cell.
 

@@ -41,18 +41,28 @@ def _design(x: FeatureMatrix, keep_cat: list[int]) -> np.ndarray:
 
 
 class LightGBMCTR:
-    """scikit-learn style: settings in `__init__`, `fit(...) -> self`, `predict_proba`."""
+    """scikit-learn style: settings in `__init__`, `fit(...) -> self`, `predict_proba`.
+
+    `num_threads` (like scikit-learn's `n_jobs`) is used for training and prediction, saved
+    with the model and restored by `load`; None leaves LightGBM's own default.
+    """
 
     def __init__(
-        self, config: LightGBMConfig | None = None, random_state: int = 0, num_threads: int = 2
+        self,
+        config: LightGBMConfig | None = None,
+        random_state: int = 0,
+        num_threads: int | None = None,
     ) -> None:
         self.config = config
         self.random_state = random_state
         self.num_threads = num_threads
 
+    def _threads(self) -> dict[str, int]:
+        return {} if self.num_threads is None else {"num_threads": self.num_threads}
+
     def _params(self, cvr: bool) -> dict:
         c = self.config or LightGBMConfig()
-        return {
+        return self._threads() | {
             "objective": "binary",
             "metric": ["binary_logloss", "auc"],
             "num_leaves": c.cvr_num_leaves if cvr else c.num_leaves,
@@ -66,7 +76,6 @@ class LightGBMCTR:
             "seed": self.random_state,
             "deterministic": True,
             "force_row_wise": True,
-            "num_threads": self.num_threads,
             "verbosity": -1,
         }
 
@@ -128,12 +137,15 @@ class LightGBMCTR:
     def predict_proba(self, x: FeatureMatrix) -> np.ndarray:
         """(N, 3): pCTR, pCVR (NaN without a CVR booster), pCTCVR."""
         design = _design(x, self.categorical_index_)
-        pctr = self.ctr_booster_.predict(design, num_iteration=self.ctr_booster_.best_iteration)
+        pctr = self._predict(self.ctr_booster_, design)
         if self.cvr_booster_ is None:
             pcvr = np.full(len(pctr), np.nan)
         else:
-            pcvr = self.cvr_booster_.predict(design, num_iteration=self.cvr_booster_.best_iteration)
+            pcvr = self._predict(self.cvr_booster_, design)
         return np.column_stack([pctr, pcvr, pctr * pcvr])
+
+    def _predict(self, booster: lgb.Booster, design: np.ndarray) -> np.ndarray:
+        return booster.predict(design, num_iteration=booster.best_iteration, **self._threads())
 
     def feature_importance(self) -> dict[str, dict[str, float]]:
         """Total gain per feature, per task."""
@@ -153,17 +165,20 @@ class LightGBMCTR:
         meta = {
             "config": asdict(self.config or LightGBMConfig()),
             "random_state": self.random_state,
+            "num_threads": self.num_threads,
             "categorical_index": self.categorical_index_,
             "feature_names": self.feature_names_,
         }
         (directory / "lightgbm.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, directory: Path) -> LightGBMCTR:
+    def load(cls, directory: Path, num_threads: int | None = None) -> LightGBMCTR:
+        """The saved model; `num_threads` overrides the saved thread count."""
         import lightgbm as lgb
 
         meta = json.loads((directory / "lightgbm.json").read_text())
-        model = cls(LightGBMConfig(**meta["config"]), meta["random_state"])
+        threads = meta.get("num_threads") if num_threads is None else num_threads
+        model = cls(LightGBMConfig(**meta["config"]), meta["random_state"], threads)
         model.categorical_index_ = meta["categorical_index"]
         model.feature_names_ = meta["feature_names"]
         model.ctr_booster_ = lgb.Booster(model_file=str(directory / "ctr.txt"))

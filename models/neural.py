@@ -3,31 +3,29 @@
 `NeuralCTR` follows scikit-learn's contract (settings in `__init__`, `fit -> self`, learned state
 with a trailing underscore, `predict_proba`). Training is seeded and deterministic on CPU, batches
 are sliced from column tensors with a seeded permutation, large id tables get sparse gradients
-and `SparseAdam`, and the best epoch on the validation CTR AUC is kept. `save` / `load` use
-safetensors plus a JSON config (no pickle).
+and `SparseAdam` (the optimisers and the epoch live in `models.neural_loop`), and the best
+epoch on the validation CTR AUC is kept. `save` / `load` use safetensors plus a JSON config (no
+pickle).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
-import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from sklearn.metrics import roc_auc_score
 
 from models.dcn_esmm import DCNESMM, embedding_width, esmm_loss, numeric_statistics
 from models.matrix import FeatureMatrix
 from models.neural_config import NeuralConfig
+from models.neural_loop import auc, fmt, optimizers, torch_settings, train_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +36,28 @@ DEFAULT_CONFIG = NeuralConfig()
 
 
 class NeuralCTR:
-    """DCN-v2 x ESMM estimator: `predict_proba` returns columns [pctr, pcvr, pctcvr]."""
+    """DCN-v2 x ESMM estimator: `predict_proba` returns columns [pctr, pcvr, pctcvr].
 
-    def __init__(self, config: NeuralConfig = DEFAULT_CONFIG, random_state: int = 0):
+    `num_threads` (like scikit-learn's `n_jobs`) is torch's thread count for training and
+    prediction, saved with the model and restored by `load`; None leaves torch's own.
+    """
+
+    def __init__(
+        self,
+        config: NeuralConfig = DEFAULT_CONFIG,
+        random_state: int = 0,
+        num_threads: int | None = None,
+    ) -> None:
         self.config = config
         self.random_state = random_state
+        self.num_threads = num_threads
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"config": self.config, "random_state": self.random_state}
+        return {
+            "config": self.config,
+            "random_state": self.random_state,
+            "num_threads": self.num_threads,
+        }
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -58,7 +70,6 @@ class NeuralCTR:
         conversion_valid: np.ndarray | None = None,
     ) -> NeuralCTR:
         """Train on the whole impression space; early-stop on (X_valid, click_valid) CTR AUC."""
-        cfg = self.config
         y_click, y_conv = _labels(click, conversion, len(X))
         has_valid = X_valid is not None
         if has_valid:
@@ -66,7 +77,7 @@ class NeuralCTR:
                 raise ValueError("X_valid needs click_valid and conversion_valid")
             yv_click, yv_conv = _labels(click_valid, conversion_valid, len(X_valid))
         self._fit_schema(X)
-        with _torch_settings(cfg.num_threads), torch.random.fork_rng(devices=[]):
+        with torch_settings(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             self.module_ = self._build_module()
             self.module_.set_output_bias(
@@ -81,12 +92,12 @@ class NeuralCTR:
     def _train(self, train: tuple, valid: tuple | None) -> None:
         """Epoch loop; with `valid`, keep the weights of the best valid CTR AUC epoch."""
         cfg = self.config
-        optimizers = self._optimizers()
+        opts = optimizers(self.module_, cfg)
         generator = torch.Generator().manual_seed(self.random_state)
         self.history_: list[dict[str, float]] = []
         best, best_state, since_best = -math.inf, None, 0
         for epoch in range(1, cfg.epochs + 1):
-            row = {"epoch": epoch, **self._train_epoch(train, optimizers, generator)}
+            row = {"epoch": epoch, **train_epoch(self.module_, train, opts, generator, cfg)}
             if valid is not None:
                 row |= self._validate(*valid)
                 score = row["valid_ctr_auc"]
@@ -97,7 +108,7 @@ class NeuralCTR:
                 else:
                     since_best += 1
             self.history_.append(row)
-            logger.info("epoch %d/%d %s", epoch, cfg.epochs, _fmt(row))
+            logger.info("epoch %d/%d %s", epoch, cfg.epochs, fmt(row))
             if since_best >= cfg.patience:
                 break
         if best_state is None:
@@ -142,61 +153,6 @@ class NeuralCTR:
         module.numeric.with_indicator.copy_(torch.from_numpy(self.numeric_with_indicator_))
         return module
 
-    def _optimizers(self) -> list[torch.optim.Optimizer]:
-        cfg, m = self.config, self.module_
-        sparse = [t.weight for t in m.ids.tables if t.sparse]
-        dense_ids = [t.weight for t in m.ids.tables if not t.sparse]
-        ids = {id(p) for p in m.ids.parameters()}
-        rest = [p for p in m.parameters() if id(p) not in ids]
-        opts: list[torch.optim.Optimizer] = [
-            torch.optim.AdamW(
-                [{"params": rest}, {"params": dense_ids, "weight_decay": 0.0}],
-                lr=cfg.lr,
-                weight_decay=cfg.weight_decay,
-            )
-        ]
-        if sparse:
-            opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
-        return opts
-
-    def _train_epoch(
-        self, train: tuple, optimizers: list[torch.optim.Optimizer], generator: torch.Generator
-    ) -> dict[str, float]:
-        """One pass over a seeded permutation; batches are slices of the column tensors."""
-        cfg, module = self.config, self.module_
-        codes, numeric, vectors, click, conversion = train
-        n = codes.shape[0]
-        module.train()
-        started = time.perf_counter()
-        perm = torch.randperm(n, generator=generator)
-        sums = torch.zeros(3, dtype=torch.float64)
-        for start in range(0, n, cfg.batch_size):
-            idx = perm[start : start + cfg.batch_size]
-            ctr_logit, cvr_logit, lookups = module(
-                codes[idx], numeric[idx], [v[idx] for v in vectors]
-            )
-            loss, ctr_bce, ctcvr_bce = esmm_loss(
-                ctr_logit, cvr_logit, click[idx], conversion[idx], cfg.ctcvr_weight
-            )
-            total = loss
-            if cfg.embedding_l2 > 0 and lookups:
-                total = loss + cfg.embedding_l2 * sum(e.pow(2).sum(1).mean() for e in lookups)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            total.backward()
-            for opt in optimizers:
-                opt.step()
-            sums += torch.tensor([loss.item(), ctr_bce.item(), ctcvr_bce.item()]) * len(idx)
-        seconds = time.perf_counter() - started
-        means = (sums / n).tolist()
-        return {
-            "train_loss": means[0],
-            "train_ctr_loss": means[1],
-            "train_ctcvr_loss": means[2],
-            "train_seconds": seconds,
-            "samples_per_s": n / seconds,
-        }
-
     def _validate(self, X: FeatureMatrix, click: np.ndarray, conv: np.ndarray) -> dict[str, float]:
         ctr_logit, cvr_logit = self._logits(X)
         _, ctr_bce, ctcvr_bce = esmm_loss(
@@ -208,14 +164,14 @@ class NeuralCTR:
             "valid_loss": float(ctr_bce + self.config.ctcvr_weight * ctcvr_bce),
             "valid_ctr_loss": float(ctr_bce),
             "valid_ctcvr_loss": float(ctcvr_bce),
-            "valid_ctr_auc": _auc(click, pctr),
-            "valid_ctcvr_auc": _auc(conv, pctcvr),
+            "valid_ctr_auc": auc(click, pctr),
+            "valid_ctcvr_auc": auc(conv, pctcvr),
         }
 
     # -------------------------------------------------------------- predict
     def predict_proba(self, X: FeatureMatrix) -> np.ndarray:
         """(N, 3) float64 columns [pctr, pcvr, pctcvr] with pctcvr = pctr * pcvr."""
-        with _torch_settings(self.config.num_threads):
+        with torch_settings(self.num_threads):
             ctr_logit, cvr_logit = self._logits(X)
         pctr = torch.sigmoid(ctr_logit).numpy().astype(np.float64)
         pcvr = torch.sigmoid(cvr_logit).numpy().astype(np.float64)
@@ -270,6 +226,7 @@ class NeuralCTR:
         meta = {
             "format": FORMAT,
             "random_state": self.random_state,
+            "num_threads": self.num_threads,
             "config": dataclasses.asdict(self.config),
             "categorical_names": list(self.categorical_names_),
             "cardinalities": list(self.cardinalities_),
@@ -287,16 +244,20 @@ class NeuralCTR:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> NeuralCTR:
-        """Rebuild a fitted estimator from `save`'s files; predictions are identical."""
+    def load(cls, directory: str | Path, num_threads: int | None = None) -> NeuralCTR:
+        """Rebuild a fitted estimator from `save`'s files; predictions are identical.
+        `num_threads` overrides the saved thread count."""
         directory = Path(directory)
         meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT:
             raise ValueError(f"{directory}: not a {FORMAT} model (format={meta.get('format')!r})")
+        settings = dict(meta["config"])
+        saved = meta.get("num_threads", settings.pop("num_threads", None))  # older: in config
         config = NeuralConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
         )
-        est = cls(config, random_state=meta["random_state"])
+        threads = saved if num_threads is None else num_threads
+        est = cls(config, random_state=meta["random_state"], num_threads=threads)
         est.categorical_names_ = tuple(meta["categorical_names"])
         est.cardinalities_ = tuple(meta["cardinalities"])
         est.embedding_widths_ = tuple(meta["embedding_widths"])
@@ -333,29 +294,3 @@ def _tensor(a: np.ndarray, dtype: type) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # non-writable arrays: never written
         return torch.from_numpy(a)
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else math.nan
-
-
-def _fmt(row: dict[str, float]) -> str:
-    return " ".join(
-        f"{k}={v:,.0f}" if k == "samples_per_s" else f"{k}={v:.4f}"
-        for k, v in row.items()
-        if k != "epoch"
-    )
-
-
-@contextlib.contextmanager
-def _torch_settings(num_threads: int) -> Iterator[None]:
-    """Fixed thread count and deterministic algorithms, restored afterwards."""
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(num_threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)

@@ -29,11 +29,10 @@ class NeuralConfig:
     # id tables with >= this many rows get sparse gradients + SparseAdam (0 = all, a huge
     # number = none); smaller tables update faster with dense Adam (measured in `make bench`)
     sparse_min_rows: int = 50_000
-    num_threads: int = 2
     predict_batch_size: int = 4096
 
     def __post_init__(self) -> None:
-        positive = ("embedding_dim", "batch_size", "epochs", "num_threads", "predict_batch_size")
+        positive = ("embedding_dim", "batch_size", "epochs", "predict_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -44,18 +44,36 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """How the jobs run: the one thread count of LightGBM, torch and the text encoder."""
+
+    num_threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     models: tuple[str, ...] = ("lightgbm", "neural")
-    num_threads: int = 2
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    # the champion and the export guardrail rank by this metric (test_ctr_logloss, min, where
+    # no model has it, e.g. without conversions: see pipeline.registry.ranking_metric)
     champion_metric: str = "test_ctcvr_logloss"
     champion_mode: str = "min"  # min | max
-    ece_bins: int = 15
-    reliability_bins: int = 15
+    ece_bins: int = 15  # equal-width bins of every logged *_ece (train and evaluate)
+    reliability_bins: int = 15  # equal-count points of the reliability plots
     position_buckets: tuple[int, ...] = (1, 2, 4)
+
+    def __post_init__(self) -> None:
+        if self.champion_mode not in ("min", "max"):
+            raise ValueError(f"champion_mode must be min or max, got {self.champion_mode!r}")
+        if self.ece_bins < 1 or self.reliability_bins < 1:
+            raise ValueError("ece_bins and reliability_bins must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -67,7 +85,7 @@ class ExportConfig:
     # and the manifest the pacing controller's state and settings
     strategy: str = "paced_linear"  # constant | linear | ortb | paced | paced_<base>
     budget_fraction: float = 0.0625  # tune the bid level to spend this share of logged cost
-    guardrail_margin: float = 0.02  # max relative worsening of test_ctcvr_logloss vs published
+    guardrail_margin: float = 0.02  # max relative worsening of the champion metric vs published
     segment_columns: tuple[str, ...] = ("age_bucket", "device")  # user profile columns
     score_splits: tuple[str, ...] = ("test",)  # the most recent feature rows, scored
     shrinkage: float = 20.0  # pseudo-rows pulling a thin cell toward its fallback estimate
@@ -129,6 +147,7 @@ class IngestConfig:
 class Experiment:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     market: MarketConfig = field(default_factory=MarketConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -141,10 +160,6 @@ class Experiment:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     bidding: BiddingConfig = field(default_factory=BiddingConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
-
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.data.root) / self.name
 
     def flat(self) -> dict[str, Any]:
         """`section.key -> value` for every setting (logged as MLflow params)."""

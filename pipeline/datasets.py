@@ -1,32 +1,24 @@
-"""Feature tables -> model inputs, following `feature_spec.json` instead of hard-coded columns."""
+"""Feature tables -> model inputs, following the `FeatureSpec` instead of hard-coded columns."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
+from features.spec import FeatureSpec
 from models.matrix import FeatureMatrix
 from pipeline.io import read_manifest, read_table
 
-SPEC_FILE = "feature_spec.json"
+if TYPE_CHECKING:  # the MLflow model imports this module: keep its imports light
+    from pipeline.stage import Layout
 
 
-def load_spec(features_dir: Path) -> dict[str, Any]:
-    read_manifest(features_dir)
-    return json.loads((Path(features_dir) / SPEC_FILE).read_text())
-
-
-def spec_columns(spec: dict[str, Any], model: str) -> dict[str, list[dict[str, Any]]]:
-    """The spec's feature entries by kind, keeping those meant for `model` (all by default)."""
-    out: dict[str, list[dict[str, Any]]] = {"categorical": [], "numeric": [], "embedding": []}
-    for entry in spec["features"]:
-        if model in entry.get("models", [model]):
-            out[entry["kind"]].append(entry)
-    return out
+def load_spec(layout: Layout) -> FeatureSpec:
+    """The feature tables' spec, after checking their manifest."""
+    read_manifest(layout.features)
+    return FeatureSpec.load(layout.feature_spec)
 
 
 def _dense(series: pl.Series) -> np.ndarray:
@@ -39,16 +31,16 @@ def _dense(series: pl.Series) -> np.ndarray:
     return np.asarray(series.to_list(), dtype=np.float32)
 
 
-def to_matrix(frame: pl.DataFrame, spec: dict[str, Any], model: str) -> FeatureMatrix:
+def to_matrix(frame: pl.DataFrame, spec: FeatureSpec, model: str) -> FeatureMatrix:
     """Slice the spec's columns of `frame` into a FeatureMatrix for `model`."""
-    cols = spec_columns(spec, model)
-    cat_names = tuple(e["name"] for e in cols["categorical"])
-    num_names = tuple(e["name"] for e in cols["numeric"])
+    cols = spec.by_kind(model)
+    cat_names = tuple(f.name for f in cols["categorical"])
+    num_names = tuple(f.name for f in cols["numeric"])
     missing = [c for c in (*cat_names, *num_names) if c not in frame.columns]
     if missing:
         raise ValueError(f"feature frame lacks spec columns: {', '.join(missing[:10])}")
     n = frame.height
-    cards = tuple(int(e["cardinality"]) for e in cols["categorical"])
+    cards = tuple(int(f.cardinality or 0) for f in cols["categorical"])
     categorical = (
         frame.select(cat_names).to_numpy().astype(np.int64)
         if cat_names
@@ -62,7 +54,7 @@ def to_matrix(frame: pl.DataFrame, spec: dict[str, Any], model: str) -> FeatureM
         if num_names
         else np.zeros((n, 0), dtype=np.float32)
     )
-    embeddings = {e["name"]: _dense(frame[e["name"]]) for e in cols["embedding"]}
+    embeddings = {f.name: _dense(frame[f.name]) for f in cols["embedding"]}
     return FeatureMatrix(
         categorical=np.ascontiguousarray(categorical),
         numeric=np.ascontiguousarray(numeric, dtype=np.float32),
@@ -73,12 +65,14 @@ def to_matrix(frame: pl.DataFrame, spec: dict[str, Any], model: str) -> FeatureM
     )
 
 
-def load_split(features_dir: Path, split: str) -> pl.DataFrame:
-    return read_table(features_dir, split).collect()
+def load_split(layout: Layout, split: str) -> pl.DataFrame:
+    """One split's feature table (train, valid or test), in memory."""
+    return read_table(layout.features, split).collect()
 
 
-def labels(frame: pl.DataFrame, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+def labels(frame: pl.DataFrame, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray | None]:
+    """Click (all rows) and conversion (None when the data has no conversions) as float32."""
     click = frame["click"].to_numpy().astype(np.float32)
-    if not spec.get("has_conversion", True):
+    if not spec.has_conversion:
         return click, None
     return click, frame["conversion"].fill_null(0).to_numpy().astype(np.float32)

@@ -131,9 +131,10 @@ def read_texts(raw: Path) -> tuple[pl.DataFrame, list[str]]:
 
 
 def embed_texts(
-    texts: list[str | None], cfg: EmbedConfig, cache_root: Path
+    texts: list[str | None], cfg: EmbedConfig, cache_root: Path, num_threads: int | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Vectors for `texts` (zero rows for empty ones) through the cache; facts for the manifest."""
+    """Vectors for `texts` (zero rows for empty ones) through the cache; facts for the manifest.
+    `num_threads`: torch's threads while encoding (the cached vectors do not depend on it)."""
     model_dir = resolve_model_dir(cfg.encoder)
     revision = model_revision(model_dir)
     enc_id = encoder_id(cfg.encoder, revision)
@@ -151,7 +152,7 @@ def embed_texts(
     new = pl.DataFrame(schema=hits.schema)
     rate = None
     if missing:
-        encoder = TextEncoder(cfg, model_dir, revision=revision)
+        encoder = TextEncoder(cfg, model_dir, revision=revision, num_threads=num_threads)
         out = encoder.encode([first[k] for k in missing])
         cache.put(missing, out.vectors, out.truncated)
         new = pl.DataFrame({"key": missing, "emb": out.vectors, "truncated": out.truncated})
@@ -192,7 +193,7 @@ def run(exp: Experiment) -> StageSummary:
     ads, queries = read_texts(layout.raw)
     fields = list(exp.embed.fields)
     texts: list[str | None] = [t for f in fields for t in ads[f].to_list()] + queries
-    vectors, facts = embed_texts(texts, exp.embed, layout.embed_cache)
+    vectors, facts = embed_texts(texts, exp.embed, layout.embed_cache, exp.engine.num_threads)
     n = ads.height
     ad_table = pl.DataFrame(
         {"ad_id": ads["ad_id"]}

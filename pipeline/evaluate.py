@@ -1,11 +1,11 @@
 """Compare the trained models on test. Reads `features/test.parquet`, `predictions/<kind>/`,
-`models/<kind>/` and (for simulated data) `oracle/`. Writes metrics and slices onto each model's
-MLflow run, one comparison run with plots and the comparison table, `evaluation/` (the same
-table on disk), and the registered-model alias `champion`."""
+`models/<kind>/` and (for simulated data) `oracle/`. Writes onto each model's MLflow run the
+metrics train did not log (the slices, the oracle's scores), one comparison run with plots and
+the comparison table, `evaluation/` (the same table and `metrics.json` on disk), and the
+registered-model alias `champion` (`pipeline.registry`)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -15,16 +15,23 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import polars as pl
-from mlflow import MlflowClient
 
-from pipeline import plots, report
+from features.spec import FeatureSpec
+from pipeline import plots, registry, report
 from pipeline.config import Experiment
 from pipeline.datasets import labels, load_spec, load_split
-from pipeline.io import DataError, atomic_dir, read_manifest, read_table, write_file_manifest
-from pipeline.mlflow_model import load_estimator
+from pipeline.io import (
+    MANIFEST,
+    DataError,
+    atomic_dir,
+    read_manifest,
+    read_table,
+    write_file_manifest,
+)
+from pipeline.mlflow_model import HISTORY_FILE, load_estimator
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
-from pipeline.tracking import log_metrics, stage_run, use_experiment
+from pipeline.tracking import log_metrics, log_new_metrics, stage_run, use_experiment
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,7 @@ def _slices(test: pl.DataFrame, cfg: Experiment) -> dict[str, np.ndarray]:
 
 
 def _score(
-    test: pl.DataFrame, spec: dict, p: np.ndarray, mask: np.ndarray, prefix: str, bins: int
+    test: pl.DataFrame, spec: FeatureSpec, p: np.ndarray, mask: np.ndarray, prefix: str, bins: int
 ) -> dict[str, float]:
     click, conv = labels(test, spec)
     users = test["user_id"].to_numpy()
@@ -58,11 +65,13 @@ def _score(
         p[mask, 2],
         users[mask],
         prefix,
-        bins,
+        n_bins=bins,
     )
 
 
-def model_metrics(test: pl.DataFrame, spec: dict, p: np.ndarray, exp: Experiment) -> dict:
+def model_metrics(
+    test: pl.DataFrame, spec: FeatureSpec, p: np.ndarray, exp: Experiment
+) -> dict[str, float]:
     """Overall test metrics plus `test_<slice>_...` for every slice."""
     bins = exp.evaluate.ece_bins
     everything = np.ones(test.height, dtype=bool)
@@ -83,15 +92,16 @@ def _oracle(layout: Layout, test: pl.DataFrame) -> np.ndarray | None:
 
 
 def _predictions(layout: Layout, kind: str, test: pl.DataFrame) -> tuple[np.ndarray, ...]:
-    pred = read_table(layout.predictions / kind, "predictions").filter(pl.col("split") == "test")
+    pred = read_table(layout.prediction_dir(kind), "predictions").filter(pl.col("split") == "test")
     joined = test.select("impression_id").join(pred.collect(), on="impression_id", how="left")
     cal = joined.select("pctr", "pcvr", "pctcvr").to_numpy()
     raw = joined.select("pctr_raw", "pcvr_raw", "pctcvr_raw").to_numpy()
     return cal, raw
 
 
-def _figures(test, spec, cal, raw, per_model, layout) -> dict[str, object]:
+def _figures(test, spec, cal, raw, per_model, layout, exp) -> dict[str, object]:
     click, conv = labels(test, spec)
+    bins = {"n_bins": exp.evaluate.reliability_bins, "ece_bins": exp.evaluate.ece_bins}
     figs = {
         "roc_ctr": plots.roc_curves({k: (click, v[:, 0]) for k, v in cal.items()}),
         "lift_ctr": plots.lift_chart({k: (click, v[:, 0]) for k, v in cal.items()}),
@@ -102,6 +112,7 @@ def _figures(test, spec, cal, raw, per_model, layout) -> dict[str, object]:
                 for w, src in (("raw", raw), ("calibrated", cal))
             },
             what="CTR",
+            **bins,
         ),
         "slices_ctr_auc": plots.metric_by_slice(
             {
@@ -129,14 +140,15 @@ def _figures(test, spec, cal, raw, per_model, layout) -> dict[str, object]:
                 },
                 what="CVR",
                 title="Reliability, CVR",
+                **bins,
             )
-    if "lightgbm" in cal and (layout.models / "lightgbm").exists():
-        est, _ = load_estimator(layout.models / "lightgbm")
+    if "lightgbm" in cal and layout.model_dir("lightgbm").exists():
+        est, _ = load_estimator(layout.model_dir("lightgbm"), exp.engine.num_threads)
         for task, gains in est.feature_importance().items():
             figs[f"importance_lightgbm_{task}"] = plots.feature_importance(
                 list(gains), list(gains.values()), title=f"LightGBM {task.upper()} gain"
             )
-    hist = layout.models / "neural" / "history.json"
+    hist = layout.model_dir("neural") / HISTORY_FILE
     if "neural" in cal and hist.exists():
         figs["training_neural"] = plots.training_curves(
             json.loads(hist.read_text()), title="Neural training"
@@ -144,61 +156,35 @@ def _figures(test, spec, cal, raw, per_model, layout) -> dict[str, object]:
     return figs
 
 
-def _champion(exp: Experiment, per_model: dict[str, dict[str, float]]) -> str | None:
-    metric, sign = exp.evaluate.champion_metric, 1 if exp.evaluate.champion_mode == "min" else -1
-    scored = {k: m.get(metric, math.nan) for k, m in per_model.items()}
-    scored = {k: v for k, v in scored.items() if not math.isnan(v)}
-    if not scored:
-        fallback = "test_ctr_logloss"
-        scored = {k: m.get(fallback, math.nan) for k, m in per_model.items()}
-        sign = 1
-    return min(scored, key=lambda k: sign * scored[k]) if scored else None
-
-
-def _set_alias(exp: Experiment, champion: str, models: list[str], layout: Layout) -> str:
-    client = MlflowClient()
-    for kind in models:
-        name = f"adctr-{exp.name}-{kind}"
-        version = read_manifest(layout.predictions / kind).get("registered_version")
-        if kind == champion and version is not None:
-            client.set_registered_model_alias(name, "champion", str(version))
-        else:
-            with contextlib.suppress(mlflow.exceptions.MlflowException):
-                client.delete_registered_model_alias(name, "champion")
-    return f"models:/adctr-{exp.name}-{champion}@champion"
-
-
 def run(exp: Experiment) -> StageSummary:
     layout = Layout.of(exp)
-    summary = StageSummary("evaluate", output=str(layout.root / "evaluation"))
-    spec = load_spec(layout.features)
-    test = load_split(layout.features, "test")
-    kinds = [k for k in exp.train.models if (layout.predictions / k / "_manifest.json").exists()]
+    summary = StageSummary("evaluate", output=str(layout.evaluation))
+    spec = load_spec(layout)
+    test = load_split(layout, "test")
+    kinds = [k for k in exp.train.models if (layout.prediction_dir(k) / MANIFEST).exists()]
     if not kinds:
         raise DataError(f"{layout.predictions}: no model predictions; run `make train` first")
     cal, raw, per_model = {}, {}, {}
-    run_ids = {k: read_manifest(layout.predictions / k)["run_id"] for k in kinds}
+    manifests = {k: read_manifest(layout.prediction_dir(k)) for k in kinds}
     use_experiment(exp)
     for kind in kinds:
         cal[kind], raw[kind] = _predictions(layout, kind, test)
         per_model[kind] = model_metrics(test, spec, cal[kind], exp)
-        with mlflow.start_run(run_id=run_ids[kind]):
-            log_metrics(per_model[kind])
+        # train logged the overall and cold-start test metrics already: only slices are new
+        log_new_metrics(manifests[kind]["run_id"], per_model[kind])
     oracle = _oracle(layout, test)
     if oracle is not None:
         om = model_metrics(test, spec, oracle, exp)
         per_model["oracle"] = om
         oracle_named = {k.replace("test_", "oracle_", 1): v for k, v in om.items()}
+        oracle_logged = {
+            k: v
+            for k, v in oracle_named.items()
+            if "_ctr_" in k or k.startswith(("oracle_cvr", "oracle_ctcvr"))
+        }
         for kind in kinds:
-            with mlflow.start_run(run_id=run_ids[kind]):
-                log_metrics(
-                    {
-                        k: v
-                        for k, v in oracle_named.items()
-                        if "_ctr_" in k or k.startswith(("oracle_cvr", "oracle_ctcvr"))
-                    }
-                )
-    champion = _champion(exp, {k: v for k, v in per_model.items() if k in kinds})
+            log_new_metrics(manifests[kind]["run_id"], oracle_logged)
+    champion = registry.best_model(exp.evaluate, {k: v for k, v in per_model.items() if k in kinds})
     rows = sorted({k for m in per_model.values() for k in m if not k.endswith("_positives")})
     overall = [r for r in rows if r.count("_") == 2]
     tables = {
@@ -219,21 +205,22 @@ def run(exp: Experiment) -> StageSummary:
         for kind, m in per_model.items():
             log_metrics({f"{kind}_{k}": v for k, v in m.items()})
         if champion:
-            uri = _set_alias(exp, champion, kinds, layout)
+            versions = {k: manifests[k].get("registered_version") for k in kinds}
+            uri = registry.set_champion(exp.name, champion, versions)
             mlflow.set_tags(
                 {"champion_model_uri": uri, "champion_metric": exp.evaluate.champion_metric}
             )
-        for name, fig in _figures(test, spec, cal, raw, per_model, layout).items():
+        for name, fig in _figures(test, spec, cal, raw, per_model, layout, exp).items():
             mlflow.log_figure(fig, f"plots/{name}.png")
         for name, (md, html) in tables.items():
             for ext, text in (("md", md), ("html", html)):
                 Path(tmp, f"{name}.{ext}").write_text(text)
                 mlflow.log_artifact(str(Path(tmp, f"{name}.{ext}")), "tables")
-        with atomic_dir(layout.root / "evaluation") as out:
+        with atomic_dir(layout.evaluation) as out:
             for name, (md, html) in tables.items():
                 (out / f"{name}.md").write_text(md)
                 (out / f"{name}.html").write_text(html)
-            (out / "metrics.json").write_text(
+            (out / layout.evaluation_metrics.name).write_text(
                 json.dumps(
                     {"champion": champion, "run_id": run.info.run_id, "metrics": per_model},
                     indent=2,
@@ -244,7 +231,7 @@ def run(exp: Experiment) -> StageSummary:
                 out,
                 config_digest=exp.digest(),
                 inputs={"features": layout.features}
-                | {f"predictions_{k}": layout.predictions / k for k in kinds},
+                | {f"predictions_{k}": layout.prediction_dir(k) for k in kinds},
                 extra={"champion": champion, "run_id": run.info.run_id},
             )
     print(tables["comparison"][0])

@@ -12,7 +12,6 @@ Every impression is accounted for: rows in = train + valid + test + quarantined.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -23,6 +22,7 @@ from features import schema
 from features.encoders import encode, fit_vocab
 from features.lookup import attach
 from features.quality import reason_counts, split_quarantine
+from features.spec import FeatureSpec
 from features.split import SPLITS, SplitConfig, assign_split, cold_start_flag, new_user_flag
 from features.text_columns import ad_vectors, query_vectors
 from features.text_features import text_features
@@ -273,7 +273,7 @@ def run(exp: Experiment) -> StageSummary:
         "rows": rows,
     }
     reasons = reason_counts(bad)
-    write_tables(layout.quarantine / "features", {"impressions": bad}, config_digest=exp.digest())
+    write_tables(layout.features_quarantine, {"impressions": bad}, config_digest=exp.digest())
     log.info(
         "writing %s rows x %s columns to %s", f"{frame.height:,}", frame.width, layout.features
     )
@@ -283,7 +283,7 @@ def run(exp: Experiment) -> StageSummary:
         {**tables, "vocab": vocab},
         config_digest=exp.digest(),
         inputs={"raw": layout.raw},
-        files={"feature_spec.json": json.dumps(spec, indent=2).encode()},
+        files={layout.feature_spec.name: FeatureSpec.from_dict(spec).to_json().encode()},
         extra={"quarantined": bad.height, "quarantine_reasons": reasons, "rows_in": rows_in},
     )
     summary.rows_in = rows_in

@@ -45,9 +45,14 @@ def roc_curves(curves: Curves, title: str = "ROC curves (test)") -> Figure:
 
 
 def reliability(
-    curves: Curves, n_bins: int = 15, title: str = "Reliability (test)", what: str = "CTR"
+    curves: Curves,
+    n_bins: int = 15,
+    title: str = "Reliability (test)",
+    what: str = "CTR",
+    ece_bins: int = 15,
 ) -> Figure:
-    """Predicted vs observed rate per equal-count bin, e.g. before and after calibration.
+    """Predicted vs observed rate per equal-count bin (`n_bins` points), e.g. before and after
+    calibration; the legend's ECE uses `ece_bins` equal-width bins, like the logged ECE.
 
     Top panel: reliability curves against the diagonal; bottom panel: the distribution of the
     predictions (log scale).
@@ -61,7 +66,7 @@ def reliability(
         ok = counts > 0
         if not ok.any():
             continue
-        m = binary_metrics(y, p)
+        m = binary_metrics(y, p, n_bins=ece_bins)
         ece, calib = m["ece"], m["calibration"]
         ax.plot(
             mean_pred[ok],

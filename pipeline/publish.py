@@ -1,6 +1,7 @@
 """Atomic, versioned publishing of the bid table for the ad server (used by `export`).
 
-`<root>/exports` is a symlink to `export-versions/<version>/` holding `bid_weights.parquet`,
+`exports` (`Layout.exports`) is a symlink to `export-versions/<version>/` (under
+`Layout.export_versions`) holding `bid_weights.parquet`,
 `bid_weights.csv` and `_manifest.json` (row count, checksums). A new version is built in a
 temporary directory, fsynced and renamed into place, then a new link is `os.replace`d over
 `exports` in one `rename(2)`: a reader who resolves `exports/` sees the old three files or the new
@@ -25,7 +26,6 @@ from pipeline.io import MANIFEST, DataError, atomic_dir, fsync_dir
 
 TABLE_FILE = "bid_weights.parquet"
 CSV_FILE = "bid_weights.csv"
-VERSIONS_DIR = "export-versions"
 CRASH_ENV = "ADCTR_EXPORT_CRASH_AT"  # tests: SIGKILL this process at a named publish phase
 
 
@@ -60,11 +60,11 @@ def read_published(exports: Path) -> tuple[pl.DataFrame, dict[str, Any]] | None:
     return table, manifest
 
 
-def _clean_stale(root: Path, versions: Path) -> None:
+def _clean_stale(exports: Path, versions: Path) -> None:
     """Drop leftovers of killed exports: unfinished versions and unswapped links."""
     for tmp in versions.glob(".tmp-*"):
         shutil.rmtree(tmp, ignore_errors=True)
-    for link in root.glob(".tmp-exports-*"):
+    for link in exports.parent.glob(f".tmp-{exports.name}-*"):
         link.unlink(missing_ok=True)
 
 
@@ -76,17 +76,19 @@ def _prune(versions: Path, current: str, keep: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def publish(table: pl.DataFrame, manifest: dict[str, Any], root: Path, keep: int = 5) -> Path:
-    """Write a new version directory, then point `<root>/exports` at it in one rename.
+def publish(
+    table: pl.DataFrame, manifest: dict[str, Any], exports: Path, versions: Path, keep: int = 5
+) -> Path:
+    """Write a new version directory under `versions`, then point the link `exports` at it in
+    one rename.
 
     The version is built by `atomic_dir` (parquet, csv, then the manifest with both checksums;
-    fsynced, renamed to `export-versions/<version>/`); a symlink to it is created beside
-    `exports` and `os.replace`d over it. A kill before the replace leaves the old link (old
-    table); after, the new one. Returns the version directory.
+    fsynced, renamed to `<versions>/<version>/`); a symlink to it (relative, so the data root
+    can move) is created beside `exports` and `os.replace`d over it. A kill before the replace
+    leaves the old link (old table); after, the new one. Returns the version directory.
     """
-    versions = root / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
-    _clean_stale(root, versions)
+    _clean_stale(exports, versions)
     final = versions / manifest["version"]
     buf = io.BytesIO()
     table.write_parquet(buf)
@@ -104,13 +106,12 @@ def publish(table: pl.DataFrame, manifest: dict[str, Any], root: Path, keep: int
         _crash_point("files")
     fsync_dir(versions)
     _crash_point("version")
-    exports = root / "exports"
     if exports.exists() and not exports.is_symlink():  # a table from before versioning
         os.rename(exports, versions / f"legacy-{uuid.uuid4().hex[:8]}")
-    link = root / f".tmp-exports-{uuid.uuid4().hex[:8]}"
-    os.symlink(Path(VERSIONS_DIR) / final.name, link)
+    link = exports.parent / f".tmp-{exports.name}-{uuid.uuid4().hex[:8]}"
+    os.symlink(os.path.relpath(final, exports.parent), link)
     os.replace(link, exports)
-    fsync_dir(root)
+    fsync_dir(exports.parent)
     _crash_point("linked")
     _prune(versions, final.name, keep)
     return final

@@ -19,7 +19,6 @@ and a clicks/conversions-vs-budget plot.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import polars as pl
 
 from models.bidding import BiddingConfig, frame_value
 from models.replay import Auctions, compare_strategies
+from pipeline import registry
 from pipeline.config import Experiment
 from pipeline.io import MANIFEST, DataError, read_table, write_tables
 from pipeline.replay_report import budget_plot, markdown_table, replay_metrics, simulated_shares
@@ -182,7 +182,7 @@ def simulated_frame(layout: Layout, kind: str) -> pl.DataFrame:
     meta = pl.concat(
         [read_table(layout.features, s).select(AUCTION_META) for s in ("valid", "test")]
     )
-    pred = read_table(layout.predictions / kind, "predictions").select(
+    pred = read_table(layout.prediction_dir(kind), "predictions").select(
         "impression_id", "split", "pctr", "pcvr"
     )
     oracle = read_table(layout.oracle, "impressions").select(
@@ -194,7 +194,7 @@ def simulated_frame(layout: Layout, kind: str) -> pl.DataFrame:
         .sort("ts", "impression_id")  # a total order: the same stream on every run
         .collect()
     )
-    for col, where in (("pctr", layout.predictions / kind), ("oracle_pctr", layout.oracle)):
+    for col, where in (("pctr", layout.prediction_dir(kind)), ("oracle_pctr", layout.oracle)):
         if frame[col].null_count():
             raise DataError(
                 f"{where}: no prediction for {frame[col].null_count():,} of {frame.height:,} "
@@ -207,13 +207,7 @@ def simulated_frame(layout: Layout, kind: str) -> pl.DataFrame:
 
 def model_kinds(exp: Experiment, layout: Layout) -> list[str]:
     """The trained models (in `train.models` order) whose predictions are on disk."""
-    return [k for k in exp.train.models if (layout.predictions / k / MANIFEST).is_file()]
-
-
-def champion_of(layout: Layout) -> str | None:
-    """The champion named by `evaluate` (evaluation/metrics.json), if it ran."""
-    path = layout.root / "evaluation" / "metrics.json"
-    return json.loads(path.read_text()).get("champion") if path.is_file() else None
+    return [k for k in exp.train.models if (layout.prediction_dir(k) / MANIFEST).is_file()]
 
 
 def replay_streams(pairs: list[StreamPair], cfg: BiddingConfig) -> pl.DataFrame:
@@ -286,9 +280,9 @@ def run(exp: Experiment) -> StageSummary:
         return summary
     table = replay_streams(pairs, exp.bidding)
     layout = Layout.of(exp)
-    champion = champion_of(layout)
+    champion = registry.champion_kind(layout)
     shares = simulated_shares(table, champion)
-    out = layout.root / "replay"
+    out = layout.replay
     md, csv = markdown_table(table, shares), table.write_csv()
     tables = {"replay": table} | ({} if shares is None else {"oracle_share": shares})
     write_tables(

@@ -20,9 +20,13 @@ def task_metrics(
     pctcvr: np.ndarray | None,
     users: np.ndarray | None = None,
     prefix: str = "test_",
-    n_bins: int = 15,
+    *,
+    n_bins: int,
 ) -> dict[str, float]:
-    """CTR on all rows, CVR on clicked rows, CTCVR on all rows; NaN where undefined."""
+    """CTR on all rows, CVR on clicked rows, CTCVR on all rows; NaN where undefined.
+
+    `n_bins` is the ECE's bin count: `evaluate.ece_bins`, for every stage that logs an ECE.
+    """
     out: dict[str, float] = {}
     ctr = binary_metrics(click, pctr, groups=users, n_bins=n_bins)
     out.update({f"{prefix}ctr_{k}": ctr[k] for k in CTR_KEYS if k in ctr})

@@ -14,7 +14,8 @@ log = logging.getLogger("adctr")
 
 @dataclass(frozen=True)
 class Layout:
-    """Where an experiment's files live: `<data.root>/<experiment>/...`."""
+    """Where an experiment's files live: `<data.root>/<experiment>/...`. Every path a stage
+    reads or writes is named here, and nowhere else."""
 
     root: Path
 
@@ -39,20 +40,61 @@ class Layout:
         return self.root / "features"
 
     @property
+    def feature_spec(self) -> Path:
+        """The `FeatureSpec` of the feature tables (written with them)."""
+        return self.features / "feature_spec.json"
+
+    @property
     def models(self) -> Path:
         return self.root / "models"
+
+    def model_dir(self, kind: str) -> Path:
+        """One trained model's files (estimator, calibrators, spec, history)."""
+        return self.models / kind
 
     @property
     def predictions(self) -> Path:
         return self.root / "predictions"
 
+    def prediction_dir(self, kind: str) -> Path:
+        """One model's valid / test predictions (raw and calibrated)."""
+        return self.predictions / kind
+
+    @property
+    def evaluation(self) -> Path:
+        """The comparison tables and `metrics.json` written by `evaluate`."""
+        return self.root / "evaluation"
+
+    @property
+    def evaluation_metrics(self) -> Path:
+        """Every model's test metrics and the champion's kind (`evaluate`)."""
+        return self.evaluation / "metrics.json"
+
+    @property
+    def replay(self) -> Path:
+        return self.root / "replay"
+
     @property
     def exports(self) -> Path:
+        """A symlink to the published version under `export_versions`."""
         return self.root / "exports"
+
+    @property
+    def export_versions(self) -> Path:
+        return self.root / "export-versions"
 
     @property
     def quarantine(self) -> Path:
         return self.root / "quarantine"
+
+    @property
+    def features_quarantine(self) -> Path:
+        """Impressions the features stage set aside (with a reason)."""
+        return self.quarantine / "features"
+
+    def ingest_quarantine(self, source: str) -> Path:
+        """Malformed rows of one ingest source (file, line, reason)."""
+        return self.quarantine / f"ingest_{source}.parquet"
 
     @property
     def embed_cache(self) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 
 import mlflow
 
-from pipeline.config import Experiment
+from pipeline.config import EXPERIMENTS_DIR, Experiment
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def log_experiment_config(exp: Experiment) -> None:
     """The flattened config as params and the experiment TOML as an artifact."""
     params = {k: _param(v) for k, v in exp.flat().items()}
     mlflow.log_params(params)
-    toml_path = Path("experiments") / f"{exp.name}.toml"
+    toml_path = EXPERIMENTS_DIR / f"{exp.name}.toml"
     if toml_path.is_file():
         mlflow.log_artifact(str(toml_path), artifact_path="config")
 
@@ -90,3 +90,13 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     clean = {k: float(v) for k, v in metrics.items() if v is not None and v == v}
     if clean:
         mlflow.log_metrics(clean, step=step)
+
+
+def log_new_metrics(run_id: str, metrics: dict[str, float]) -> dict[str, float]:
+    """Log onto the finished run `run_id` the metrics it does not hold yet with the same value
+    (so a key another stage logged already is not logged twice); returns what was logged."""
+    logged = mlflow.MlflowClient().get_run(run_id).data.metrics
+    new = {k: v for k, v in metrics.items() if logged.get(k) != v}
+    with mlflow.start_run(run_id=run_id):
+        log_metrics(new)
+    return new

@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from features.spec import FeatureSpec
 from models.calibration import Calibrator
 from models.lgbm import LightGBMCTR
+from pipeline import registry
 from pipeline.config import Experiment
-from pipeline.datasets import labels, load_spec, load_split, spec_columns, to_matrix
+from pipeline.datasets import labels, load_spec, load_split, to_matrix
 from pipeline.io import atomic_dir, write_file_manifest, write_tables
-from pipeline.mlflow_model import META_FILE, calibrate
+from pipeline.mlflow_model import ESTIMATOR_DIR, HISTORY_FILE, META_FILE, ModelMeta, calibrate
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
 from pipeline.tracking import log_metrics, stage_run
@@ -29,11 +31,11 @@ log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
 
 
-def fit_model(kind: str, exp: Experiment, frames: dict, spec: dict) -> Any:
+def fit_model(kind: str, exp: Experiment, frames: dict, spec: FeatureSpec) -> Any:
     """Fit one model family on train with early stopping on valid."""
     xt, xv = to_matrix(frames["train"], spec, kind), to_matrix(frames["valid"], spec, kind)
     (ct, vt), (cv, vv) = labels(frames["train"], spec), labels(frames["valid"], spec)
-    seed = exp.data.seed
+    seed, threads = exp.data.seed, exp.engine.num_threads
     log.info(
         "training %s on %s rows (%d categorical, %d numeric, %d dense inputs)",
         kind,
@@ -43,18 +45,20 @@ def fit_model(kind: str, exp: Experiment, frames: dict, spec: dict) -> Any:
         len(xt.embeddings),
     )
     if kind == "lightgbm":
-        return LightGBMCTR(exp.lightgbm, seed, exp.train.num_threads).fit(xt, ct, vt, xv, cv, vv)
+        return LightGBMCTR(exp.lightgbm, seed, threads).fit(xt, ct, vt, xv, cv, vv)
     if kind == "neural":
         from models.neural import NeuralCTR
 
         zeros_t, zeros_v = np.zeros_like(ct), np.zeros_like(cv)
-        return NeuralCTR(exp.neural, seed).fit(
+        return NeuralCTR(exp.neural, seed, threads).fit(
             xt, ct, vt if vt is not None else zeros_t, xv, cv, vv if vv is not None else zeros_v
         )
     raise ValueError(f"unknown model '{kind}' in train.models (known: lightgbm, neural)")
 
 
-def fit_calibrators(raw_valid: np.ndarray, frame: pl.DataFrame, spec: dict, exp: Experiment):
+def fit_calibrators(
+    raw_valid: np.ndarray, frame: pl.DataFrame, spec: FeatureSpec, exp: Experiment
+) -> dict[str, Calibrator]:
     click, conv = labels(frame, spec)
     cfg = exp.calibration
     cals = {"ctr": Calibrator(cfg.method, cfg.min_positives_isotonic).fit(raw_valid[:, 0], click)}
@@ -82,18 +86,25 @@ def _log_curves(kind: str, model: Any) -> None:
             log_metrics({f"curve_{k}": v for k, v in row.items() if k != "epoch"}, step=step)
 
 
-def _metrics(frame: pl.DataFrame, spec: dict, pred: np.ndarray, prefix: str) -> dict:
+def _metrics(
+    frame: pl.DataFrame, spec: FeatureSpec, pred: np.ndarray, prefix: str, exp: Experiment
+) -> dict[str, float]:
     click, conv = labels(frame, spec)
     users = frame["user_id"].to_numpy()
-    return task_metrics(click, conv, pred[:, 0], pred[:, 1], pred[:, 2], users, prefix)
+    pctr, pcvr, pctcvr = pred[:, 0], pred[:, 1], pred[:, 2]
+    bins = exp.evaluate.ece_bins  # the one ECE setting, shared with evaluate
+    return task_metrics(click, conv, pctr, pcvr, pctcvr, users, prefix, n_bins=bins)
 
 
 def _log_model(
-    kind: str, exp: Experiment, model_dir: Path, frame: pl.DataFrame, spec: dict, pred: np.ndarray
+    kind: str,
+    exp: Experiment,
+    model_dir: Path,
+    frame: pl.DataFrame,
+    spec: FeatureSpec,
+    pred: np.ndarray,
 ):
-    cols = spec_columns(spec, kind)
-    names = [e["name"] for k in ("categorical", "numeric", "embedding") for e in cols[k]]
-    example = frame.head(5).select(names).to_pandas()
+    example = frame.head(5).select(spec.names(kind)).to_pandas()
     output = pd.DataFrame(pred[:5], columns=["pctr", "pcvr", "pctcvr"])
     with warnings.catch_warnings():  # integer id codes and no input example are intended
         warnings.simplefilter("ignore", UserWarning)
@@ -103,15 +114,72 @@ def _log_model(
             python_model=str(PYFUNC_CODE),
             artifacts={"model_dir": str(model_dir)},
             signature=signature,
-            registered_model_name=f"adctr-{exp.name}-{kind}",
+            registered_model_name=registry.model_name(exp.name, kind),
         )
 
 
-def train_one(kind: str, exp: Experiment, layout: Layout, frames: dict, spec: dict) -> dict:
+def _all_metrics(
+    exp: Experiment, frames: dict, spec: FeatureSpec, raw: dict, cal: dict
+) -> dict[str, float]:
+    """valid_* and test_* of the calibrated predictions, the raw test calibration ratios and
+    the cold-start slice (`test_cold_*`)."""
+    metrics = _metrics(frames["valid"], spec, cal["valid"], "valid_", exp)
+    metrics |= _metrics(frames["test"], spec, cal["test"], "test_", exp)
+    raw_test = _metrics(frames["test"], spec, raw["test"], "test_", exp)
+    metrics |= {f"{k}_raw": v for k, v in raw_test.items() if k.endswith("calibration")}
+    cold = frames["test"]["cold_start"].to_numpy()
+    if cold.any():
+        cold_rows = frames["test"].filter(pl.col("cold_start"))
+        metrics |= _metrics(cold_rows, spec, cal["test"][cold], "test_cold_", exp)
+    return metrics
+
+
+def _save_model(
+    kind: str, model: Any, meta: ModelMeta, exp: Experiment, layout: Layout, run_id: str
+) -> Path:
+    """`models/<kind>/`: the estimator, `ModelMeta`, the training history and a manifest."""
+    model_dir = layout.model_dir(kind)
+    with atomic_dir(model_dir) as tmp:
+        model.save(tmp / ESTIMATOR_DIR)
+        (tmp / META_FILE).write_text(meta.to_json())
+        (tmp / HISTORY_FILE).write_text(json.dumps(getattr(model, "history_", [])))
+        write_file_manifest(
+            tmp,
+            config_digest=exp.digest(),
+            inputs={"features": layout.features},
+            extra={"kind": kind, "run_id": run_id},
+        )
+    return model_dir
+
+
+def _predictions(frames: dict, raw: dict, cal: dict) -> pl.DataFrame:
+    """Raw and calibrated valid / test predictions by impression."""
+    parts = []
+    for s in ("valid", "test"):
+        parts.append(
+            pl.DataFrame(
+                {
+                    "impression_id": frames[s]["impression_id"],
+                    "split": s,
+                    "pctr_raw": raw[s][:, 0],
+                    "pcvr_raw": raw[s][:, 1],
+                    "pctcvr_raw": raw[s][:, 2],
+                    "pctr": cal[s][:, 0],
+                    "pcvr": cal[s][:, 1],
+                    "pctcvr": cal[s][:, 2],
+                }
+            )
+        )
+    return pl.concat(parts)
+
+
+def train_one(
+    kind: str, exp: Experiment, layout: Layout, frames: dict, spec: FeatureSpec
+) -> dict[str, float]:
     tags = {
-        "split_mode": str(spec.get("split", {}).get("split_mode", "")),
-        "text_features": str(spec.get("has_text", False)).lower(),
-        "has_conversion": str(spec.get("has_conversion", True)).lower(),
+        "split_mode": spec.split.split_mode,
+        "text_features": str(spec.has_text).lower(),
+        "has_conversion": str(spec.has_conversion).lower(),
     }
     with stage_run(exp, "train", model=kind, tags=tags) as run:
         model = fit_model(kind, exp, frames, spec)
@@ -119,58 +187,20 @@ def train_one(kind: str, exp: Experiment, layout: Layout, frames: dict, spec: di
         cals = fit_calibrators(raw["valid"], frames["valid"], spec, exp)
         cal = {s: calibrate(r, cals) for s, r in raw.items()}
         _log_curves(kind, model)
-        metrics = _metrics(frames["valid"], spec, cal["valid"], "valid_")
-        metrics |= _metrics(frames["test"], spec, cal["test"], "test_")
-        raw_test = _metrics(frames["test"], spec, raw["test"], "test_")
-        metrics |= {f"{k}_raw": v for k, v in raw_test.items() if k.endswith("calibration")}
-        cold = frames["test"]["cold_start"].to_numpy()
-        if cold.any():
-            metrics |= _metrics(
-                frames["test"].filter(pl.col("cold_start")), spec, cal["test"][cold], "test_cold_"
-            )
+        metrics = _all_metrics(exp, frames, spec, raw, cal)
         log_metrics(metrics)
-        model_dir = layout.models / kind
-        with atomic_dir(model_dir) as tmp:
-            model.save(tmp / "model")
-            meta = {
-                "kind": kind,
-                "spec": spec,
-                "calibrators": {k: c.to_dict() for k, c in cals.items()},
-            }
-            (tmp / META_FILE).write_text(json.dumps(meta))
-            (tmp / "history.json").write_text(json.dumps(getattr(model, "history_", [])))
-            write_file_manifest(
-                tmp,
-                config_digest=exp.digest(),
-                inputs={"features": layout.features},
-                extra={"kind": kind, "run_id": run.info.run_id},
-            )
+        meta = ModelMeta(kind, spec, cals)
+        model_dir = _save_model(kind, model, meta, exp, layout, run.info.run_id)
         info = _log_model(kind, exp, model_dir, frames["test"], spec, cal["test"])
-        preds = []
-        for s in ("valid", "test"):
-            preds.append(
-                pl.DataFrame(
-                    {
-                        "impression_id": frames[s]["impression_id"],
-                        "split": s,
-                        "pctr_raw": raw[s][:, 0],
-                        "pcvr_raw": raw[s][:, 1],
-                        "pctcvr_raw": raw[s][:, 2],
-                        "pctr": cal[s][:, 0],
-                        "pcvr": cal[s][:, 1],
-                        "pctcvr": cal[s][:, 2],
-                    }
-                )
-            )
         write_tables(
-            layout.predictions / kind,
-            {"predictions": pl.concat(preds)},
+            layout.prediction_dir(kind),
+            {"predictions": _predictions(frames, raw, cal)},
             config_digest=exp.digest(),
             inputs={"features": layout.features},
             extra={
                 "run_id": run.info.run_id,
                 "model_uri": info.model_uri,
-                "registered_model": f"adctr-{exp.name}-{kind}",
+                "registered_model": registry.model_name(exp.name, kind),
                 "registered_version": info.registered_model_version,
             },
         )
@@ -187,8 +217,8 @@ def train_one(kind: str, exp: Experiment, layout: Layout, frames: dict, spec: di
 def run(exp: Experiment) -> StageSummary:
     layout = Layout.of(exp)
     summary = StageSummary("train", output=str(layout.models))
-    spec = load_spec(layout.features)
-    frames = {s: load_split(layout.features, s) for s in ("train", "valid", "test")}
+    spec = load_spec(layout)
+    frames = {s: load_split(layout, s) for s in ("train", "valid", "test")}
     summary.rows_in = sum(f.height for f in frames.values())
     for kind in exp.train.models:
         metrics = train_one(kind, exp, layout, frames, spec)

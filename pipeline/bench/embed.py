@@ -28,7 +28,7 @@ import polars as pl
 
 from features.schema import BEHAVIOUR, IMPRESSIONS
 from features.text import EmbedConfig, TextEncoder, ad_texts, precision, resolve_model_dir
-from pipeline.config import DataConfig, Experiment
+from pipeline.config import DataConfig, EngineConfig, Experiment
 from pipeline.io import read_table, write_tables
 from pipeline.sources.simulated.marketplace import MarketConfig, make_ads
 from pipeline.stage import Layout
@@ -66,7 +66,12 @@ def _timed(fn, *args, **kwargs):
 
 
 def _write_raw(root: Path, ads: pl.DataFrame, cfg: EmbedConfig) -> Experiment:
-    exp = Experiment(name="bench", data=DataConfig(root=str(root)), embed=cfg)
+    exp = Experiment(
+        name="bench",
+        data=DataConfig(root=str(root)),
+        engine=EngineConfig(num_threads=THREADS),
+        embed=cfg,
+    )
     tables = {
         "ads": ads,
         "behaviour": pl.DataFrame(schema=BEHAVIOUR),
@@ -83,7 +88,7 @@ def _variants(texts: list[str], ref: np.ndarray, cfg: EmbedConfig) -> list[str]:
         replace(cfg, quantize=False, dtype="bfloat16"),
         replace(cfg, quantize=True),
     ):
-        enc = TextEncoder(variant)
+        enc = TextEncoder(variant, num_threads=THREADS)
         out, wall, cpu = _timed(enc.encode, texts, progress=False)
         cos = np.sum(out.vectors * ref, axis=1)
         lines.append(
@@ -100,7 +105,7 @@ def main() -> None:
     import pipeline.embed as stage
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cfg = replace(EmbedConfig(), num_threads=THREADS, fields=FIELDS)
+    cfg = replace(EmbedConfig(), fields=FIELDS)
     ads = bench_ads()
     texts = [t for f in FIELDS for t in ad_texts(ads)[f].to_list()]
     n = len(texts)

@@ -1,6 +1,6 @@
 """`make bench` section: training and inference throughput of the neural CTR/CVR model.
 
-Reads `data/default/features/` when it exists (else skips that row). Writes nothing.
+Reads the `default` experiment's `features/` when they exist (else skips that row). Writes nothing.
 
 Side by side, on 2 threads (one row on 1) and the default `NeuralConfig` (batch size printed):
 - a synthetic FeatureMatrix shaped like the default features with text on (500k rows,
@@ -20,16 +20,17 @@ import logging
 import os
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from models.matrix import FeatureMatrix
 from models.neural import NeuralConfig, NeuralCTR
+from pipeline.config import Experiment
+from pipeline.stage import Layout
 
 log = logging.getLogger(__name__)
 
-FEATURES = Path("data/default/features")
+DEFAULT = Layout.of(Experiment(name="default"))  # its features, with the default data.root
 THREADS = 2
 # id fields of the default features with text on: user, ad, campaign, advertiser, brand, ...
 CARDINALITIES = (20_000, 2_400, 1_000, 300, 121, 25, 17, 13, 8, 6, 5, 4)
@@ -67,9 +68,9 @@ def measure(
     threads: int = THREADS,
 ) -> dict[str, object]:
     """Train one epoch, then score every row; wall-clock and CPU figures."""
-    config = replace(config, epochs=1, num_threads=threads)
+    config = replace(config, epochs=1)
     cpu, started = time.process_time(), time.perf_counter()
-    model = NeuralCTR(config, random_state=0).fit(X, click, conv)
+    model = NeuralCTR(config, random_state=0, num_threads=threads).fit(X, click, conv)
     fit_s, fit_cpu = time.perf_counter() - started, time.process_time() - cpu
     started = time.perf_counter()
     model.predict_proba(X)
@@ -90,12 +91,12 @@ def measure(
 
 def real_matrix() -> tuple[FeatureMatrix, np.ndarray, np.ndarray] | None:
     """The default experiment's training features, or None when they are not built yet."""
-    if not (FEATURES / "feature_spec.json").is_file():
+    if not DEFAULT.feature_spec.is_file():
         return None
     from pipeline.datasets import labels, load_spec, load_split, to_matrix
 
-    spec = load_spec(FEATURES)
-    frame = load_split(FEATURES, "train")
+    spec = load_spec(DEFAULT)
+    frame = load_split(DEFAULT, "train")
     click, conv = labels(frame, spec)
     X = to_matrix(frame, spec, "neural")
     return X, click, conv if conv is not None else np.zeros_like(click)
@@ -114,7 +115,7 @@ def main() -> None:
     del X, Xs
     real = real_matrix()
     if real is None:
-        log.info("no %s: skipping the real-features row (run `make features`)", FEATURES)
+        log.info("no %s: skipping the real-features row (run `make features`)", DEFAULT.features)
     else:
         Xr, cr, vr = real
         case = f"default features ({Xr.numeric.shape[1]} num, {len(Xr.embeddings)} dense)"

@@ -75,6 +75,29 @@ def test_save_load_round_trip_is_exact_and_pickle_free(fitted, tmp_path: Path) -
     )
 
 
+def test_num_threads_survives_save_and_load(fitted, tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    model, xv = fitted
+    model.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "lightgbm.json").read_text())["num_threads"] == 1
+    assert LightGBMCTR.load(tmp_path / "m").num_threads == 1
+    other = LightGBMCTR.load(tmp_path / "m", num_threads=2)
+    assert other.num_threads == 2
+    seen: list[dict] = []
+    real = other.ctr_booster_.predict
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(other.ctr_booster_, "predict", spy)
+    np.testing.assert_array_equal(other.predict_proba(xv), model.predict_proba(xv))
+    assert seen[0]["num_threads"] == 2  # prediction runs on the restored thread count
+    assert model._params(cvr=False)["num_threads"] == 1
+    assert "num_threads" not in LightGBMCTR(CFG)._params(cvr=False)  # None: LightGBM's own
+
+
 def test_no_conversions_means_no_cvr_booster() -> None:
     x, c, _ = _data(1500, 4)
     xv, cv, _ = _data(500, 5)

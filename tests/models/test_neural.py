@@ -15,6 +15,7 @@ from models.dcn_esmm import esmm_loss, numeric_statistics
 from models.matrix import FeatureMatrix
 from models.neural import NeuralConfig, NeuralCTR
 
+THREADS = 1  # tests share a small machine
 TINY = NeuralConfig(
     embedding_dim=4,
     text_tower=(8,),
@@ -23,7 +24,6 @@ TINY = NeuralConfig(
     head_sizes=(8,),
     batch_size=64,
     epochs=2,
-    num_threads=1,
     sparse_min_rows=20,  # the 40-row table takes SparseAdam, the others dense Adam
 )
 
@@ -64,12 +64,12 @@ def data() -> tuple[FeatureMatrix, np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def fitted(data) -> NeuralCTR:
     X, click, conv = data
-    return NeuralCTR(TINY, random_state=3).fit(X, click, conv)
+    return NeuralCTR(TINY, random_state=3, num_threads=THREADS).fit(X, click, conv)
 
 
 def test_fit_returns_self_and_probabilities_are_consistent(data):
     X, click, conv = data
-    est = NeuralCTR(TINY, random_state=3)
+    est = NeuralCTR(TINY, random_state=3, num_threads=THREADS)
     assert est.fit(X, click, conv) is est
     p = est.predict_proba(X)
     assert p.shape == (len(X), 3)
@@ -81,9 +81,9 @@ def test_fit_returns_self_and_probabilities_are_consistent(data):
 
 def test_same_seed_same_predictions_other_seed_differs(data, fitted):
     X, click, conv = data
-    again = NeuralCTR(TINY, random_state=3).fit(X, click, conv)
+    again = NeuralCTR(TINY, random_state=3, num_threads=THREADS).fit(X, click, conv)
     np.testing.assert_array_equal(again.predict_proba(X), fitted.predict_proba(X))
-    other = NeuralCTR(TINY, random_state=4).fit(X, click, conv)
+    other = NeuralCTR(TINY, random_state=4, num_threads=THREADS).fit(X, click, conv)
     assert not np.allclose(other.predict_proba(X), fitted.predict_proba(X))
 
 
@@ -92,7 +92,7 @@ def test_overfits_one_small_batch():
     click = (X.categorical[:, 1] % 2).astype(np.int64)  # a pure id effect: memorise it
     conv = click * (X.categorical[:, 1] % 4 == 1)
     cfg = replace(TINY, batch_size=128, epochs=150, lr=1e-2, dropout=0.0, weight_decay=0.0)
-    est = NeuralCTR(cfg, random_state=0).fit(X, click, conv)
+    est = NeuralCTR(cfg, random_state=0, num_threads=THREADS).fit(X, click, conv)
     losses = [row["train_loss"] for row in est.history_]
     assert losses[-1] < 0.1 * losses[0]
     p = est.predict_proba(X)
@@ -153,7 +153,7 @@ def test_esmm_loss_is_finite_for_extreme_logits():
 
 def test_fits_with_clicks_but_no_conversions(data):
     X, click, _ = data
-    est = NeuralCTR(TINY, random_state=0).fit(X, click, np.zeros_like(click))
+    est = NeuralCTR(TINY, random_state=0, num_threads=THREADS).fit(X, click, np.zeros_like(click))
     p = est.predict_proba(X)
     assert p[:, 1].mean() < 0.05  # pCVR learned (downwards) from the whole space
 
@@ -163,7 +163,7 @@ def test_conversion_without_click_is_rejected(data):
     bad = conv.copy()
     bad[np.flatnonzero(click == 0)[0]] = 1
     with pytest.raises(ValueError, match="without a click"):
-        NeuralCTR(TINY).fit(X, click, bad)
+        NeuralCTR(TINY, num_threads=THREADS).fit(X, click, bad)
 
 
 def test_save_load_gives_identical_predictions(tmp_path, data, fitted):
@@ -180,10 +180,43 @@ def test_save_load_gives_identical_predictions(tmp_path, data, fitted):
     assert loaded.config == fitted.config and loaded.history_ == fitted.history_
 
 
+def test_num_threads_survives_save_and_load(tmp_path, data, fitted):
+    X, _, _ = data
+    assert fitted.num_threads == THREADS and fitted.get_params()["num_threads"] == THREADS
+    fitted.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["num_threads"] == THREADS
+    assert NeuralCTR.load(tmp_path / "m").num_threads == THREADS
+    other = NeuralCTR.load(tmp_path / "m", num_threads=2)
+    assert other.num_threads == 2
+    np.testing.assert_array_equal(other.predict_proba(X), fitted.predict_proba(X))
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:  # prediction runs under the estimator's thread count, and restores torch's
+        seen = []
+        real = torch.set_num_threads
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+            other.predict_proba(X)
+        assert seen == [2, 3] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_models_saved_with_threads_in_their_config_still_load(tmp_path, data, fitted):
+    X, _, _ = data
+    fitted.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["config"]["num_threads"] = meta.pop("num_threads")  # the format before [engine]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    loaded = NeuralCTR.load(tmp_path / "m")
+    assert loaded.num_threads == THREADS and loaded.config == fitted.config
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+
+
 @pytest.mark.parametrize(("numeric", "embeddings"), [(False, True), (True, False), (False, False)])
 def test_works_without_numeric_or_embeddings(numeric, embeddings, tmp_path):
     X, click, conv = make_data(n=200, numeric=numeric, embeddings=embeddings)
-    est = NeuralCTR(TINY).fit(X, click, conv)
+    est = NeuralCTR(TINY, num_threads=THREADS).fit(X, click, conv)
     p = est.predict_proba(X)
     assert p.shape == (200, 3) and (p >= 0).all() and (p <= 1).all()
     np.testing.assert_array_equal(NeuralCTR.load(est.save(tmp_path)).predict_proba(X), p)
@@ -203,7 +236,7 @@ def test_early_stopping_keeps_the_best_valid_epoch():
     X, click, conv = make_data(n=400, seed=2)
     Xv, cv, vv = make_data(n=200, seed=5)
     cfg = replace(TINY, epochs=6, patience=1, lr=5e-2)
-    est = NeuralCTR(cfg, random_state=1).fit(X, click, conv, Xv, cv, vv)
+    est = NeuralCTR(cfg, random_state=1, num_threads=THREADS).fit(X, click, conv, Xv, cv, vv)
     aucs = [row["valid_ctr_auc"] for row in est.history_]
     assert est.best_epoch_ == int(np.argmax(aucs)) + 1
     assert {"valid_loss", "valid_ctcvr_auc", "train_loss", "samples_per_s"} <= set(est.history_[0])

@@ -212,6 +212,18 @@ def test_digest_is_the_same_in_another_process() -> None:
     assert out.stdout.strip() == load_experiment("small", directory=EXPERIMENTS).digest()
 
 
-def test_out_dir_follows_data_root() -> None:
-    exp = load_experiment("small", ["data.root=/somewhere"], directory=EXPERIMENTS)
-    assert exp.out_dir == Path("/somewhere/small")
+def test_one_num_threads_setting_in_engine() -> None:
+    flat = load_experiment("small", directory=EXPERIMENTS).flat()
+    assert [k for k in flat if k.endswith("num_threads")] == ["engine.num_threads"]
+    exp = load_experiment("small", ["engine.num_threads=1"], directory=EXPERIMENTS)
+    assert exp.engine.num_threads == 1
+    for old in ("train", "neural", "embed"):  # the former homes are gone
+        with pytest.raises(ConfigError, match=f"unknown key '{old}.num_threads'"):
+            load_experiment("small", [f"{old}.num_threads=1"], directory=EXPERIMENTS)
+    with pytest.raises(ConfigError, match=r"\[engine\] num_threads must be >= 1"):
+        load_experiment("small", ["engine.num_threads=0"], directory=EXPERIMENTS)
+
+
+def test_evaluate_champion_mode_is_checked() -> None:
+    with pytest.raises(ConfigError, match="champion_mode must be min or max"):
+        load_experiment("small", ['evaluate.champion_mode="lowest"'], directory=EXPERIMENTS)

@@ -21,9 +21,11 @@ import polars as pl
 import pytest
 
 from models.bidding import BiddingConfig, BidParams, bid_table
-from pipeline import export, publish
-from pipeline.config import Experiment, ExportConfig, load_experiment
+from pipeline import export, export_grid, publish, registry
+from pipeline import export_checks as checks
+from pipeline.config import EvaluateConfig, Experiment, ExportConfig, load_experiment
 from pipeline.io import MANIFEST, DataError
+from pipeline.stage import Layout
 
 REPO = Path(__file__).resolve().parents[2]
 SEGMENTS = ("age_bucket", "device")
@@ -48,7 +50,7 @@ def tiny_table(exp: Experiment) -> pl.DataFrame:
         }
     )
     table = bid_table(cells, BidParams("linear", 1.0, 0.2), exp.bidding)
-    schema = export.table_schema(exp.export.segment_columns)
+    schema = checks.table_schema(exp.export.segment_columns)
     return table.select([pl.col(c).cast(t) for c, t in schema.items()])
 
 
@@ -57,58 +59,108 @@ def test_validate_names_every_problem() -> None:
     ads = pl.DataFrame({"ad_id": [1, 2]})
     places = pl.DataFrame({"placement": ["side", "top"]})
     good = tiny_table(exp)
-    assert export.validate(good, ads, places, exp) == []
+    assert checks.validate(good, ads, places, exp) == []
 
     nan_bid = good.with_columns(bid=pl.Series([np.nan, 1.0, 1.0, 1.0]))
-    assert any("bid has 1 NaN" in p for p in export.validate(nan_bid, ads, places, exp))
+    assert any("bid has 1 NaN" in p for p in checks.validate(nan_bid, ads, places, exp))
     negative = good.with_columns(pctr=-pl.col("pctr"))
-    assert any("pctr has 4" in p for p in export.validate(negative, ads, places, exp))
+    assert any("pctr has 4" in p for p in checks.validate(negative, ads, places, exp))
     missing = good.filter(pl.col("ad_id") != 2)
-    assert any("missing, e.g. 2/" in p for p in export.validate(missing, ads, places, exp))
+    assert any("missing, e.g. 2/" in p for p in checks.validate(missing, ads, places, exp))
     too_big = good.with_columns(bid_multiplier=pl.col("bid_multiplier") * 100)
-    problems = export.validate(too_big, ads, places, exp)
+    problems = checks.validate(too_big, ads, places, exp)
     assert any("bid_multiplier(s) outside [0.0, 10.0]" in p for p in problems)
     dup = pl.concat([good, good.head(1)])
-    assert any("duplicate" in p for p in export.validate(dup, ads, places, exp))
+    assert any("duplicate" in p for p in checks.validate(dup, ads, places, exp))
     wrong = good.with_columns(pl.col("rows").cast(pl.Int32))
-    assert export.validate(wrong, ads, places, exp)[0].startswith("schema is")
-    assert export.validate(good.head(0), ads, places, exp) == ["the table is empty"]
+    assert checks.validate(wrong, ads, places, exp)[0].startswith("schema is")
+    assert checks.validate(good.head(0), ads, places, exp) == ["the table is empty"]
     zero = good.with_columns(bid=pl.lit(0.0), bid_multiplier=pl.lit(0.0))
-    assert "every bid is 0" in export.validate(zero, ads, places, exp)
+    assert "every bid is 0" in checks.validate(zero, ads, places, exp)
     capped = replace(exp, bidding=BiddingConfig(bid_cap=0.5))
-    assert any("bid_cap" in p for p in export.validate(good, ads, places, capped))
+    assert any("bid_cap" in p for p in checks.validate(good, ads, places, capped))
     floored = replace(exp, bidding=BiddingConfig(bid_floor=10.0))
-    assert any("bid_floor" in p for p in export.validate(good, ads, places, floored))
+    assert any("bid_floor" in p for p in checks.validate(good, ads, places, floored))
 
 
-def _champion(value: float, metric: str = "test_ctcvr_logloss") -> export.Champion:
-    return export.Champion("neural", "adctr-t-neural", "3", "r3", "models:/x", metric, value)
+def _champion(
+    value: float, metric: str = "test_ctcvr_logloss", mode: str = "min"
+) -> checks.Champion:
+    return checks.Champion("neural", "adctr-t-neural", "3", "r3", "models:/x", metric, value, mode)
 
 
 def test_guardrail_margin_is_relative() -> None:
     old = {"metric": "test_ctcvr_logloss", "metric_value": 0.1, "name": "m", "version": "2"}
     previous = {"model": old}
-    assert export.guardrail(_champion(0.5), None, 0.02) is None  # nothing published yet
-    assert export.guardrail(_champion(0.1019), previous, 0.02) is None
-    assert export.guardrail(_champion(0.09), previous, 0.0) is None  # better is fine
-    reason = export.guardrail(_champion(0.1021), previous, 0.02)
+    assert checks.guardrail(_champion(0.5), None, 0.02) is None  # nothing published yet
+    assert checks.guardrail(_champion(0.1019), previous, 0.02) is None
+    assert checks.guardrail(_champion(0.09), previous, 0.0) is None  # better is fine
+    reason = checks.guardrail(_champion(0.1021), previous, 0.02)
     assert reason and "0.1021 is worse than the published m v2 (0.1) by more than 2.0%" in reason
-    assert export.guardrail(_champion(np.nan), previous, 0.02)
+    assert checks.guardrail(_champion(np.nan), previous, 0.02)
     # another metric cannot be compared: allowed, with a warning
-    assert export.guardrail(_champion(9.0, "test_ctr_logloss"), previous, 0.02) is None
+    assert checks.guardrail(_champion(9.0, "test_ctr_logloss"), previous, 0.02) is None
+
+
+def test_guardrail_follows_the_metric_direction() -> None:
+    """A champion metric where higher is better (champion_mode = "max") is guarded downwards."""
+    old = {"metric": "test_ctr_auc", "metric_value": 0.8, "name": "m", "version": "2"}
+    previous = {"model": old}
+    assert checks.guardrail(_champion(0.79, "test_ctr_auc", "max"), previous, 0.02) is None
+    assert checks.guardrail(_champion(0.95, "test_ctr_auc", "max"), previous, 0.0) is None
+    reason = checks.guardrail(_champion(0.78, "test_ctr_auc", "max"), previous, 0.02)
+    assert reason and "test_ctr_auc 0.78 is worse than the published m v2 (0.8)" in reason
+    # the same numbers read as a loss: 0.95 is far worse
+    assert checks.guardrail(_champion(0.95, "test_ctr_auc", "min"), previous, 0.02)
+
+
+def test_champion_version_takes_the_configured_metric(tmp_path: Path, monkeypatch) -> None:
+    """The guardrail metric is `evaluate.champion_metric` of the run behind the alias, and the
+    CTR logloss when that run lacks it (no conversions)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = Experiment(name="t_guard", evaluate=EvaluateConfig("test_ctr_auc", "max"))
+    layout = Layout(tmp_path / "t_guard")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("t_guard")
+    client = mlflow.MlflowClient()
+    metrics = {"lightgbm": {"test_ctr_auc": 0.75, "test_ctr_logloss": 0.2}, "neural": {}}
+    metrics["neural"] = {"test_ctr_logloss": 0.3}
+    for kind, values in metrics.items():
+        with mlflow.start_run() as run:
+            mlflow.log_metrics(values)
+        name = registry.model_name(exp.name, kind)
+        client.create_registered_model(name)
+        client.create_model_version(name, run.info.artifact_uri, run_id=run.info.run_id)
+        client.set_registered_model_alias(name, registry.CHAMPION, "1")
+    champion = export.champion_version(exp, layout)  # no metrics.json: the first kind
+    assert (champion.kind, champion.name, champion.version) == (
+        "lightgbm",
+        "adctr-t_guard-lightgbm",
+        "1",
+    )
+    assert (champion.metric, champion.mode, champion.metric_value) == ("test_ctr_auc", "max", 0.75)
+    assert champion.uri == "models:/adctr-t_guard-lightgbm@champion"
+    layout.evaluation.mkdir(parents=True)
+    layout.evaluation_metrics.write_text(json.dumps({"champion": "neural"}))
+    champion = export.champion_version(exp, layout)
+    assert (champion.kind, champion.metric, champion.mode) == ("neural", "test_ctr_logloss", "min")
 
 
 def test_publish_swaps_versions_and_prunes(tmp_path: Path) -> None:
     exp = Experiment(name="t", export=ExportConfig(segment_columns=()))
     table = tiny_table(exp)
-    legacy = tmp_path / "exports"  # a plain directory from before versioning
+    layout = Layout(tmp_path)
+    legacy = layout.exports  # a plain directory from before versioning
     legacy.mkdir()
     (legacy / "bid_weights.csv").write_text("old")
     for i in range(4):
-        final = publish.publish(table.head(i + 1), {"version": f"v{i}"}, tmp_path, keep=2)
+        manifest = {"version": f"v{i}"}
+        final = publish.publish(
+            table.head(i + 1), manifest, layout.exports, layout.export_versions, keep=2
+        )
         assert published_version(tmp_path) == f"v{i}" == final.name
-        assert os.readlink(tmp_path / "exports") == f"{publish.VERSIONS_DIR}/v{i}"
-    kept = sorted(p.name for p in (tmp_path / publish.VERSIONS_DIR).iterdir())
+        assert os.readlink(layout.exports) == f"export-versions/v{i}"  # relative: root can move
+    kept = sorted(p.name for p in layout.export_versions.iterdir())
     assert kept == ["v2", "v3"]  # the legacy table and v0, v1 are pruned
     got, manifest = publish.read_published(tmp_path / "exports")
     assert got.equals(table) and manifest["rows"] == 4
@@ -173,7 +225,7 @@ def test_published_table_matches_manifest_and_covers_the_grid(published) -> None
     root = published.root
     published_version(root)
     table, manifest = publish.read_published(root / "exports")
-    assert dict(table.schema) == export.table_schema(SEGMENTS)
+    assert dict(table.schema) == checks.table_schema(SEGMENTS)
     assert manifest["schema"] == {k: str(v) for k, v in table.schema.items()}
     # every active ad x every placement x every segment of the user profiles, once
     ads = pl.read_parquet(root / "raw" / "ads.parquet")
@@ -183,7 +235,7 @@ def test_published_table_matches_manifest_and_covers_the_grid(published) -> None
     users = pl.read_parquet(root / "raw" / "users.parquet").select(SEGMENTS).unique()
     assert set(table["ad_id"]) == set(active) and set(table["placement"]) == set(placements)
     assert table.height == active.len() * placements.len() * users.height
-    assert not table.select(export.KEY_COLUMNS).is_duplicated().any()
+    assert not table.select(export_grid.KEY_COLUMNS).is_duplicated().any()
     for col in ("pctr", "pcvr", "value", "bid", "bid_multiplier", "placement_weight"):
         x = table[col].to_numpy()
         assert np.isfinite(x).all() and (x >= 0).all(), col
@@ -283,10 +335,13 @@ import sys
 from pathlib import Path
 import polars as pl
 from pipeline.publish import publish, read_published
-root = Path(sys.argv[1])
-table, manifest = read_published(root / "exports")
+from pipeline.stage import Layout
+layout = Layout(Path(sys.argv[1]))
+table, manifest = read_published(layout.exports)
 manifest = {k: v for k, v in manifest.items() if k not in ("rows", "sha256", "csv_sha256")}
-publish(table.with_columns(bid=pl.col("bid") * 1.01), manifest | {"version": sys.argv[2]}, root)
+manifest |= {"version": sys.argv[2]}
+table = table.with_columns(bid=pl.col("bid") * 1.01)
+publish(table, manifest, layout.exports, layout.export_versions)
 """
 
 
@@ -322,7 +377,7 @@ def test_sigkill_at_random_moments_never_mixes_tables(published) -> None:
         published_version(root)  # consistent, whichever table it is
     assert killed >= 1
     cli_export(published)  # a clean run afterwards tidies up what the kills left
-    versions = root / publish.VERSIONS_DIR
+    versions = Layout(root).export_versions
     assert not list(versions.glob(".tmp-*")) and not list(root.glob(".tmp-exports-*"))
     assert len(list(versions.iterdir())) <= ExportConfig().keep_versions
     manifest = json.loads((root / "exports" / MANIFEST).read_text())

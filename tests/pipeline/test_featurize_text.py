@@ -3,7 +3,6 @@ once), builds the text columns only when it should, and the written spec feeds e
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -15,9 +14,10 @@ import pytest
 from features.config import FeatureConfig
 from features.interest import normalize
 from features.schema import RAW_TABLES
+from features.spec import FeatureSpec
 from pipeline import featurize
 from pipeline.config import DataConfig, Experiment
-from pipeline.datasets import spec_columns, to_matrix
+from pipeline.datasets import to_matrix
 from pipeline.io import write_tables
 from pipeline.sources.simulated.market import simulate_market
 from pipeline.sources.simulated.marketplace import MarketConfig
@@ -75,10 +75,10 @@ def _write(
     return ads
 
 
-def _read(exp: Experiment) -> tuple[pl.DataFrame, dict]:
-    out = Layout.of(exp).features
-    frame = pl.concat([pl.read_parquet(out / f"{s}.parquet") for s in SPLITS])
-    return frame, json.loads((out / "feature_spec.json").read_text())
+def _read(exp: Experiment) -> tuple[pl.DataFrame, FeatureSpec]:
+    layout = Layout.of(exp)
+    frame = pl.concat([pl.read_parquet(layout.features / f"{s}.parquet") for s in SPLITS])
+    return frame, FeatureSpec.load(layout.feature_spec)
 
 
 @pytest.fixture
@@ -102,8 +102,8 @@ def test_text_features_are_built_from_each_table_read_once(market, tmp_path, rea
     raw = ["raw/impressions", "raw/ads", "raw/users", "raw/behaviour"]
     assert reads == Counter([*raw, "embeddings/ads", "embeddings/queries"])
     frame, spec = _read(exp)
-    assert spec["has_text"] is True
-    text = [e["name"] for e in spec["features"] if e["family"] == "text"]
+    assert spec.has_text is True
+    text = [f.name for f in spec.family("text")]
     assert {"e_ad_text", "t_ad_pc00", "e_user_interest", "t_user_ad_cos"} <= set(text)
     assert {"t_query_ad_cos", "t_recent_click_sim", "t_interest_events"} <= set(text)
     # each row carries its own ad's unit-norm embedding
@@ -115,15 +115,15 @@ def test_text_features_are_built_from_each_table_read_once(market, tmp_path, rea
     assert sorted(neural.embeddings) == ["e_ad_text", "e_user_interest"]
     assert neural.embeddings["e_ad_text"].shape == (frame.height, D)
     assert "t_ad_pc00" not in neural.numeric_names
-    gbm = spec_columns(spec, "lightgbm")
-    assert gbm["embedding"] == []
-    assert {"t_ad_pc00", "t_user_ad_cos"} <= {e["name"] for e in gbm["numeric"]}
+    gbm = spec.by_kind("lightgbm")
+    assert gbm["embedding"] == ()
+    assert {"t_ad_pc00", "t_user_ad_cos"} <= {f.name for f in gbm["numeric"]}
 
 
 def _no_text(exp: Experiment) -> None:
     frame, spec = _read(exp)
-    assert spec["has_text"] is False
-    assert not [e for e in spec["features"] if e["family"] == "text"]
+    assert spec.has_text is False
+    assert not spec.family("text")
     assert not [c for c in frame.columns if c.startswith(("e_", "t_"))]
 
 

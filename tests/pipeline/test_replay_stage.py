@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from models.bidding import BiddingConfig
-from pipeline import replay, replay_report
+from pipeline import registry, replay, replay_report
 from pipeline.config import DataConfig, Experiment
 from pipeline.io import MANIFEST, DataError, write_tables
 from pipeline.stage import Layout
@@ -104,7 +104,7 @@ def test_run_skips_without_a_stream(tmp_path: Path, caplog: pytest.LogCaptureFix
         summary = replay.run(exp)
     assert summary.notes["skipped"] == "no-stream" and summary.rows_out == 0
     assert "skipped" in caplog.text
-    assert not (Layout.of(exp).root / "replay").exists()
+    assert not Layout.of(exp).replay.exists()
 
 
 @pytest.mark.slow
@@ -118,7 +118,7 @@ def test_run_writes_table_and_logs_mlflow(tmp_path: Path, monkeypatch: pytest.Mo
         bidding=FAST,
     )
     summary = replay.run(exp)
-    out = Layout.of(exp).root / "replay"
+    out = Layout.of(exp).replay
     assert summary.output == str(out) and summary.rows_in == 400
     table = pl.read_parquet(out / "replay.parquet")
     assert table.height == summary.rows_out == len(FAST.strategies) * 2
@@ -219,8 +219,8 @@ def write_simulated_layout(root: Path, n: int = 600, seed: int = 0) -> Layout:
             pcvr=np.clip(p_conv * rng.lognormal(0, noise, n), 0, 1),
         )
         write_tables(layout.predictions / kind, {"predictions": pred}, config_digest="t")
-    (root / "evaluation").mkdir(parents=True)
-    (root / "evaluation" / "metrics.json").write_text(json.dumps({"champion": "neural"}))
+    layout.evaluation.mkdir(parents=True)
+    layout.evaluation_metrics.write_text(json.dumps({"champion": "neural"}))
     return layout
 
 
@@ -231,7 +231,7 @@ def test_collect_streams_per_model_plus_one_oracle(tmp_path: Path) -> None:
     assert [p.name for p in pairs] == ["lightgbm", "oracle", "neural"]
     assert all(p.tuning.height == 300 and p.test.height == 300 for p in pairs)
     assert (pairs[0].test["split"] == "test").all()
-    assert replay.champion_of(layout) == "neural"
+    assert registry.champion_kind(layout) == "neural"
     # predictions that miss impressions are an error, not a silent inner join
     pred = layout.predictions / "neural"
     short = pl.read_parquet(pred / "predictions.parquet").head(10)
