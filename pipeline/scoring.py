@@ -1,4 +1,4 @@
-"""DESIGN.md metric names computed from labels and predictions (one place for train and
+"""The metric names of ARCHITECTURE.md computed from labels and predictions (one place for train and
 evaluate): `<prefix>ctr_auc`, `<prefix>ctr_logloss`, ... `<prefix>ctcvr_auc`."""
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def run(exp: Experiment) -> StageSummary:
             "ingest": counts,
         },
     )
-    _write_quarantine(layout.quarantine / f"ingest_{source}.parquet", bad)
+    _write_quarantine(layout.ingest_quarantine(source), bad)
     if bad.height:
         log.warning("%s rows quarantined -> %s", f"{bad.height:,}", layout.quarantine)
     summary.rows_in, summary.rows_out, summary.rows_quarantined = (
