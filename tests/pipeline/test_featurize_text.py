@@ -157,4 +157,4 @@ def test_embeddings_of_another_raw_are_flagged(market, tmp_path, caplog) -> None
     with caplog.at_level(logging.WARNING, logger="pipeline.featurize"):
         featurize.run(exp)
     assert "embeddings were made from another raw/" in caplog.text
-    assert _read(exp)[1]["has_text"] is True
+    assert _read(exp)[1].has_text is True
