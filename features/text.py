@@ -135,8 +135,10 @@ def precision(config: EmbedConfig) -> str:
 
 def variant(config: EmbedConfig) -> str:
     """The settings besides the weights that change a vector: pooling, length, precision, and
-    the padding rule (`w8`: each text runs padded to its own length rounded up to 8)."""
-    return f"{config.pooling}-len{config.max_length}-{precision(config)}-w{PAD_MULTIPLE}"
+    the batch shape (`w8`: each text runs padded to its own length rounded up to 8; `r128`: in
+    batches of exactly `batch_size` rows)."""
+    shape = f"w{PAD_MULTIPLE}-r{config.batch_size}"
+    return f"{config.pooling}-len{config.max_length}-{precision(config)}-{shape}"
 
 
 def text_key(text: str) -> str:
@@ -236,10 +238,11 @@ class TextEncoder:
     def _batches(self, ids: list[list[int]]):
         """(positions, input_ids, attention_mask) batches, shortest texts first.
 
-        A batch holds texts of one padded width only, so each text is always run at the same
-        width whatever else is embedded with it: its vector does not depend on the batch
-        (bf16 kernels round differently at different widths), and a cached vector equals a
-        freshly computed one."""
+        A batch holds texts of one padded width only, and always `batch_size` rows (a short
+        batch is filled up with copies of its first text, whose outputs are dropped): every
+        kernel call has one of a few fixed shapes, so a text's vector does not depend on what
+        else is embedded with it (bf16 kernels block, and so round, differently at other widths
+        and row counts), and a cached vector equals a freshly computed one."""
         import torch
 
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -248,11 +251,12 @@ class TextEncoder:
             group = list(same)
             for start in range(0, len(group), size):
                 pos = group[start : start + size]
-                arr = np.full((len(pos), width), self.pad_id, dtype=np.int64)
-                mask = np.zeros((len(pos), width), dtype=np.int64)
+                arr = np.full((size, width), self.pad_id, dtype=np.int64)
+                mask = np.zeros((size, width), dtype=np.int64)
                 for row, i in enumerate(pos):
                     arr[row, : len(ids[i])] = ids[i]
                     mask[row, : len(ids[i])] = 1
+                arr[len(pos) :], mask[len(pos) :] = arr[0], mask[0]
                 yield pos, torch.from_numpy(arr), torch.from_numpy(mask)
 
     def _pool(self, hidden, mask):
@@ -288,7 +292,7 @@ class TextEncoder:
             ):
                 for pos, input_ids, mask in self._batches(ids):
                     hidden = self.model(input_ids=input_ids, attention_mask=mask)[0]
-                    out[pos] = self._pool(hidden.float(), mask).numpy()
+                    out[pos] = self._pool(hidden.float(), mask)[: len(pos)].numpy()
                     bar.update(len(pos))
         finally:
             torch.set_num_threads(prev)

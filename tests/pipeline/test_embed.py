@@ -163,9 +163,9 @@ def test_cache_is_keyed_by_encoder_settings(exp):
     summary = stage.run(cls)
     assert summary.notes["cache_hits"] == 0 and summary.notes["embedded"] > 0
     root = Layout.of(exp).embed_cache
-    n = exp.embed.max_length
+    n, rows = exp.embed.max_length, exp.embed.batch_size
     names = sorted(p.name for p in root.glob("*/*"))
-    assert names == [f"cls-len{n}-fp32-w8", f"mean-len{n}-fp32-w8"]
+    assert names == [f"cls-len{n}-fp32-w8-r{rows}", f"mean-len{n}-fp32-w8-r{rows}"]
 
 
 def test_cache_compaction_keeps_every_vector(exp, monkeypatch):
