@@ -44,8 +44,13 @@ class FeatureConfig:
     interest_dim: int = 64  # PCA width of the user interest vector
     lgbm_text_dim: int = 16  # PCA width of the ad embedding for LightGBM
     recent_clicks: int = 5
+    # more impressions quarantined than this share stops the stage: the rest is unlikely to be
+    # a sample of the log the user meant
+    max_quarantine_fraction: float = 0.5
 
     def __post_init__(self) -> None:
+        if not 0 <= self.max_quarantine_fraction <= 1:
+            raise ValueError("max_quarantine_fraction must lie in [0, 1]")
         unknown = set(self.behaviour_keys) - set(KEYS)
         if unknown:
             raise ValueError(f"unknown behaviour_keys {sorted(unknown)} (known: {list(KEYS)})")

@@ -83,3 +83,33 @@ def reason_counts(bad: pl.DataFrame) -> dict[str, int]:
     """Quarantined rows per reason, most frequent first (ties by name)."""
     counts = bad.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
     return dict(counts.iter_rows())
+
+
+def unusable(frame: pl.DataFrame, bad: pl.DataFrame, rows_in: int, max_bad: float) -> str | None:
+    """Why the rows left cannot train and evaluate a model, or None: more than `max_bad` of
+    the `rows_in` impressions quarantined (`bad`, with a reason), an empty train / valid / test
+    part (`frame`'s `split`), or train clicks all 0 or all 1."""
+    if rows_in and bad.height > max_bad * rows_in:
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in reason_counts(bad).items())
+        return (
+            f"{bad.height:,} of {rows_in:,} impressions quarantined ({reasons}), more than "
+            f"features.max_quarantine_fraction = {max_bad}"
+        )
+    rows = {s: int(frame["split"].eq(s).sum()) for s in ("train", "valid", "test")}
+    empty = [s for s, n in rows.items() if n == 0]
+    if empty:
+        counts = ", ".join(f"{s} {n:,}" for s, n in rows.items())
+        return (
+            f"the split leaves {' and '.join(empty)} empty ({counts} rows); set [split] "
+            '(train_days / valid_days / test_days, or by = "fraction") or ingest.split_mode '
+            "to fit the log"
+        )
+    clicks = frame.filter(pl.col("split") == "train")["click"]
+    positives = int(clicks.sum())
+    if positives in (0, len(clicks)):
+        label = "no click" if positives == 0 else "a click on every row"
+        return (
+            f"column 'click' has {label} in the {len(clicks):,} train impressions: a click "
+            "model needs both labels"
+        )
+    return None

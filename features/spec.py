@@ -19,7 +19,7 @@ from typing import Any
 
 KINDS = ("categorical", "numeric", "embedding")
 FEATURE_KEYS = ("name", "kind", "dim", "source", "cardinality", "family", "models")
-SPLIT_KEYS = ("split_mode", "valid_start", "test_start", "test_end")
+SPLIT_KEYS = ("split_mode", "split_by", "valid_start", "test_start", "test_end")
 SPEC_KEYS = ("features", "labels", "meta", "has_conversion", "has_text", "priors", "split", "rows")
 
 
@@ -87,6 +87,7 @@ class SplitBounds:
     """How the rows were split: `time` (ISO bounds of valid / test) or `given` (own column)."""
 
     split_mode: str = ""
+    split_by: str | None = None  # fraction: cut by row shares in time order (days: omitted)
     valid_start: str | None = None
     test_start: str | None = None
     test_end: str | None = None

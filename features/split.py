@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import polars as pl
@@ -26,6 +26,35 @@ class SplitConfig:
     random_seed: int = 7
     valid_fraction: float = 0.1
     test_fraction: float = 0.2
+    # how a time split cuts: `days` (train_days, valid_days, test_days from the first day),
+    # `fraction` (the last test_fraction of the rows in time order is test, the valid_fraction
+    # before it valid), or `auto`: days when every part gets rows that way, else fraction
+    by: str = "auto"
+
+
+def _day_bounds(first: datetime, cfg: SplitConfig) -> tuple[datetime, datetime, datetime]:
+    day0 = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    valid_start = day0 + timedelta(days=cfg.train_days)
+    test_start = valid_start + timedelta(days=cfg.valid_days)
+    return valid_start, test_start, test_start + timedelta(days=cfg.test_days)
+
+
+def _fraction_bounds(ts: pl.Series, cfg: SplitConfig) -> tuple[datetime, datetime, datetime]:
+    """Cuts at the timestamps of the rows that start the last valid + test and test shares."""
+    ts = ts.drop_nulls().sort()
+    n = len(ts)
+    valid_start = ts[min(n - 1, int(n * (1 - cfg.valid_fraction - cfg.test_fraction)))]
+    test_start = ts[min(n - 1, int(n * (1 - cfg.test_fraction)))]
+    return valid_start, test_start, ts[-1] + timedelta(microseconds=1)
+
+
+def _fills_every_part(ts: pl.Series, bounds: tuple[datetime, datetime, datetime]) -> bool:
+    valid_start, test_start, test_end = bounds
+    return bool(
+        (ts < valid_start).any()
+        and ((ts >= valid_start) & (ts < test_start)).any()
+        and ((ts >= test_start) & (ts < test_end)).any()
+    )
 
 
 def assign_split(impressions: Frame, cfg: SplitConfig) -> tuple[Frame, dict]:
@@ -33,19 +62,24 @@ def assign_split(impressions: Frame, cfg: SplitConfig) -> tuple[Frame, dict]:
     A DataFrame comes back as a DataFrame, a LazyFrame as a LazyFrame.
 
     Rows after the test period get `after` (and null ts would get null): the caller
-    quarantines every row whose split is not one of SPLITS.
+    quarantines every row whose split is not one of SPLITS. A part can still be empty (with
+    `by = "days"`, or timestamps too few to cut): the caller checks.
     """
     if "split" in impressions.collect_schema().names():
         return impressions, {"split_mode": "given"}
-    first = impressions.lazy().select(pl.col("ts").min()).collect().item()
-    if first is None:  # no rows: nothing to split
+    ts = impressions.lazy().select("ts").collect()["ts"]
+    if ts.null_count() == len(ts):  # no rows: nothing to split
         return impressions.with_columns(pl.lit(None, pl.String).alias("split")), {
             "split_mode": "time"
         }
-    day0 = first.replace(hour=0, minute=0, second=0, microsecond=0)
-    valid_start = day0 + timedelta(days=cfg.train_days)
-    test_start = valid_start + timedelta(days=cfg.valid_days)
-    test_end = test_start + timedelta(days=cfg.test_days)
+    by = cfg.by
+    if by in ("auto", "days"):
+        cuts = _day_bounds(ts.min(), cfg)
+        if by == "auto":
+            by = "days" if _fills_every_part(ts, cuts) else "fraction"
+    if by == "fraction":
+        cuts = _fraction_bounds(ts, cfg)
+    valid_start, test_start, test_end = cuts
     split = (
         pl.when(pl.col("ts") < valid_start)
         .then(pl.lit("train"))
@@ -57,6 +91,7 @@ def assign_split(impressions: Frame, cfg: SplitConfig) -> tuple[Frame, dict]:
     )
     bounds = {
         "split_mode": "time",
+        **({"split_by": by} if by != "days" else {}),
         "valid_start": valid_start.isoformat(),
         "test_start": test_start.isoformat(),
         "test_end": test_end.isoformat(),

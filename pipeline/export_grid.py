@@ -20,6 +20,8 @@ from pipeline.io import DataError, read_table
 from pipeline.stage import Layout
 
 KEY_COLUMNS = ("ad_id", "placement", "segment")
+# the ad_id of every row when the log has no ad ids: one bid per (placement, segment), any ad
+ANY_AD = -1
 
 
 def segment_expr(columns: tuple[str, ...]) -> pl.Expr:
@@ -45,6 +47,8 @@ def scoring_rows(exp: Experiment, layout: Layout) -> pl.DataFrame:
     rows = pl.concat(frames, how="vertical_relaxed")
     rows = rows.drop([c for c in (*seg, "category") if c in rows.columns])
     rows = rows.join(profile, on="user_id", how="left").join(ads, on="ad_id", how="left")
+    if rows["ad_id"].null_count() == rows.height:
+        rows = rows.with_columns(pl.lit(ANY_AD, pl.Int64).alias("ad_id"))
     return rows.with_columns(
         *[pl.col(c).fill_null("unknown") for c in (*seg, "category")],
         pl.col("placement").fill_null("unknown"),
@@ -87,6 +91,9 @@ def candidate_grid(
     """(grid, active ads, placements): every active ad (created before `start`) x placement x
     segment (user profiles' and scored rows'), with the ad's category and goal terms."""
     ads = ad_terms(read_table(layout.raw, "ads").collect())
+    if ads.is_empty() and rows["ad_id"].eq(ANY_AD).all():  # a log without ad ids
+        blank = [pl.lit(None, t).alias(c) for c, t in ads.schema.items() if c != "ad_id"]
+        ads = ad_terms(pl.DataFrame({"ad_id": [ANY_AD]}).with_columns(blank))
     if start is not None and "created_at" in ads.columns:
         cut = datetime.fromisoformat(start)
         ads = ads.filter(pl.col("created_at").is_null() | (pl.col("created_at") < cut))
@@ -145,7 +152,8 @@ def cell_estimates(
         by_ps = rows.group_by("placement", "segment").agg(pl.col(t).mean().alias("b_ps"))
         by_p = rows.group_by("placement").agg(pl.col(t).mean().alias("b_p"))
         scored = rows.join(by_ps, on=["placement", "segment"])
-        ratio = pl.col(t).sum() / pl.col("b_ps").sum()
+        # null (-> the next fallback) where the base is 0: all-zero predictions give 0, not 0/0
+        ratio = pl.when(pl.col("b_ps").sum() > 0).then(pl.col(t).sum() / pl.col("b_ps").sum())
         r_ad = scored.group_by("ad_id").agg(ratio.alias("r_ad"))
         r_cat = scored.group_by("category").agg(ratio.alias("r_cat"))
         base = pl.coalesce("b_ps", "b_p", pl.lit(rows[t].mean(), pl.Float64))

@@ -21,7 +21,7 @@ from features import behaviour as bf
 from features import schema
 from features.encoders import encode, fit_vocab
 from features.lookup import attach
-from features.quality import reason_counts, split_quarantine
+from features.quality import reason_counts, split_quarantine, unusable
 from features.spec import FeatureSpec
 from features.split import SPLITS, SplitConfig, assign_split, cold_start_flag, new_user_flag
 from features.text_columns import ad_vectors, query_vectors
@@ -241,9 +241,10 @@ def run(exp: Experiment) -> StageSummary:
     raw = _read_raw(layout)
     rows_in = raw["impressions"].height
     frame, bad, bounds = _joined(raw.pop("impressions"), raw["ads"], raw["users"], exp.split)
+    problem = unusable(frame, bad, rows_in, exp.features.max_quarantine_fraction)
+    if problem:
+        raise DataError(f"{layout.raw / 'impressions.parquet'}: {problem}")
     train = frame.lazy().filter(pl.col("split") == "train").select("click", "conversion")
-    if train.select(pl.len()).collect().item() == 0:
-        raise DataError(f"{layout.raw}: no train impressions after quarantine ({bounds})")
     priors = bf.fit_priors(train)
     log.info("%s impressions to featurise, %s quarantined", f"{frame.height:,}", f"{bad.height:,}")
     behaviour = raw["behaviour"]

@@ -17,6 +17,7 @@ timestamp is mapped, else a seeded random draw (or as set by ingest.split_mode).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import polars as pl
@@ -53,6 +54,8 @@ from pipeline.sources.reader import (
 SUFFIXES = {"csv": (".csv", ".txt", ".csv.gz"), "tsv": (".tsv", ".txt"), "parquet": (".parquet",)}
 STRING_FIELDS = ("placement", "device", "query", "category", "title", "description")
 ID_FIELDS = ("user_id", "ad_id", "advertiser_id")
+
+log = logging.getLogger(__name__)
 
 
 def mapping(cfg: IngestConfig) -> dict[str, str]:
@@ -159,6 +162,9 @@ def load(path: Path, cfg: IngestConfig, split: SplitConfig) -> Ingested:
         imps = imps.with_columns(
             pl.col("ts").dt.convert_time_zone("UTC").dt.replace_time_zone(None)
         )
+    if mode == "time" and cfg.split_mode == "auto" and imps["ts"].drop_nulls().n_unique() < 3:
+        log.warning("fewer than 3 distinct timestamps: split_mode auto splits at random")
+        mode = "random"
     if mode == "files" and not cfg.split_column:
         parts = [(n, t.frame.height) for n, t in tables.items()]
         imps = imps.with_columns(file_splits(parts, mode, split))

@@ -7,7 +7,7 @@ from datetime import datetime
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from features.quality import flag_rows, reason_counts, split_quarantine
+from features.quality import flag_rows, reason_counts, split_quarantine, unusable
 
 T = datetime(2026, 3, 2)
 
@@ -98,3 +98,26 @@ def test_reason_counts() -> None:
     assert sum(counts.values()) == bad.height == 9
     assert list(counts) == sorted(counts)  # all once: ties by name
     assert counts["null_ts"] == 1
+
+
+def _split_rows(train_clicks: list[int], valid: int = 2, test: int = 2) -> pl.DataFrame:
+    n = len(train_clicks)
+    return pl.DataFrame(
+        {
+            "split": ["train"] * n + ["valid"] * valid + ["test"] * test,
+            "click": train_clicks + [0] * (valid + test),
+        }
+    )
+
+
+def test_unusable_names_what_stops_a_model() -> None:
+    good = _split_rows([0, 1, 0])
+    none_bad = pl.DataFrame({"reason": pl.Series([], dtype=pl.String)})
+    assert unusable(good, none_bad, 7, 0.5) is None
+    many_bad = pl.DataFrame({"reason": ["missing_ts"] * 8})
+    assert "8 of 15 impressions quarantined (missing_ts: 8)" in unusable(good, many_bad, 15, 0.5)
+    assert unusable(good, many_bad, 15, 0.6) is None
+    empty = unusable(_split_rows([0, 1], valid=0, test=0), none_bad, 2, 0.5)
+    assert "leaves valid and test empty (train 2, valid 0, test 0 rows)" in empty
+    assert "no click in the 3 train" in unusable(_split_rows([0, 0, 0]), none_bad, 7, 0.5)
+    assert "a click on every row" in unusable(_split_rows([1, 1]), none_bad, 6, 0.5)

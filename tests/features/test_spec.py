@@ -56,7 +56,7 @@ def test_fields_are_typed() -> None:
     spec = FeatureSpec.from_dict(SPEC)
     assert spec.labels == ("click", "conversion") and spec.has_conversion and spec.has_text
     assert spec.split == SplitBounds(
-        "time", "2026-03-20T00:00:00", "2026-03-25T00:00:00", "2026-03-30T00:00:00"
+        "time", None, "2026-03-20T00:00:00", "2026-03-25T00:00:00", "2026-03-30T00:00:00"
     )
     assert spec.priors["ctr"] == pytest.approx(0.0219, abs=1e-4) and spec.rows["test"] == 3512
     ad = spec.features[0]

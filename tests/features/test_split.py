@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -58,3 +59,25 @@ def test_cold_start_and_new_user_flags() -> None:
     # ad 12 first appears in test; user 2 and 3 never in train (3 only in valid)
     assert out["cold"].to_list() == [False, False, False, False, True, False, False]
     assert out["new"].to_list() == [False, False, False, True, True, False, False]
+
+
+def test_auto_falls_back_to_time_shares_when_the_days_leave_a_part_empty() -> None:
+    # a 2-day log against 2 + 1 + 1 configured days: by days, valid and test would be empty
+    days = [i / 10 for i in range(20)]
+    out, bounds = assign_split(_frame(days, [1] * 20, [1] * 20), CFG)
+    split = out.collect()["split"].to_list()
+    assert split == ["train"] * 14 + ["valid"] * 2 + ["test"] * 4  # shares 0.7 / 0.1 / 0.2
+    assert bounds["split_by"] == "fraction"
+    assert bounds["valid_start"] == (D0 + timedelta(days=1.4)).isoformat()
+    # the same log split by days, as asked, leaves test empty (the features stage refuses it)
+    out, bounds = assign_split(_frame(days, [1] * 20, [1] * 20), replace(CFG, by="days"))
+    assert set(out.collect()["split"].to_list()) == {"train", "valid"}
+    assert "split_by" not in bounds
+
+
+def test_fraction_split_keeps_one_timestamp_in_one_part() -> None:
+    # one outlier from 1970 does not empty the later parts, and rows of one time never straddle
+    days = [-20_000.0] + [1.0] * 4 + [2.0] * 3 + [3.0] * 2
+    out, _ = assign_split(_frame(days, [1] * 10, [1] * 10), replace(CFG, by="fraction"))
+    split = out.collect()["split"].to_list()
+    assert split == ["train"] * 5 + ["valid"] * 3 + ["test"] * 2

@@ -310,25 +310,16 @@ CASES: list[Case] = [
          files=log_csv(lambda b: b.with_columns(ts=pl.lit("last tuesday")))),
     # --- data that parses but cannot train a model
     Case("all_zero_labels", err("features", "train", match="click"), stages=TRAIN,
-         files=log_csv(all_labels("0", "0")),
-         today="exit 0 at raw, features and train (ctr=0.0000; train logs test_ctr_auc=nan)"),
+         files=log_csv(all_labels("0", "0"))),
     Case("all_one_labels", err("features", "train", match="click"), stages=TRAIN,
-         files=log_csv(all_labels("1", "0")),
-         today="exit 0 at raw, features and train (ctr=1.0000; train logs test_ctr_auc=nan)"),
+         files=log_csv(all_labels("1", "0"))),
     Case("single_user_single_ad", (Error(("features", "train"), ONE_USER_OR_AD), Ok("train")),
          stages=TRAIN, files=log_csv(lambda b: b.with_columns(user=pl.lit("u1"), ad=pl.lit("a1")))),
     Case("one_1970_timestamp", SPLIT_HANDLED, stages=TRAIN,
-         files=log_csv(lambda b: edit(b, [0], ts="1970-01-01T00:00:00")),
-         today="features exit 0 with train=1 valid=0 test=0 (1,999 rows quarantined as "
-         "outside_split_period); train exit 1, LightGBMError (num_data > 0) raised at "
-         "models/lgbm.py:84 in _train"),
+         files=log_csv(lambda b: edit(b, [0], ts="1970-01-01T00:00:00"))),
     Case("identical_timestamps", SPLIT_HANDLED, stages=TRAIN,
-         files=log_csv(lambda b: b.with_columns(ts=pl.lit("2024-03-01T12:00:00"))),
-         today="features exit 0 with train=2000 valid=0 test=0; train exit 1, LightGBMError "
-         "(num_data > 0) raised at models/lgbm.py:84 in _train"),
-    Case("valid_test_empty_time_split", SPLIT_HANDLED, stages=TRAIN, config={"split": None},
-         today="features exit 0 with train=2000 valid=0 test=0 (the default 18 train days on a "
-         "10-day log); train exit 1, LightGBMError (num_data > 0) raised at models/lgbm.py:84"),
+         files=log_csv(lambda b: b.with_columns(ts=pl.lit("2024-03-01T12:00:00")))),
+    Case("valid_test_empty_time_split", SPLIT_HANDLED, stages=TRAIN, config={"split": None}),
     Case("truncated_raw_table", err("features", match="impressions.parquet"),
          stages=("raw", "features"), tamper=truncate_raw_impressions,
          today="features exit 1, polars ComputeError (no Parquet footer) raised at "
@@ -372,10 +363,7 @@ CASES: list[Case] = [
     # without conversions, which is a valid log too: export must publish
     Case("valid_log_control", (Ok("export"),), stages=EXPORT),
     Case("click_only_export", (Ok("export"),), stages=EXPORT,
-         config={"ingest": {"label_conversion": None}},
-         today="export exit 2: 'export refused: validation failed: pcvr has 150 NaN/inf/negative "
-         "value(s); pcvr has values above 1'"),
+         config={"ingest": {"label_conversion": None}}),
     Case("click_only_export_without_ad_id", (Ok("export"),), stages=EXPORT,
-         config={"ingest": {"label_conversion": None, "ad_id": None}},
-         today="export exit 1, TypeError (float(None)) raised at pipeline/export.py:403 in run"),
+         config={"ingest": {"label_conversion": None, "ad_id": None}}),
 ]  # fmt: skip
