@@ -230,6 +230,18 @@ def pacing_update(
     return float(np.clip(multiplier * factor, cfg.pacing_min, cfg.pacing_max))
 
 
+def stable_mean(column: str) -> pl.Expr:
+    """The mean of a column within a group of an eager group_by, the same to the last bit on
+    every run: a plain `mean()` in a group_by or over(), or any mean in a lazy group_by, sums
+    partial results in thread order."""
+    return pl.col(column).sort().mean()
+
+
+def stable_sum(column: str) -> pl.Expr:
+    """The sum of a column within a group, in a fixed order (see `stable_mean`)."""
+    return pl.col(column).sort().sum()
+
+
 def placement_weights(frame: pl.DataFrame, cfg: BiddingConfig | None = None) -> pl.DataFrame:
     """Per (ad_id, placement): the ad's mean value there / the placement's mean value.
 
@@ -240,12 +252,11 @@ def placement_weights(frame: pl.DataFrame, cfg: BiddingConfig | None = None) -> 
     missing = {"ad_id", "placement", "value"} - set(frame.columns)
     if missing:
         raise ValueError(f"placement_weights needs columns {sorted(missing)}")
-    placement_mean = pl.col("value").mean().over("placement")
+    placement_mean = frame.group_by("placement").agg(placement_mean=stable_mean("value"))
     return (
-        frame.lazy()
-        .with_columns(placement_mean=placement_mean)
-        .group_by("ad_id", "placement")
-        .agg(ad_mean=pl.col("value").mean(), placement_mean=pl.col("placement_mean").first())
+        frame.group_by("ad_id", "placement")
+        .agg(ad_mean=stable_mean("value"))
+        .join(placement_mean, on="placement")
         .with_columns(
             placement_weight=pl.when(pl.col("placement_mean") > 0)
             .then(pl.col("ad_mean") / pl.col("placement_mean"))
@@ -254,7 +265,6 @@ def placement_weights(frame: pl.DataFrame, cfg: BiddingConfig | None = None) -> 
         )
         .select("ad_id", "placement", "placement_weight")
         .sort("ad_id", "placement")
-        .collect()
     )
 
 

@@ -218,7 +218,7 @@ def run(exp: Experiment) -> StageSummary:
                 "export_active_ads": ads.height,
                 "export_bid_mean": float(np.nanmean(bids)) if bids.size else np.nan,
                 "export_bid_max": float(np.nanmax(bids)) if bids.size else np.nan,
-                "export_cells_with_rows": float((table["rows"] > 0).mean()),
+                "export_cells_with_rows": float(table["rows"].gt(0).mean() or np.nan),
                 f"export_champion_{champion.metric}": champion.metric_value,
             }
         )

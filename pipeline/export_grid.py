@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from features.spec import FeatureSpec
+from models.bidding import stable_mean, stable_sum
 from pipeline.config import Experiment
 from pipeline.io import DataError, read_table
 from pipeline.stage import Layout
@@ -137,7 +138,7 @@ def cell_estimates(
     `category`, `prior`) and `rows` is n. A NaN prediction stays NaN in its cells.
     """
     cell_keys = list(KEY_COLUMNS)
-    means = [pl.col(t).mean() for t in targets]
+    means = [stable_mean(t) for t in targets]
     cells = rows.group_by(cell_keys).agg(*means, rows=pl.len())
     out = (
         grid.select(*cell_keys, "category")
@@ -149,11 +150,12 @@ def cell_estimates(
     out = out.join(known_ads, on="ad_id", how="left").join(known_cats, on="category", how="left")
     n = pl.col("rows").cast(pl.Float64)
     for t in targets:
-        by_ps = rows.group_by("placement", "segment").agg(pl.col(t).mean().alias("b_ps"))
-        by_p = rows.group_by("placement").agg(pl.col(t).mean().alias("b_p"))
+        by_ps = rows.group_by("placement", "segment").agg(stable_mean(t).alias("b_ps"))
+        by_p = rows.group_by("placement").agg(stable_mean(t).alias("b_p"))
         scored = rows.join(by_ps, on=["placement", "segment"])
         # null (-> the next fallback) where the base is 0: all-zero predictions give 0, not 0/0
-        ratio = pl.when(pl.col("b_ps").sum() > 0).then(pl.col(t).sum() / pl.col("b_ps").sum())
+        base_sum = stable_sum("b_ps")
+        ratio = pl.when(base_sum > 0).then(stable_sum(t) / base_sum)
         r_ad = scored.group_by("ad_id").agg(ratio.alias("r_ad"))
         r_cat = scored.group_by("category").agg(ratio.alias("r_cat"))
         base = pl.coalesce("b_ps", "b_p", pl.lit(rows[t].mean(), pl.Float64))

@@ -167,3 +167,19 @@ def test_golden_bid_table_ortb() -> None:
     assert _golden(table, "bid_multiplier") == pytest.approx(
         [1.0, low / 2, 1.5, low / 2, 0.0, high / 2]
     )
+
+
+def test_placement_weights_are_the_same_to_the_last_bit_on_every_call():
+    # a plain group_by mean sums partial results in thread order: 10 calls gave 10 different
+    # tables at this size
+    rng = np.random.default_rng(0)
+    n = 400_000
+    frame = pl.DataFrame(
+        {
+            "ad_id": rng.integers(0, 3000, n),
+            "placement": rng.choice(["feed", "search_top", "search_side", "product_page"], n),
+            "value": rng.random(n),
+        }
+    )
+    tables = {placement_weights(frame)["placement_weight"].to_numpy().tobytes() for _ in range(4)}
+    assert len(tables) == 1
