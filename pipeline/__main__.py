@@ -67,7 +67,7 @@ def run_stage(stage: str, experiment: str, overrides: list[str]) -> int:
     """Load the config, take the stage's locks, run it; 0, or 2 with one `error:` line."""
     from pipeline.config import ConfigError, load_experiment
     from pipeline.io import DataError
-    from pipeline.lock import LockTimeout, stage_lock
+    from pipeline.lock import LockError, stage_lock
     from pipeline.stage import Layout, setup_logging
 
     setup_logging()
@@ -79,7 +79,7 @@ def run_stage(stage: str, experiment: str, overrides: list[str]) -> int:
             module = importlib.import_module(STAGES[stage])
             with stage_lock(Layout.of(exp).root, stage):
                 summary = module.run(exp)
-    except (ConfigError, DataError, LockTimeout) as exc:
+    except (ConfigError, DataError, LockError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Terminated as exc:
@@ -107,11 +107,15 @@ def _terminate(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def _signals_unwind() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise Terminated in the main thread for the block."""
+    """SIGTERM and SIGHUP raise Terminated in the main thread for the block (a SIGHUP that is
+    ignored, as under `nohup`, stays ignored)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    signals = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signals.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _terminate) for sig in signals}
     try:
         yield
     finally:

@@ -40,8 +40,12 @@ READS = {
 ORDER = ("raw", "embed", "features", "train", "evaluate", "export", "replay")
 
 
-class LockTimeout(RuntimeError):
-    """Another run held a lock for longer than the wait allows; the message is one line."""
+class LockError(RuntimeError):
+    """A stage could not take its locks; the message is one line."""
+
+
+class LockTimeout(LockError):
+    """Another run held a lock for longer than the wait allows."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -75,9 +79,10 @@ def holders(lock: Path) -> list[dict]:
     for info in sorted(lock.parent.glob(f"{lock.stem}.*.json")):
         try:
             record = json.loads(info.read_text())
-        except (OSError, ValueError):
+            alive = pid_alive(int(record["pid"]))
+        except (OSError, ValueError, TypeError, KeyError):
             continue  # being written or removed right now
-        if isinstance(record, dict) and pid_alive(int(record.get("pid", 0))):
+        if alive:
             found.append(record)
     return found
 
@@ -100,7 +105,10 @@ def stage_lock(
     it still does after `timeout_s`.
     """
     directory = Path(root) / LOCK_DIR
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LockError(f"{directory}: cannot create the lock folder ({exc.strerror})") from None
     deadline = time.monotonic() + timeout_s
     with contextlib.ExitStack() as stack:
         for name, shared in plan(stage):

@@ -96,6 +96,39 @@ def test_a_killed_holder_leaves_no_lock(tmp_path: Path) -> None:
         assert records == [f"features.{os.getpid()}.json"]  # the dead holder's record is gone
 
 
+def test_a_lock_folder_that_cannot_be_made_is_one_line(tmp_path: Path, capsys) -> None:
+    from pipeline.__main__ import main
+
+    (tmp_path / "file").write_text("not a folder")
+    code = main(["features", "--experiment", "small", "--set", f"data.root={tmp_path / 'file'}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip() == f"error: {tmp_path / 'file' / 'small' / '.locks'}: cannot create " + (
+        "the lock folder (Not a directory)"
+    )
+
+
+def test_stages_unwind_on_sigterm_and_sighup_but_keep_nohup() -> None:
+    from pipeline import __main__ as cli
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with cli._signals_unwind():
+            assert signal.getsignal(signal.SIGTERM) is cli._terminate
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN  # as `nohup` set it
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with cli._signals_unwind():
+            assert signal.getsignal(signal.SIGHUP) is cli._terminate
+            with pytest.raises(cli.Terminated) as info:
+                os.kill(os.getpid(), signal.SIGHUP)
+                time.sleep(5)  # the handler raises here, in the main thread
+            assert info.value.signum == signal.SIGHUP
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def test_pid_alive() -> None:
     assert pid_alive(os.getpid())
     assert not pid_alive(dead_pid())
