@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 # stage -> module under pipeline/ exposing `run(exp: Experiment) -> StageSummary`
 STAGES = {
@@ -58,24 +61,65 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.ui import serve
 
         return serve(port=args.port)
+    return run_stage(args.stage, args.experiment, args.overrides)
+
+
+def run_stage(stage: str, experiment: str, overrides: list[str]) -> int:
+    """Load the config, take the stage's locks, run it; 0, or 2 with one `error:` line."""
     from pipeline.config import ConfigError, load_experiment
     from pipeline.io import DataError
-    from pipeline.stage import setup_logging
+    from pipeline.lock import LockError, stage_lock
+    from pipeline.stage import Layout, setup_logging
 
     setup_logging()
     try:
-        exp = load_experiment(args.experiment, args.overrides)
-        module = importlib.import_module(STAGES[args.stage])
-        summary = module.run(exp)
-    except (ConfigError, DataError) as exc:
+        with _signals_unwind():
+            exp = load_experiment(experiment, overrides)
+            module = importlib.import_module(STAGES[stage])
+            with stage_lock(Layout.of(exp).root, stage):
+                summary = module.run(exp)
+    except (ConfigError, DataError, LockError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        print(f"stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    logging.getLogger("adctr").info("%s", summary.line())
-    print(summary.line())
+    print(summary.line(), flush=True)  # on stdout only (the log would repeat it on stderr)
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so open MLflow runs end KILLED and temps go."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second one stops the process at once
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated in the main thread for the block (a SIGHUP that is
+    ignored, as under `nohup`, stays ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signals.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _terminate) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -27,6 +28,7 @@ from models.neural_config import NeuralConfig
 from pipeline.sources.simulated.marketplace import MarketConfig
 
 EXPERIMENTS_DIR = Path("experiments")
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class ConfigError(ValueError):
@@ -246,10 +248,10 @@ def _build_section(section: str, cls: type, values: dict[str, Any], source: str)
 
 def parse_override(text: str) -> tuple[str, str, Any]:
     """`section.key=value` -> (section, key, value); value parsed as TOML, else a string."""
-    if "=" not in text or "." not in text.split("=", 1)[0]:
+    path, _, raw = text.partition("=")
+    section, _, key = path.strip().partition(".")
+    if "=" not in text or not section or not key:
         raise ConfigError(f"--set {text!r}: expected section.key=value")
-    path, raw = text.split("=", 1)
-    section, key = path.strip().split(".", 1)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -261,6 +263,11 @@ def load_experiment(
     name: str, overrides: list[str] | tuple[str, ...] = (), directory: Path | None = None
 ) -> Experiment:
     """Load `experiments/<name>.toml`, apply `section.key=value` overrides, validate strictly."""
+    if not EXPERIMENT_NAME.fullmatch(name):
+        raise ConfigError(
+            f"experiment name {name!r}: use only letters, digits, '_' and '-' "
+            "(it names experiments/<name>.toml, data/<name>/ and the MLflow experiment)"
+        )
     directory = EXPERIMENTS_DIR if directory is None else directory
     path = directory / f"{name}.toml"
     if not path.is_file():
@@ -270,11 +277,17 @@ def load_experiment(
         )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for text in overrides:
         section, key, value = parse_override(text)
-        raw.setdefault(section, {})[key] = value
+        raw.setdefault(section, {})
+        if isinstance(raw[section], dict):
+            raw[section][key] = value
     sections = {}
     for section, values in raw.items():
         if section not in SECTIONS:
@@ -282,6 +295,6 @@ def load_experiment(
                 f"{path}: unknown section '[{section}]' (known: {', '.join(SECTIONS)})"
             )
         if not isinstance(values, dict):
-            raise ConfigError(f"{path}: '{section}' must be a table, got {values!r}")
+            raise ConfigError(f"{path}: '{section}' must be a table ([{section}]), got {values!r}")
         sections[section] = _build_section(section, SECTIONS[section], values, str(path))
     return Experiment(name=name, **sections)

@@ -35,18 +35,21 @@ from features.text import (
 )
 from pipeline.config import Experiment
 from pipeline.io import atomic_file, read_table, write_tables
+from pipeline.lock import file_lock
 from pipeline.stage import Layout, StageSummary
 
 log = logging.getLogger(__name__)
 
 MAX_SHARDS = 16  # compact the cache into one shard beyond this many
+COMPACT_LOCK = ".compact.lock"  # flock: readers shared, a compaction exclusive
 
 
 class EmbeddingCache:
     """Vectors of one encoder variant: Parquet shards of (key, emb, truncated).
 
     Each run appends one shard, written atomically under a unique name, so concurrent runs do
-    not clash; duplicate keys across shards are harmless (the first is kept).
+    not clash; duplicate keys across shards are harmless (the first is kept). A compaction holds
+    a lock that readers share, so no one reads a shard while it is deleted.
     """
 
     def __init__(self, directory: Path, dim: int) -> None:
@@ -62,17 +65,13 @@ class EmbeddingCache:
 
     def get(self, keys: list[str]) -> pl.DataFrame:
         """The cached rows among `keys` (key, emb, truncated)."""
-        for attempt in range(2):
-            shards = self.shards()
-            if not shards or not keys:
-                break
-            try:
-                wanted = pl.LazyFrame({"key": keys}, schema={"key": pl.String})
-                found = self._scan(shards).join(wanted, on="key", how="semi")
-                return found.unique("key", keep="first", maintain_order=True).collect()
-            except FileNotFoundError:  # a shard compacted away under us: look again
-                if attempt:
-                    raise
+        if keys and self.directory.is_dir():
+            with file_lock(self.directory / COMPACT_LOCK, shared=True):  # no compaction meanwhile
+                shards = self.shards()
+                if shards:
+                    wanted = pl.LazyFrame({"key": keys}, schema={"key": pl.String})
+                    found = self._scan(shards).join(wanted, on="key", how="semi")
+                    return found.unique("key", keep="first", maintain_order=True).collect()
         return pl.DataFrame(
             schema={
                 "key": pl.String,
@@ -88,13 +87,17 @@ class EmbeddingCache:
             {"key": keys, "emb": vectors.astype(np.float32), "truncated": truncated.astype(bool)}
         )
         self._write(frame)
-        shards = self.shards()
-        if len(shards) > MAX_SHARDS:
-            merged = self._scan(shards).unique("key", keep="first", maintain_order=True).collect()
-            self._write(merged)
-            for old in shards:
-                old.unlink(missing_ok=True)
-            log.info("compacted %d cache shards into one (%d vectors)", len(shards), len(merged))
+        with file_lock(self.directory / COMPACT_LOCK):  # no reader or other compaction meanwhile
+            shards = self.shards()
+            if len(shards) > MAX_SHARDS:
+                merged = self._scan(shards).unique("key", keep="first", maintain_order=True)
+                merged = merged.collect()
+                self._write(merged)
+                for old in shards:
+                    old.unlink(missing_ok=True)
+                log.info(
+                    "compacted %d cache shards into one (%d vectors)", len(shards), len(merged)
+                )
 
     def _write(self, frame: pl.DataFrame) -> None:
         buf = io.BytesIO()

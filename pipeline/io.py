@@ -1,18 +1,22 @@
 """Files between stages: Parquet tables plus `_manifest.json`, written atomically.
 
-A stage output is a directory. It is built in `.tmp-<name>-<uuid>/` beside the target, every
-file is fsynced, the manifest is written last, and the directory is renamed into place. A
-crashed job leaves only a `.tmp-*` folder, which the next run removes; readers refuse a
-directory without a manifest.
+A stage output is a directory. It is built in `.tmp-<name>-<pid>-<uuid>/` beside the target,
+every file is fsynced, the manifest is written last, and the directory is renamed into place (the
+previous one moved aside to `.old-<name>-<pid>-<uuid>/` for the moment of the swap). A crashed job
+leaves only such folders, which the next write of the same name removes (or, for an `.old-*` of an
+interrupted swap, renames back) once their owner process is dead; a live owner's are left alone.
+Readers refuse a directory without a manifest and a Parquet file whose footer does not read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -22,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from pipeline.lock import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +82,47 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def owned_name(target: Path, kind: str = "tmp") -> Path:
+    """`.<kind>-<name>-<pid>-<uuid>` beside `target`: a temporary name owned by this process."""
+    return target.parent / f".{kind}-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+_OWNER = re.compile(r"(?:(\d+)-)?[0-9a-f]{8}")
+_OWNER_TAIL = re.compile(r"-(?:(\d+)-)?[0-9a-f]{8}$")
+
+
+def owner_dead(entry: Path, prefix: str | None = None) -> bool:
+    """True if `entry` is `<prefix><pid>-<uuid>` of a dead process, or a `<prefix><uuid>` of a
+    version that did not record its owner; False for a live owner or another target's name.
+    Without `prefix`, any name ending in `-<pid>-<uuid>` or `-<uuid>` is judged by that end."""
+    if prefix is None:
+        found = _OWNER_TAIL.search(entry.name)
+    else:
+        found = _OWNER.fullmatch(entry.name.removeprefix(prefix))
+    if found is None:
+        return False
+    return found.group(1) is None or not pid_alive(int(found.group(1)))
+
+
 def clean_stale(parent: Path, name: str) -> None:
-    """Remove leftovers of crashed writes of `name`; restore a target lost mid-swap."""
+    """Remove dead writers' leftovers of `name`; restore a target lost mid-swap."""
     if not parent.is_dir():
         return
     target = parent / name
     for old in sorted(parent.glob(f".old-{name}-*")):
+        if not owner_dead(old, f".old-{name}-"):
+            continue  # a live writer's swap in progress
         if not target.exists() and (old / MANIFEST).exists():
-            os.rename(old, target)
-            log.warning("restored %s from an interrupted swap", target)
+            try:
+                os.rename(old, target)
+                log.warning("restored %s from an interrupted swap", target)
+            except OSError as exc:  # another run restored or published it first
+                log.debug("not restoring %s: %s", old, exc)
         else:
             shutil.rmtree(old, ignore_errors=True)
     for tmp in parent.glob(f".tmp-{name}-*"):
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        if owner_dead(tmp, f".tmp-{name}-"):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -97,32 +131,58 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(target.parent, target.name)
-    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    tmp = owned_name(target)
     tmp.mkdir()
     try:
         yield tmp
         _fsync_tree(tmp)
-        if target.exists():
-            old = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
+        _swap_in(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _swap_in(tmp: Path, target: Path, tries: int = 5) -> None:
+    """Rename `tmp` to `target`, moving a previous `target` aside first and deleting it after.
+
+    Another writer publishing the same target in between wins this round and is replaced in the
+    next; a failure of any other kind puts the previous target back before it is raised.
+    """
+    for _ in range(tries):
+        old = owned_name(target, "old")
+        try:
+            os.rename(target, old)
+        except FileNotFoundError:
+            old = None  # nothing published yet (or another writer moved it aside)
+        try:
+            os.rename(tmp, target)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+                continue
+            if old is not None and not target.exists():
+                os.rename(old, target)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return
+    raise OSError(f"{target}: replaced by other writers {tries} times in a row; rerun")
+
+
 def atomic_file(target: Path, data: bytes) -> None:
     """Write bytes to `target` atomically (temp file beside it, fsync, rename)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    clean_stale(target.parent, target.name)
+    tmp = owned_name(target)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def schema_of(frame: pl.DataFrame | pl.LazyFrame) -> dict[str, str]:
@@ -208,7 +268,38 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             f"{directory}: no {MANIFEST} (stage output missing or incomplete); "
             "run the stage that writes it first"
         )
-    return json.loads(man.read_text())
+    try:
+        manifest = json.loads(man.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bytes that are not UTF-8
+        raise DataError(
+            f"{man}: unreadable ({_one_line(exc)}); rerun the stage that writes it"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{man}: not a manifest (a JSON object); rerun the stage that writes it")
+    return manifest
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def check_parquet(path: Path, rows: int | None = None) -> None:
+    """Raise a DataError naming `path` unless its Parquet footer reads (a truncated or foreign
+    file's does not) and, given `rows`, records that many rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        found = pq.read_metadata(path).num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(
+            f"{path}: unreadable Parquet ({_one_line(exc)}); rerun the stage that writes it"
+        ) from None
+    if rows is not None and found != rows:
+        raise DataError(
+            f"{path}: {found:,} rows where its manifest says {rows:,}; "
+            "rerun the stage that writes it"
+        )
 
 
 def check_schema(
@@ -234,6 +325,7 @@ def read_table(
     path = Path(directory) / f"{name}.parquet"
     if name not in manifest.get("tables", {}) or not path.is_file():
         raise DataError(f"{path}: table '{name}' not in {directory / MANIFEST}")
+    check_parquet(path, manifest["tables"][name].get("rows"))
     lf = pl.scan_parquet(path)
     if expected:
         check_schema(lf, expected, str(path))

@@ -22,7 +22,15 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.io import MANIFEST, DataError, atomic_dir, fsync_dir
+from pipeline.io import (
+    MANIFEST,
+    DataError,
+    atomic_dir,
+    fsync_dir,
+    owned_name,
+    owner_dead,
+    read_manifest,
+)
 
 TABLE_FILE = "bid_weights.parquet"
 CSV_FILE = "bid_weights.csv"
@@ -36,8 +44,7 @@ def _crash_point(phase: str) -> None:
 
 def published_manifest(exports: Path) -> dict[str, Any] | None:
     """The manifest of the published table, or None when nothing is published."""
-    man = Path(exports) / MANIFEST
-    return json.loads(man.read_text()) if man.is_file() else None
+    return read_manifest(exports) if (Path(exports) / MANIFEST).is_file() else None
 
 
 def read_published(exports: Path) -> tuple[pl.DataFrame, dict[str, Any]] | None:
@@ -48,24 +55,28 @@ def read_published(exports: Path) -> tuple[pl.DataFrame, dict[str, Any]] | None:
     if not Path(exports).exists():
         return None
     real = Path(os.path.realpath(exports))
-    manifest = json.loads((real / MANIFEST).read_text())
+    manifest = read_manifest(real)
     data = (real / TABLE_FILE).read_bytes()
-    if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+    if hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
         raise DataError(f"{real / TABLE_FILE}: checksum differs from its manifest")
     table = pl.read_parquet(io.BytesIO(data))
-    if table.height != manifest["rows"]:
+    if table.height != manifest.get("rows"):
         raise DataError(
-            f"{real / TABLE_FILE}: {table.height} rows, manifest says {manifest['rows']}"
+            f"{real / TABLE_FILE}: {table.height} rows, manifest says {manifest.get('rows')}"
         )
     return table, manifest
 
 
 def _clean_stale(exports: Path, versions: Path) -> None:
-    """Drop leftovers of killed exports: unfinished versions and unswapped links."""
+    """Drop leftovers of killed exports: unfinished versions and unswapped links (those of an
+    export still running are its own)."""
     for tmp in versions.glob(".tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
-    for link in exports.parent.glob(f".tmp-{exports.name}-*"):
-        link.unlink(missing_ok=True)
+        if owner_dead(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    prefix = f".tmp-{exports.name}-"
+    for link in exports.parent.glob(f"{prefix}*"):
+        if owner_dead(link, prefix):
+            link.unlink(missing_ok=True)
 
 
 def _prune(versions: Path, current: str, keep: int) -> None:
@@ -108,7 +119,7 @@ def publish(
     _crash_point("version")
     if exports.exists() and not exports.is_symlink():  # a table from before versioning
         os.rename(exports, versions / f"legacy-{uuid.uuid4().hex[:8]}")
-    link = exports.parent / f".tmp-{exports.name}-{uuid.uuid4().hex[:8]}"
+    link = owned_name(exports)
     os.symlink(os.path.relpath(final, exports.parent), link)
     os.replace(link, exports)
     fsync_dir(exports.parent)

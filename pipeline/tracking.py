@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,12 @@ from typing import Any
 import mlflow
 
 from pipeline.config import EXPERIMENTS_DIR, Experiment
+from pipeline.lock import pid_alive
 
 log = logging.getLogger(__name__)
 
 STORE_DIR = Path("mlruns")
+HOST_TAG, PID_TAG = "host", "pid"  # the process that runs a stage, to find abandoned runs
 
 
 def tracking_uri() -> str:
@@ -59,16 +62,47 @@ def stage_run(
     tags: dict[str, str] | None = None,
     log_config: bool = True,
 ) -> Iterator[mlflow.ActiveRun]:
-    """One top-level MLflow run for a stage (or one model of the train stage), tagged."""
-    use_experiment(exp)
+    """One top-level MLflow run for a stage (or one model of the train stage), tagged.
+
+    The run records the process (`host`, `pid`); runs that dead processes of this host left
+    RUNNING are marked KILLED first, and a run interrupted by Ctrl-C (or a SIGTERM / SIGHUP
+    that the CLI turns into KeyboardInterrupt) ends KILLED rather than FAILED.
+    """
+    exp_id = use_experiment(exp)
+    end_abandoned_runs(exp_id)
     all_tags = {"stage": stage, "experiment": exp.name, "config_hash": exp.digest()}
     if model:
         all_tags["model"] = model
+    all_tags |= {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     all_tags.update(tags or {})
     with mlflow.start_run(run_name=run_name or (model or stage), tags=all_tags) as run:
-        if log_config:
-            log_experiment_config(exp)
-        yield run
+        try:
+            if log_config:
+                log_experiment_config(exp)
+            yield run
+        except KeyboardInterrupt:
+            mlflow.end_run("KILLED")
+            raise
+
+
+def end_abandoned_runs(exp_id: str) -> list[str]:
+    """Mark KILLED the runs of the experiment left RUNNING by dead processes of this host."""
+    host = socket.gethostname().replace("'", "")
+    client = mlflow.MlflowClient()
+    runs = client.search_runs(
+        [exp_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'",
+        max_results=1000,
+    )
+    ended = []
+    for found in runs:
+        pid = found.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and not pid_alive(int(pid)):
+            client.set_terminated(found.info.run_id, "KILLED")
+            ended.append(found.info.run_id)
+    if ended:
+        log.warning("marked %d run(s) of dead processes KILLED: %s", len(ended), ", ".join(ended))
+    return ended
 
 
 def log_experiment_config(exp: Experiment) -> None:

@@ -3,10 +3,19 @@
 Store: `MLFLOW_TRACKING_URI` if set, else `sqlite:///<cwd>/mlruns/mlflow.db`, artifacts for
 experiments created from the UI under `<store dir>/artifacts` (where the pipeline puts its own).
 The server runs with one worker, job execution and telemetry off (about 600 MB instead of 2.4 GB).
+
+The dashboard owns its server. `mlflow server` runs under a small watchdog (this module run as
+`python -m pipeline.ui --watch <pid> -- <command>`), which puts the server and the uvicorn
+process it starts in a process group of their own and stops that whole group when the watchdog is
+signalled, when the server exits, or when its parent dies: Linux sends it SIGTERM then
+(`PR_SET_PDEATHSIG`), `kill -9` of the parent included, and it also checks its parent pid. The
+parent stops the watchdog on Ctrl-C, SIGTERM and SIGHUP (closing the terminal; unless SIGHUP is
+ignored, as under `nohup`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -76,32 +85,36 @@ def start_server(
         "--port", str(port),
         "--workers", "1",
     ]  # fmt: skip
+    watched = [sys.executable, "-m", "pipeline.ui", "--watch", str(os.getpid()), "--", *cmd]
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
-            cmd,
+            watched,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **SERVER_ENV},
-            start_new_session=True,  # its own process group: Ctrl-C reaches us, we stop it
+            start_new_session=True,  # Ctrl-C in the terminal reaches us only; we stop it
         )
     url = f"http://{HOST}:{port}"
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"mlflow server exited with {process.returncode}:\n{_tail(log_path)}"
-            )
-        if _healthy(url):
-            log.info("MLflow server ready at %s (pid %d, log %s)", url, process.pid, log_path)
-            return process, url
-        time.sleep(0.5)
-    stop_server(process)
-    raise RuntimeError(f"mlflow server not healthy after {timeout_s:.0f}s:\n{_tail(log_path)}")
+    try:  # a server that never got healthy, or whose start was interrupted, is stopped
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"mlflow server exited with {process.returncode}:\n{_tail(log_path)}"
+                )
+            if _healthy(url):
+                log.info("MLflow server ready at %s (pid %d, log %s)", url, process.pid, log_path)
+                return process, url
+            time.sleep(0.5)
+        raise RuntimeError(f"mlflow server not healthy after {timeout_s:.0f}s:\n{_tail(log_path)}")
+    except BaseException:
+        stop_server(process)
+        raise
 
 
-def stop_server(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
-    """SIGTERM the server's process group (server + uvicorn worker), SIGKILL if it lingers."""
+def stop_server(process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """SIGTERM the watchdog (which stops the server's group), SIGKILL it if it lingers."""
     if process.poll() is not None:
         return
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -113,7 +126,53 @@ def stop_server(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
             process.wait(timeout=timeout_s)
             return
         except subprocess.TimeoutExpired:
-            log.warning("mlflow server (pid %d) ignored %s", process.pid, sig.name)
+            log.warning("mlflow server watchdog (pid %d) ignored %s", process.pid, sig.name)
+
+
+def watch(parent: int, cmd: list[str], grace_s: float = 10.0) -> int:
+    """The watchdog: run `cmd` in a new process group until it exits, a signal comes or
+    `parent` dies, then stop that whole group; the command's exit code (0 when stopped)."""
+    _parent_death_signal(signal.SIGTERM)
+    stopped: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: stopped.append(signum))
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        return 0
+    server = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL)
+    try:
+        while not stopped and os.getppid() == parent:
+            try:
+                return server.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                continue
+        return 0
+    finally:
+        _stop_group(server, grace_s)
+
+
+def _stop_group(leader: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM the process group `leader` leads, SIGKILL what is left after `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + grace_s
+        try:
+            os.killpg(leader.pid, sig)
+            while time.monotonic() < deadline:
+                leader.poll()  # reap the leader, so that only live members keep the group
+                os.killpg(leader.pid, 0)
+                time.sleep(0.1)
+        except ProcessLookupError:  # no process left in the group
+            return
+
+
+def _parent_death_signal(sig: int) -> None:
+    """Ask Linux to send `sig` to this process when its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
+    except (OSError, AttributeError) as exc:
+        log.warning("no parent-death signal: %s", exc)
 
 
 def newest_experiment_url(url: str) -> str:
@@ -140,22 +199,29 @@ def serve(port: int = 5000) -> int:
     """Run the dashboard until Ctrl-C; print its URL. 0 on a clean stop, 1 if it failed."""
     store = default_store_uri()
     log.info("starting the MLflow UI on %s:%d against %s", HOST, port, store)
+    # `kill` and closing the terminal stop it as cleanly as Ctrl-C (a SIGHUP ignored by
+    # `nohup` stays ignored)
+    stops = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stops.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in stops}
+    process = None
     try:
         process, url = start_server(store, port)
-    except RuntimeError as exc:
-        log.error("%s", exc)
-        return 1
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
-    try:
         link = newest_experiment_url(url)
         print(f"MLflow UI: {link}\n(store {store}; Ctrl-C stops it)", flush=True)
         code = _wait(process)
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        return 1
     except KeyboardInterrupt:
         log.info("stopping the MLflow UI")
         return 0
     finally:
-        stop_server(process)
-        signal.signal(signal.SIGTERM, previous)
+        if process is not None:
+            stop_server(process)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     log.error("mlflow server exited with %d", code)
     return 1
 
@@ -204,3 +270,9 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+if __name__ == "__main__":  # the watchdog: python -m pipeline.ui --watch <parent pid> -- <cmd>
+    if len(sys.argv) < 5 or sys.argv[1] != "--watch" or sys.argv[3] != "--":
+        sys.exit("usage: python -m pipeline.ui --watch <parent pid> -- <command ...>")
+    sys.exit(watch(int(sys.argv[2]), sys.argv[4:]))

@@ -86,6 +86,44 @@ def test_bad_config_in_process(
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("content", "args", "needles"),
+    [
+        (b"[market]\nn_ads = 5 # caf\xe9\n", [], ["bad.toml", "not UTF-8"]),
+        (b"market = 5\n", [], ["'market' must be a table"]),
+        (b"market = 5\n", ["--set", "market.n_ads=9"], ["'market' must be a table"]),
+        (b"", ["--set", "market=5"], ["market=5", "section.key=value"]),
+        (b"", ["--set", "market.=5"], ["section.key=value"]),
+    ],
+    ids=["latin-1", "section-not-a-table", "override-into-a-value", "set-a-section", "no-key"],
+)
+def test_a_bad_experiment_file_is_one_line(
+    content: bytes,
+    args: list[str],
+    needles: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "bad.toml").write_bytes(content)
+    monkeypatch.chdir(tmp_path)  # experiments/ is read from the working directory
+    code = main(["features", "--experiment", "bad", "--set", "data.root=data", *args])
+    assert code == 2
+    one_error_line(capsys.readouterr().err, *needles)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("name", ["../../tmp/x", "a/b", "small.toml", "", "caf\u00e9"])
+def test_an_experiment_name_is_letters_digits_dash_underscore(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(["features", "--experiment", name, "--set", f"data.root={tmp_path}"])
+    assert code == 2
+    one_error_line(capsys.readouterr().err, "experiment name", repr(name))
+    assert not any(tmp_path.iterdir())
+
+
 def test_missing_input_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main(["features", "--experiment", "small", "--set", f"data.root={tmp_path}"])
     assert code != 0
@@ -125,6 +163,7 @@ def test_generate_prints_a_one_line_summary(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     summary = [line for line in proc.stdout.splitlines() if line.startswith("[generate]")]
     assert len(summary) == 1, proc.stdout
+    assert "[generate] rows in=" not in proc.stderr  # printed once, not logged again
     assert "out=2,000" in summary[0]
     assert str(root / "small" / "raw") in summary[0]
     assert (root / "small" / "raw" / "_manifest.json").is_file()

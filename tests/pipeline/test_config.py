@@ -129,6 +129,7 @@ def test_section_validation_becomes_a_config_error(tmp_path: Path) -> None:
         ('data.path="a b/c.csv"', ("data", "path", "a b/c.csv")),  # quoted string
         ("data.root=/tmp/x=y", ("data", "root", "/tmp/x=y")),  # splits at the first '='
         (" market.n_ads =7", ("market", "n_ads", 7)),
+        ("ingest.separator=", ("ingest", "separator", "")),  # nothing after '=': empty string
     ],
 )
 def test_parse_override(text: str, expected: tuple) -> None:
@@ -137,7 +138,7 @@ def test_parse_override(text: str, expected: tuple) -> None:
     assert type(value) is type(expected[2])
 
 
-@pytest.mark.parametrize("text", ["market.n_ads", "n_ads=5", "=5"])
+@pytest.mark.parametrize("text", ["market.n_ads", "n_ads=5", "=5", ".n_ads=5", "market.=5"])
 def test_parse_override_rejects_malformed(text: str) -> None:
     with pytest.raises(ConfigError, match=r"expected section\.key=value"):
         parse_override(text)

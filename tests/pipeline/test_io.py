@@ -83,41 +83,118 @@ def test_replacing_an_existing_output(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout)
+
+
 def test_stale_tmp_of_the_same_name_is_cleaned(tmp_path: Path) -> None:
-    stale_dir = tmp_path / ".tmp-out-deadbeef"
+    stale_dir = tmp_path / ".tmp-out-deadbeef"  # named before temps carried their owner's pid
     stale_dir.mkdir()
     (stale_dir / "t.parquet").write_bytes(b"partial")
     stale_file = tmp_path / ".tmp-out-cafebabe"
     stale_file.write_bytes(b"partial")
+    dead = tmp_path / f".tmp-out-{dead_pid()}-0badf00d"
+    dead.mkdir()
     other = tmp_path / ".tmp-other-deadbeef"  # another output's write in progress: untouched
     other.mkdir()
+    longer = tmp_path / f".tmp-out-x-{dead_pid()}-0badf00d"  # of the target `out-x`: untouched
+    longer.mkdir()
     with atomic_dir(tmp_path / "out") as tmp:
         (tmp / "x").write_text("x")
-    assert not stale_dir.exists() and not stale_file.exists()
-    assert other.exists()
+    assert not stale_dir.exists() and not stale_file.exists() and not dead.exists()
+    assert other.exists() and longer.exists()
 
 
-def test_interrupted_swap_is_restored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A crash between `target -> .old-*` and `.tmp-* -> target` loses nothing."""
+def test_temps_of_a_live_writer_survive_another_writers_cleanup(tmp_path: Path) -> None:
+    """Two runs writing one output: the second's start-up cleanup leaves the first's temp."""
+    target = tmp_path / "out"
+    with atomic_dir(target) as first:
+        assert str(os.getpid()) in first.name
+        (first / "t.parquet").write_bytes(b"being written")
+        with atomic_dir(target) as second:  # clean_stale runs here; `first` is ours, alive
+            (second / "v").write_text("second")
+        assert (first / "t.parquet").read_bytes() == b"being written"
+        (first / "v").write_text("first")
+    assert (target / "v").read_text() == "first"  # the last to finish is published, whole
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failed_swap_puts_the_previous_output_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error between `target -> .old-*` and `.tmp-* -> target` loses nothing."""
     target = tmp_path / "out"
     write_tables(target, {"t": table(1)}, config_digest="a")
     real_rename = os.rename
     calls = []
 
-    def crash_on_second(src, dst):
+    def fail_on_second(src, dst):
         calls.append((src, dst))
         if len(calls) == 2:
-            raise OSError("power cut")
+            raise OSError("disk gone")
         real_rename(src, dst)
 
-    monkeypatch.setattr(io.os, "rename", crash_on_second)
-    with pytest.raises(OSError, match="power cut"):
+    monkeypatch.setattr(io.os, "rename", fail_on_second)
+    with pytest.raises(OSError, match="disk gone"):
         write_tables(target, {"t": table(2)}, config_digest="b")
     monkeypatch.setattr(io.os, "rename", real_rename)
-    assert not target.exists()
-    assert any(name.startswith(".old-out-") for name in leftovers(tmp_path))
+    assert Path(calls[0][1]).name.startswith(".old-out-")
+    assert read_table(target, "t").collect()["v"].to_list() == [1] * 5
+    assert leftovers(tmp_path) == []
+
+
+def test_a_swap_interrupted_by_a_crash_is_restored(tmp_path: Path) -> None:
+    """A process killed between the two renames leaves `.old-*` and no target: the next
+    write's cleanup renames it back, but never a live writer's, which is mid-swap."""
+    target = tmp_path / "out"
+    write_tables(target, {"t": table(1)}, config_digest="a")
+    live = tmp_path / f".old-out-{os.getpid()}-0badf00d"
+    os.rename(target, live)
+    clean_stale(tmp_path, "out")
+    assert not target.exists() and live.exists()  # its owner (this process) may finish it
+    dead = tmp_path / f".old-out-{dead_pid()}-0badf00d"
+    os.rename(live, dead)
     clean_stale(tmp_path, "out")
     assert read_table(target, "t").collect()["v"].to_list() == [1] * 5
+    assert leftovers(tmp_path) == []
+
+
+def test_two_processes_writing_one_output_never_crash(tmp_path: Path) -> None:
+    """Without any lock, concurrent writers of one target each publish a whole version."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        import polars as pl
+        from pipeline.io import write_tables
+        for i in range(15):
+            frame = pl.DataFrame({"v": [int(sys.argv[2])] * 1000})
+            write_tables(Path(sys.argv[1]), {"t": frame}, config_digest=sys.argv[2])
+        """
+    )
+    target = tmp_path / "out"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(target), str(i)],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (1, 2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    manifest = read_manifest(target)
+    values = read_table(target, "t").collect()["v"].unique().to_list()
+    assert values == [int(manifest["config_hash"])]
     assert leftovers(tmp_path) == []
 
 
@@ -303,3 +380,37 @@ def test_atomic_file_replaces_content(tmp_path: Path) -> None:
     atomic_file(target, b"2")
     assert target.read_bytes() == b"2"
     assert [p.name for p in target.parent.iterdir()] == ["x.json"]
+
+
+# --- unreadable inputs ---------------------------------------------------------------------
+
+
+def test_a_truncated_parquet_is_a_data_error_naming_the_file(tmp_path: Path) -> None:
+    write_tables(tmp_path / "raw", {"ads": table(1, rows=500)}, config_digest="a")
+    path = tmp_path / "raw" / "ads.parquet"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="unreadable Parquet") as info:
+        read_table(tmp_path / "raw", "ads")
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+    path.write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match=r"ads\.parquet: unreadable Parquet"):
+        read_table(tmp_path / "raw", "ads")
+
+
+def test_a_table_swapped_for_another_is_a_data_error(tmp_path: Path) -> None:
+    write_tables(tmp_path / "raw", {"ads": table(1, rows=5)}, config_digest="a")
+    table(1, rows=7).write_parquet(tmp_path / "raw" / "ads.parquet")
+    with pytest.raises(DataError, match="7 rows where its manifest says 5"):
+        read_table(tmp_path / "raw", "ads")
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"tables": ', b"\xff\xfe{}", b"[1, 2]"], ids=["cut", "not-utf8", "not-object"]
+)
+def test_an_unreadable_manifest_is_a_data_error(tmp_path: Path, content: bytes) -> None:
+    write_tables(tmp_path / "raw", {"ads": table(1)}, config_digest="a")
+    (tmp_path / "raw" / MANIFEST).write_bytes(content)
+    with pytest.raises(DataError, match=r"raw/_manifest\.json: ") as info:
+        read_manifest(tmp_path / "raw")
+    assert "\n" not in str(info.value)
