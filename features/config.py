@@ -54,9 +54,18 @@ class FeatureConfig:
         unknown = set(self.behaviour_keys) - set(KEYS)
         if unknown:
             raise ValueError(f"unknown behaviour_keys {sorted(unknown)} (known: {list(KEYS)})")
+        for name in ("behaviour_keys", "windows_days"):  # one feature column per key / window
+            values = getattr(self, name)
+            if len(set(values)) < len(values):
+                raise ValueError(f"{name} names a value twice: {list(values)}")
         if any(w <= 0 for w in self.windows_days):
-            raise ValueError("windows_days must be positive")
-        if self.click_window_hours < 0 or self.conversion_window_hours < 0:
-            raise ValueError("click_window_hours and conversion_window_hours must be >= 0")
-        if self.prior_strength <= 0:
-            raise ValueError("prior_strength must be positive")
+            raise ValueError(f"windows_days must be positive, got {list(self.windows_days)}")
+        for name in ("click_window_hours", "conversion_window_hours"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("prior_strength", "interest_half_life_days"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("interest_dim", "lgbm_text_dim", "recent_clicks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -56,6 +56,21 @@ def _fills_every_part(ts: pl.Series, bounds: tuple[datetime, datetime, datetime]
         and ((ts >= test_start) & (ts < test_end)).any()
     )
 
+    def __post_init__(self) -> None:
+        for name in ("train_days", "valid_days", "test_days"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.random_seed < 0:
+            raise ValueError(f"random_seed must be >= 0, got {self.random_seed}")
+        for name in ("valid_fraction", "test_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in (0, 1), got {getattr(self, name)}")
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                "valid_fraction + test_fraction must be below 1 (the rest is train), got "
+                f"{self.valid_fraction} + {self.test_fraction}"
+            )
+
 
 def assign_split(impressions: Frame, cfg: SplitConfig) -> tuple[Frame, dict]:
     """Add a `split` column (unless the data brings one) and return the boundaries used.

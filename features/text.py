@@ -63,10 +63,16 @@ class EmbedConfig:
         if self.max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {self.max_length}")
         if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         unknown = sorted(set(self.fields) - set(FIELDS))
-        if unknown or not self.fields:
-            raise ValueError(f"fields must be a non-empty subset of {FIELDS}, got {self.fields}")
+        if unknown or not self.fields or len(set(self.fields)) < len(self.fields):
+            raise ValueError(
+                f"fields must name distinct values of {FIELDS} (at least one), got {self.fields}"
+            )
+        if not self.encoder:
+            raise ValueError(f"encoder must be {DEFAULT_ENCODER!r} or a model directory, got ''")
+        if self.progress_min < 0:
+            raise ValueError(f"progress_min must be >= 0, got {self.progress_min}")
 
 
 @dataclass(frozen=True)

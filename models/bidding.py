@@ -61,22 +61,61 @@ class BiddingConfig:
     ipinyou_path: str = "../shared/data/ipinyou-2997-bidlog"
 
     def __post_init__(self) -> None:
-        for name in self.strategies:
-            split_strategy(name, self.paced_base)
         if self.paced_base not in BASE_STRATEGIES:
-            raise ValueError(f"paced_base must be constant, linear or ortb, got {self.paced_base}")
-        if not 0 <= self.min_multiplier <= self.max_multiplier:
-            raise ValueError("need 0 <= min_multiplier <= max_multiplier")
-        if self.bid_cap and self.bid_cap < self.bid_floor:
-            raise ValueError("bid_cap must be 0 (none) or >= bid_floor")
+            raise ValueError(
+                f"paced_base must be constant, linear or ortb, got {self.paced_base!r}"
+            )
+        for name in self.strategies:
+            try:
+                split_strategy(name, self.paced_base)
+            except ValueError as exc:
+                raise ValueError(f"strategies: {exc}") from None
+        if not self.strategies or len(set(self.strategies)) < len(self.strategies):
+            raise ValueError(f"strategies must name distinct strategies, got {self.strategies}")
+        fractions = self.budget_fractions
+        if not fractions or any(not 0 < f <= 1 for f in fractions):
+            raise ValueError(f"budget_fractions must lie in (0, 1], got {fractions}")
+        if len(set(fractions)) < len(fractions):
+            raise ValueError(f"budget_fractions names a budget twice: {fractions}")
+        self._check_bounds()
         if not 0 < self.grid_min < self.grid_max or self.grid_points < 2:
-            raise ValueError("need 0 < grid_min < grid_max and grid_points >= 2")
-        if any(not 0 < f <= 1 for f in self.budget_fractions):
-            raise ValueError("budget_fractions must lie in (0, 1]")
-        if self.pacing_slots < 1 or self.pacing_step < 1 or self.pacing_min > self.pacing_max:
-            raise ValueError("need pacing_slots >= 1, pacing_step >= 1, pacing_min <= pacing_max")
+            raise ValueError(
+                "need 0 < grid_min < grid_max and grid_points >= 2, got "
+                f"{self.grid_min}, {self.grid_max} and {self.grid_points}"
+            )
+        self._check_pacing()
+
+    def _check_pacing(self) -> None:
+        minimum = {"pacing_slots": 1, "pacing_step": 1, "pacing_gain": 0, "pacing_min": 0}
+        for name, low in minimum.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if self.pacing_max <= 0 or self.pacing_max < self.pacing_min:
+            raise ValueError(
+                f"pacing_max must be > 0 and >= pacing_min ({self.pacing_min}), "
+                f"got {self.pacing_max}"
+            )
         if self.pacing_slot_cap and self.pacing_slot_cap < 1:
-            raise ValueError("pacing_slot_cap must be 0 (no cap) or >= 1")
+            raise ValueError(
+                f"pacing_slot_cap must be 0 (no cap) or >= 1, got {self.pacing_slot_cap}"
+            )
+
+    def _check_bounds(self) -> None:
+        if self.base_bid <= 0:
+            raise ValueError(f"base_bid must be > 0, got {self.base_bid}")
+        if not 0 <= self.min_multiplier <= self.max_multiplier or self.max_multiplier <= 0:
+            raise ValueError(
+                "need 0 <= min_multiplier <= max_multiplier and max_multiplier > 0, got "
+                f"{self.min_multiplier} and {self.max_multiplier}"
+            )
+        if self.bid_floor < 0 or self.ortb_c < 0:
+            raise ValueError(
+                f"bid_floor and ortb_c must be >= 0, got {self.bid_floor} and {self.ortb_c}"
+            )
+        if self.bid_cap and self.bid_cap < self.bid_floor:
+            raise ValueError(
+                f"bid_cap must be 0 (none) or >= bid_floor ({self.bid_floor}), got {self.bid_cap}"
+            )
 
 
 def split_strategy(name: str, paced_base: str = "linear") -> tuple[str, bool]:

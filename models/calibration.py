@@ -30,6 +30,10 @@ class CalibrationConfig:
     def __post_init__(self) -> None:
         if self.method not in ("isotonic", "platt"):
             raise ValueError(f"calibration.method must be isotonic or platt, not {self.method!r}")
+        if self.min_positives_isotonic < 0:
+            raise ValueError(
+                f"min_positives_isotonic must be >= 0, got {self.min_positives_isotonic}"
+            )
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

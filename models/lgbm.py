@@ -34,6 +34,23 @@ class LightGBMConfig:
     cvr_num_leaves: int = 15
     cvr_min_data_in_leaf: int = 50
 
+    def __post_init__(self) -> None:
+        for name in ("num_leaves", "cvr_num_leaves"):  # LightGBM: 1 < num_leaves <= 131072
+            if not 2 <= getattr(self, name) <= 131_072:
+                raise ValueError(f"{name} must lie in [2, 131072], got {getattr(self, name)}")
+        counts = ("num_boost_round", "early_stopping_rounds", "min_data_in_leaf")
+        for name in (*counts, "cvr_min_data_in_leaf"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("feature_fraction", "bagging_fraction"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
+        for name in ("lambda_l2", "cat_smooth", "max_cat_cardinality"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
 
 def _design(x: FeatureMatrix, keep_cat: list[int]) -> np.ndarray:
     cats = x.categorical[:, keep_cat].astype(np.float32)

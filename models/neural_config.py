@@ -32,18 +32,19 @@ class NeuralConfig:
     predict_batch_size: int = 4096
 
     def __post_init__(self) -> None:
-        positive = ("embedding_dim", "batch_size", "epochs", "predict_batch_size")
+        positive = ("embedding_dim", "batch_size", "epochs", "patience", "predict_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.patience < 1:
-            raise ValueError(f"patience must be >= 1, got {self.patience}")
-        if min(self.cross_layers, self.cross_rank, self.sparse_min_rows) < 0:
-            raise ValueError("cross_layers, cross_rank and sparse_min_rows must be >= 0")
-        sizes = (*self.text_tower, *self.mlp_sizes, *self.head_sizes)
-        if any(s < 1 for s in sizes):
-            raise ValueError("layer sizes must be >= 1")
+        for name in ("lr", "numeric_clip"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        counts = ("cross_layers", "cross_rank", "sparse_min_rows")
+        for name in (*counts, "weight_decay", "embedding_l2", "ctcvr_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("text_tower", "mlp_sizes", "head_sizes"):
+            if any(size < 1 for size in getattr(self, name)):
+                raise ValueError(f"{name} must hold layer sizes >= 1, got {getattr(self, name)}")

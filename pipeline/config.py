@@ -25,10 +25,12 @@ from models.bidding import BiddingConfig
 from models.calibration import CalibrationConfig
 from models.lgbm import LightGBMConfig
 from models.neural_config import NeuralConfig
+from pipeline.scoring import PREFIXES, TASK_KEYS, metric_mode, metric_names
 from pipeline.sources.simulated.marketplace import MarketConfig
 
 EXPERIMENTS_DIR = Path("experiments")
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+MODEL_KINDS = ("lightgbm", "neural")  # what `train.models` may name (pipeline/train.py fits them)
 
 
 class ConfigError(ValueError):
@@ -44,6 +46,16 @@ class DataConfig:
     root: str = "data"  # outputs land in <root>/<experiment>/
     seed: int = 7
 
+    def __post_init__(self) -> None:
+        from pipeline.sources.raw import KNOWN_SOURCES  # lazy: the sources import this module
+
+        if self.source not in KNOWN_SOURCES:
+            raise ValueError(
+                f"data.source = {self.source!r} is not a known source ({', '.join(KNOWN_SOURCES)})"
+            )
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -58,7 +70,16 @@ class EngineConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    models: tuple[str, ...] = ("lightgbm", "neural")
+    models: tuple[str, ...] = MODEL_KINDS
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.models if m not in MODEL_KINDS]
+        if not self.models or unknown:
+            raise ValueError(
+                f"models must name some of {', '.join(MODEL_KINDS)}, got {list(self.models)}"
+            )
+        if len(set(self.models)) < len(self.models):
+            raise ValueError(f"models names a model twice: {list(self.models)}")
 
 
 @dataclass(frozen=True)
@@ -74,8 +95,34 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if self.champion_mode not in ("min", "max"):
             raise ValueError(f"champion_mode must be min or max, got {self.champion_mode!r}")
-        if self.ece_bins < 1 or self.reliability_bins < 1:
-            raise ValueError("ece_bins and reliability_bins must be >= 1")
+        _check_champion_metric(self.champion_metric, self.champion_mode)
+        for name in ("ece_bins", "reliability_bins"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
+        edges = self.position_buckets
+        if list(edges) != sorted(set(edges)) or any(p < 0 for p in edges):
+            raise ValueError(
+                f"position_buckets must be increasing positions >= 0, got {list(edges)}"
+            )
+
+
+def _check_champion_metric(metric: str, mode: str) -> None:
+    """`metric` is one that every model run logs, and `mode` is its better direction."""
+    if metric not in metric_names():
+        tasks = ", ".join(f"{task}_({'|'.join(keys)})" for task, keys in TASK_KEYS.items())
+        raise ValueError(
+            f"champion_metric {metric!r} is not a metric the models log: one of "
+            f"{', '.join(PREFIXES)} followed by one of {tasks}, e.g. test_ctcvr_logloss"
+        )
+    better = metric_mode(metric)
+    if better is None:
+        raise ValueError(
+            f"champion_metric {metric!r} is a ratio best at 1, which neither min nor max ranks"
+        )
+    if mode != better:
+        raise ValueError(
+            f"champion_mode must be {better} for champion_metric {metric!r}, got {mode!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -96,15 +143,27 @@ class ExportConfig:
     def __post_init__(self) -> None:
         from models.bidding import split_strategy
 
-        split_strategy(self.strategy)
+        try:
+            split_strategy(self.strategy)
+        except ValueError as exc:
+            raise ValueError(f"strategy: {exc}") from None
         if not 0 < self.budget_fraction <= 1:
-            raise ValueError("budget_fraction must lie in (0, 1]")
-        if self.guardrail_margin < 0 or self.shrinkage < 0:
-            raise ValueError("guardrail_margin and shrinkage must be >= 0")
-        if not self.score_splits or not set(self.score_splits) <= {"train", "valid", "test"}:
-            raise ValueError("score_splits must name some of train, valid, test")
+            raise ValueError(f"budget_fraction must lie in (0, 1], got {self.budget_fraction}")
+        for name in ("guardrail_margin", "shrinkage"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        splits = self.score_splits
+        if not splits or not set(splits) <= {"train", "valid", "test"}:
+            raise ValueError(f"score_splits must name some of train, valid, test, got {splits}")
         if self.keep_versions < 2:
-            raise ValueError("keep_versions must be >= 2 (the published one and the one before)")
+            raise ValueError(
+                "keep_versions must be >= 2 (the published one and the one before), "
+                f"got {self.keep_versions}"
+            )
+        for name in ("segment_columns", "score_splits"):
+            values = getattr(self, name)
+            if len(set(values)) < len(values) or "" in values:
+                raise ValueError(f"{name} must name distinct non-empty values, got {values}")
 
 
 @dataclass(frozen=True)
@@ -143,6 +202,35 @@ class IngestConfig:
     cost: str = ""
     categorical_columns: tuple[str, ...] = ()
     numeric_columns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        from pipeline.sources.common import SPLIT_MODES  # lazy: the sources import this module
+
+        choices = {
+            "split_mode": SPLIT_MODES,
+            "on_bad_rows": ("quarantine", "error"),
+            "format": ("csv", "tsv", "parquet"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        fmt = self.timestamp_format
+        if fmt not in ("", "unix", "unix_ms") and "%" not in fmt:
+            raise ValueError(
+                "timestamp_format must be '' (ISO 8601), unix, unix_ms or a strptime format "
+                f"such as %Y-%m-%d %H:%M, got {fmt!r}"
+            )
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must lie in [0, 1], got {self.max_bad_fraction}")
+        if self.max_rows < 0:
+            raise ValueError(f"max_rows must be >= 0 (0 = all), got {self.max_rows}")
+        for name in ("separator", "quote_char"):  # polars reads a one-byte separator / quote
+            if len(getattr(self, name).encode()) > 1:
+                raise ValueError(
+                    f"{name} must be one ASCII character or '', got {getattr(self, name)!r}"
+                )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,28 @@ from models.metrics import binary_metrics
 CTR_KEYS = ("auc", "logloss", "ne", "calibration", "ece", "gauc")
 CVR_KEYS = ("auc", "logloss", "ne", "calibration", "ece")
 CTCVR_KEYS = ("auc", "logloss", "calibration")
+TASK_KEYS = {"ctr": CTR_KEYS, "cvr": CVR_KEYS, "ctcvr": CTCVR_KEYS}
+# the prefixes every model run is scored under: the calibrated valid and test predictions and
+# the test period's cold-start slice (train); evaluate adds slices such as test_warm_
+PREFIXES = ("valid_", "test_", "test_cold_")
+# which way is better, for ranking models by one metric (a calibration ratio is best at 1)
+KEY_MODES = {"auc": "max", "gauc": "max", "logloss": "min", "ne": "min", "ece": "min"}
+
+
+def metric_names() -> frozenset[str]:
+    """Every `<prefix><task>_<key>` name `task_metrics` logs under `PREFIXES`."""
+    return frozenset(
+        f"{prefix}{task}_{key}"
+        for prefix in PREFIXES
+        for task, keys in TASK_KEYS.items()
+        for key in keys
+    )
+
+
+def metric_mode(name: str) -> str | None:
+    """The better direction (min | max) of a metric named by `metric_names`; None for a
+    calibration ratio (best at 1, neither min nor max)."""
+    return KEY_MODES.get(name.rsplit("_", 1)[-1])
 
 
 def task_metrics(

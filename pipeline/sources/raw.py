@@ -12,6 +12,9 @@ from pipeline.sources.simulated import generate
 from pipeline.stage import StageSummary
 
 SOURCES = (SIMULATED, *ingest.ADAPTERS)
+# every value `data.source` may take: those that build `raw/`, and a bid log that only the
+# replay reads (pipeline/replay.py)
+KNOWN_SOURCES = (*SOURCES, "ipinyou_bidlog")
 
 
 def run(exp: Experiment) -> StageSummary:

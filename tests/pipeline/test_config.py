@@ -228,3 +228,152 @@ def test_one_num_threads_setting_in_engine() -> None:
 def test_evaluate_champion_mode_is_checked() -> None:
     with pytest.raises(ConfigError, match="champion_mode must be min or max"):
         load_experiment("small", ['evaluate.champion_mode="lowest"'], directory=EXPERIMENTS)
+
+
+# Every section refuses a value outside what its code can use: one line, naming the field.
+BAD_VALUES = [
+    ("data.source=bogus", r"\[data\] data\.source = 'bogus' is not a known source \(simulated, "),
+    ("data.seed=-1", r"\[data\] seed must be >= 0, got -1"),
+    ("engine.num_threads=0", r"\[engine\] num_threads must be >= 1, got 0"),
+    ('train.models=["xgboost"]', r"\[train\] models must name some of lightgbm, neural.*xgboost"),
+    ("train.models=[]", r"\[train\] models must name some of"),
+    ('train.models=["neural", "neural"]', r"\[train\] models names a model twice"),
+    ("evaluate.champion_mode=maybe", r"champion_mode must be min or max, got 'maybe'"),
+    ("evaluate.champion_metric=nosuch", r"champion_metric 'nosuch' is not a metric"),
+    ("evaluate.champion_metric=valid_ctcvr_ne", r"'valid_ctcvr_ne' is not a metric"),
+    ("evaluate.champion_metric=test_ctr_auc", r"champion_mode must be max for .*'test_ctr_auc'"),
+    ("evaluate.champion_metric=test_ctr_calibration", r"ratio best at 1"),
+    ("evaluate.ece_bins=1", r"\[evaluate\] ece_bins must be >= 2, got 1"),
+    ("evaluate.reliability_bins=0", r"reliability_bins must be >= 2, got 0"),
+    ("evaluate.position_buckets=[1, 4, 2]", r"position_buckets must be increasing"),
+    ("export.strategy=nope", r"\[export\] strategy: unknown strategy 'nope'"),
+    ("export.budget_fraction=1.5", r"budget_fraction must lie in \(0, 1\], got 1.5"),
+    ("export.keep_versions=1", r"keep_versions must be >= 2"),
+    ('export.score_splits=["test", "test"]', r"score_splits must name distinct"),
+    ('export.score_splits=["holdout"]', r"score_splits must name some of train, valid, test"),
+    ("ingest.split_mode=sometimes", r"\[ingest\] split_mode must be one of auto, time, files"),
+    ("ingest.on_bad_rows=ignore", r"on_bad_rows must be one of quarantine, error, got 'ignore'"),
+    ("ingest.format=xlsx", r"format must be one of csv, tsv, parquet, got 'xlsx'"),
+    ("ingest.timestamp_format=unixms", r"timestamp_format must be .*got 'unixms'"),
+    ("ingest.max_bad_fraction=1.1", r"max_bad_fraction must lie in \[0, 1\], got 1.1"),
+    ("ingest.max_rows=-5", r"max_rows must be >= 0 \(0 = all\), got -5"),
+    ('ingest.separator=";;"', r"separator must be one ASCII character"),
+    ("market.start=notadate", r"market\.start must be an ISO 8601 date.*'notadate'"),
+    ("market.start=2026-02-30", r"market\.start must be an ISO 8601 date"),
+    ("market.n_users=0", r"market\.n_users must be positive, got 0"),
+    ("market.cpa_share=1.5", r"market\.cpa_share must lie in \[0, 1\], got 1.5"),
+    ("market.exploration=-1", r"market\.exploration must be >= 0"),
+    ("market.new_ad_days=28", r"market\.new_ad_days must lie between 0 and market\.days"),
+    ("embed.pooling=max", r"\[embed\] pooling must be 'mean' or 'cls'"),
+    ('embed.fields=["title", "title"]', r"fields must name distinct values"),
+    ('embed.encoder=""', r"encoder must be"),
+    ("features.windows_days=[7, 7]", r"\[features\] windows_days names a value twice"),
+    ("features.windows_days=[0]", r"windows_days must be positive, got \[0\]"),
+    ('features.behaviour_keys=["nosuch"]', r"unknown behaviour_keys \['nosuch'\]"),
+    ("features.interest_half_life_days=0", r"interest_half_life_days must be positive"),
+    ("features.interest_dim=0", r"interest_dim must be >= 1, got 0"),
+    ("features.recent_clicks=0", r"recent_clicks must be >= 1, got 0"),
+    ("split.train_days=0", r"\[split\] train_days must be >= 1, got 0"),
+    ("split.valid_fraction=0", r"valid_fraction must lie in \(0, 1\), got 0.0"),
+    ("split.test_fraction=0.9", r"valid_fraction \+ test_fraction must be below 1"),
+    ("split.random_seed=-2", r"random_seed must be >= 0"),
+    ("lightgbm.num_leaves=-1", r"\[lightgbm\] num_leaves must lie in \[2, 131072\], got -1"),
+    ("lightgbm.cvr_num_leaves=1", r"cvr_num_leaves must lie in \[2, 131072\], got 1"),
+    ("lightgbm.learning_rate=0", r"learning_rate must be > 0, got 0.0"),
+    ("lightgbm.min_data_in_leaf=0", r"min_data_in_leaf must be >= 1, got 0"),
+    ("lightgbm.feature_fraction=0", r"feature_fraction must lie in \(0, 1\], got 0.0"),
+    ("lightgbm.bagging_fraction=1.2", r"bagging_fraction must lie in \(0, 1\], got 1.2"),
+    ("lightgbm.num_boost_round=0", r"num_boost_round must be >= 1, got 0"),
+    ("lightgbm.early_stopping_rounds=0", r"early_stopping_rounds must be >= 1"),
+    ("lightgbm.lambda_l2=-1", r"lambda_l2 must be >= 0"),
+    ("neural.dropout=1", r"\[neural\] dropout must be in \[0, 1\), got 1.0"),
+    ("neural.lr=0", r"lr must be > 0, got 0.0"),
+    ("neural.numeric_clip=-1", r"numeric_clip must be > 0"),
+    ("neural.weight_decay=-0.1", r"weight_decay must be >= 0"),
+    ("neural.mlp_sizes=[64, 0]", r"mlp_sizes must hold layer sizes >= 1"),
+    ("calibration.method=beta", r"\[calibration\] calibration\.method must be isotonic or platt"),
+    ("calibration.min_positives_isotonic=-1", r"min_positives_isotonic must be >= 0"),
+    ('bidding.strategies=["greedy"]', r"\[bidding\] strategies: unknown strategy 'greedy'"),
+    ("bidding.strategies=[]", r"strategies must name distinct strategies"),
+    ('bidding.strategies=["linear", "linear"]', r"strategies must name distinct strategies"),
+    ("bidding.paced_base=paced", r"paced_base must be constant, linear or ortb, got 'paced'"),
+    ("bidding.budget_fractions=[0.5, 2]", r"budget_fractions must lie in \(0, 1\]"),
+    ("bidding.budget_fractions=[0.5, 0.5]", r"budget_fractions names a budget twice"),
+    ("bidding.max_multiplier=0", r"max_multiplier > 0"),
+    ("bidding.base_bid=0", r"base_bid must be > 0"),
+    ("bidding.bid_floor=-1", r"bid_floor and ortb_c must be >= 0"),
+    ("bidding.bid_cap=-1", r"bid_cap must be 0 \(none\) or >= bid_floor"),
+    ("bidding.grid_points=1", r"grid_points >= 2, got 0.05, 6.0 and 1"),
+    ("bidding.pacing_gain=-1", r"pacing_gain must be >= 0, got -1.0"),
+    ("bidding.pacing_max=0.05", r"pacing_max must be > 0 and >= pacing_min \(0.1\)"),
+    ("bidding.pacing_slot_cap=0.5", r"pacing_slot_cap must be 0 \(no cap\) or >= 1"),
+]
+
+
+@pytest.mark.parametrize(("override", "expected"), BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
+def test_a_bad_value_is_a_one_line_config_error(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_experiment("small", [override], directory=EXPERIMENTS)
+    assert "\n" not in str(info.value)
+
+
+def test_every_section_has_a_bad_value_case() -> None:
+    tested = {override.split(".", 1)[0] for override, _ in BAD_VALUES}
+    assert tested == set(SECTIONS)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "data.source=ipinyou_bidlog",  # replay-only, but a valid source
+        "data.source=generic",
+        "evaluate.champion_metric=valid_ctr_logloss",
+        "evaluate.champion_metric=test_cold_ctr_ne",
+        "evaluate.position_buckets=[]",
+        "evaluate.position_buckets=[0, 1, 3]",  # 0-based positions (Avazu's banner_pos)
+        "ingest.timestamp_format=%y%m%d%H",
+        "ingest.timestamp_format=unix_ms",
+        'ingest.separator="\t"',
+        "features.windows_days=[]",  # only the all-time counts
+        "split.valid_fraction=0.3",
+        "market.start=2026-03-02T06:00",
+        "lightgbm.feature_fraction=1",
+        "neural.cross_layers=0",
+        "neural.ctcvr_weight=0",
+        "bidding.pacing_slot_cap=0",
+        "bidding.bid_cap=0",
+        'bidding.strategies=["paced"]',
+        "calibration.min_positives_isotonic=0",
+    ],
+)
+def test_edge_values_that_the_code_handles_are_accepted(override: str) -> None:
+    load_experiment("small", [override], directory=EXPERIMENTS)
+
+
+def test_champion_metric_names_are_what_task_metrics_logs() -> None:
+    import numpy as np
+
+    from pipeline.scoring import PREFIXES, metric_names, task_metrics
+
+    rng = np.random.default_rng(0)
+    click = (rng.random(400) < 0.3).astype(int)
+    conversion = click * (rng.random(400) < 0.5)
+    p = rng.uniform(0.05, 0.95, (3, 400))
+    users = rng.integers(0, 20, 400)
+    logged = set()
+    for prefix in PREFIXES:
+        out = task_metrics(click, conversion, *p, users, prefix, n_bins=10)
+        logged |= {k for k in out if not k.endswith("_positives")}
+    names = metric_names()
+    assert names == logged
+    assert {"test_ctcvr_logloss", "valid_ctr_auc", "test_cold_ctr_gauc"} <= names
+    for name in names:
+        mode = "max" if name.endswith("auc") else "min"
+        if name.endswith("calibration"):
+            continue
+        cfg = load_experiment(
+            "small",
+            [f"evaluate.champion_metric={name}", f"evaluate.champion_mode={mode}"],
+            directory=EXPERIMENTS,
+        ).evaluate
+        assert (cfg.champion_metric, cfg.champion_mode) == (name, mode)

@@ -53,14 +53,30 @@ class MarketConfig:
     def __post_init__(self) -> None:
         for name in ("n_ads", "n_users", "n_impressions", "n_advertisers", "days", "candidates"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"market.{name} must be positive")
+                raise ValueError(f"market.{name} must be positive, got {getattr(self, name)}")
         n_categories = len({s.category for s in SUBTOPICS})
         if self.n_advertisers < n_categories:
             raise ValueError(
-                f"market.n_advertisers must be at least {n_categories} (one per category)"
+                f"market.n_advertisers must be at least {n_categories} (one per category), "
+                f"got {self.n_advertisers}"
             )
         if not 0 < self.new_ad_days < self.days:
-            raise ValueError("market.new_ad_days must lie between 0 and market.days")
+            raise ValueError(
+                f"market.new_ad_days must lie between 0 and market.days ({self.days}), "
+                f"got {self.new_ad_days}"
+            )
+        for name in ("new_ad_share", "cpa_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"market.{name} must lie in [0, 1], got {getattr(self, name)}")
+        for name in ("history_days", "exploration", "history_events_per_user"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"market.{name} must be >= 0, got {getattr(self, name)}")
+        try:
+            datetime.fromisoformat(self.start)
+        except ValueError:
+            raise ValueError(
+                f"market.start must be an ISO 8601 date such as 2026-03-02, got {self.start!r}"
+            ) from None
 
     @property
     def t0(self) -> datetime:
