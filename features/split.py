@@ -10,6 +10,7 @@ import polars as pl
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 SPLITS = ("train", "valid", "test")
+SPLIT_BY = ("auto", "days", "fraction")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,23 @@ class SplitConfig:
     # `fraction` (the last test_fraction of the rows in time order is test, the valid_fraction
     # before it valid), or `auto`: days when every part gets rows that way, else fraction
     by: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("train_days", "valid_days", "test_days"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.random_seed < 0:
+            raise ValueError(f"random_seed must be >= 0, got {self.random_seed}")
+        for name in ("valid_fraction", "test_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in (0, 1), got {getattr(self, name)}")
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                "valid_fraction + test_fraction must be below 1 (the rest is train), got "
+                f"{self.valid_fraction} + {self.test_fraction}"
+            )
+        if self.by not in SPLIT_BY:
+            raise ValueError(f"by must be one of {', '.join(SPLIT_BY)}, got {self.by!r}")
 
 
 def _day_bounds(first: datetime, cfg: SplitConfig) -> tuple[datetime, datetime, datetime]:
@@ -55,21 +73,6 @@ def _fills_every_part(ts: pl.Series, bounds: tuple[datetime, datetime, datetime]
         and ((ts >= valid_start) & (ts < test_start)).any()
         and ((ts >= test_start) & (ts < test_end)).any()
     )
-
-    def __post_init__(self) -> None:
-        for name in ("train_days", "valid_days", "test_days"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.random_seed < 0:
-            raise ValueError(f"random_seed must be >= 0, got {self.random_seed}")
-        for name in ("valid_fraction", "test_fraction"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must lie in (0, 1), got {getattr(self, name)}")
-        if self.valid_fraction + self.test_fraction >= 1.0:
-            raise ValueError(
-                "valid_fraction + test_fraction must be below 1 (the rest is train), got "
-                f"{self.valid_fraction} + {self.test_fraction}"
-            )
 
 
 def assign_split(impressions: Frame, cfg: SplitConfig) -> tuple[Frame, dict]:

@@ -17,6 +17,8 @@ import numpy as np
 import polars as pl
 
 from features.spec import FeatureSpec
+from models.calibration import out_of_fold
+from models.metrics import binary_metrics
 from pipeline import plots, registry, report
 from pipeline.config import Experiment
 from pipeline.datasets import labels, load_spec, load_split
@@ -91,12 +93,42 @@ def _oracle(layout: Layout, test: pl.DataFrame) -> np.ndarray | None:
     return np.column_stack([pc, pv, pc * pv])
 
 
-def _predictions(layout: Layout, kind: str, test: pl.DataFrame) -> tuple[np.ndarray, ...]:
-    pred = read_table(layout.prediction_dir(kind), "predictions").filter(pl.col("split") == "test")
-    joined = test.select("impression_id").join(pred.collect(), on="impression_id", how="left")
+def _predictions(
+    layout: Layout, kind: str, rows: pl.DataFrame, split: str = "test"
+) -> tuple[np.ndarray, ...]:
+    """(calibrated, raw) predictions of `kind` for `rows` of `split`, row-aligned."""
+    pred = read_table(layout.prediction_dir(kind), "predictions").filter(pl.col("split") == split)
+    joined = rows.select("impression_id").join(pred.collect(), on="impression_id", how="left")
     cal = joined.select("pctr", "pcvr", "pctcvr").to_numpy()
     raw = joined.select("pctr_raw", "pcvr_raw", "pctcvr_raw").to_numpy()
     return cal, raw
+
+
+def _selection_metrics(
+    layout: Layout, spec: FeatureSpec, kinds: list[str], per_model: dict, exp: Experiment
+) -> dict[str, dict[str, float]]:
+    """What the champion is chosen on, per model: its test metrics and its valid ones (valid
+    rows only; the base-rate check reads valid CTR NE)."""
+    valid = load_split(layout, "valid")
+    everything = np.ones(valid.height, dtype=bool)
+    click, _ = labels(valid, spec)
+    cfg = exp.calibration
+    out = {}
+    for kind in kinds:
+        cal, raw = _predictions(layout, kind, valid, "valid")
+        scored = _score(valid, spec, cal, everything, "valid_", exp.evaluate.ece_bins)
+        # the calibrators were fitted on these rows: judge them on rows they did not see
+        held = out_of_fold(raw[:, 0], click, cfg.method, cfg.min_positives_isotonic, seed=0)
+        scored[registry.BASE_RATE_METRIC] = binary_metrics(click, held)["ne"]
+        out[kind] = per_model[kind] | scored
+    return out
+
+
+def _flag(run_id: str, why: str) -> None:
+    """Tag a model run that cannot be champion (shown in the runs table)."""
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "champion_eligible", "false")
+    client.set_tag(run_id, "not_eligible_reason", why[:5000])
 
 
 def _figures(test, spec, cal, raw, per_model, layout, exp) -> dict[str, object]:
@@ -184,7 +216,25 @@ def run(exp: Experiment) -> StageSummary:
         }
         for kind in kinds:
             log_new_metrics(manifests[kind]["run_id"], oracle_logged)
-    champion = registry.best_model(exp.evaluate, {k: v for k, v in per_model.items() if k in kinds})
+    selection = _selection_metrics(layout, spec, kinds, per_model, exp)
+    champion = registry.best_model(exp.evaluate, selection)
+    barred = registry.not_eligible(selection)
+    for kind in kinds:
+        log_new_metrics(
+            manifests[kind]["run_id"],
+            {registry.BASE_RATE_METRIC: selection[kind][registry.BASE_RATE_METRIC]},
+        )
+    for kind, why in barred.items():
+        log.warning("%s cannot be champion: %s", kind, why)
+        _flag(manifests[kind]["run_id"], why)
+    if not champion:
+        log.warning("no model qualifies as champion: `export` will refuse")
+    metric, mode = registry.ranking_metric(exp.evaluate, selection.values())
+    chosen = {"metric": metric, "mode": mode, "not_eligible": barred} | {
+        registry.BASE_RATE_METRIC: {
+            k: m.get(registry.BASE_RATE_METRIC) for k, m in selection.items()
+        }
+    }
     rows = sorted({k for m in per_model.values() for k in m if not k.endswith("_positives")})
     overall = [r for r in rows if r.count("_") == 2]
     tables = {
@@ -204,12 +254,12 @@ def run(exp: Experiment) -> StageSummary:
     ):
         for kind, m in per_model.items():
             log_metrics({f"{kind}_{k}": v for k, v in m.items()})
+        versions = {k: manifests[k].get("registered_version") for k in kinds}
+        uri = registry.set_champion(exp.name, champion, versions)
         if champion:
-            versions = {k: manifests[k].get("registered_version") for k in kinds}
-            uri = registry.set_champion(exp.name, champion, versions)
-            mlflow.set_tags(
-                {"champion_model_uri": uri, "champion_metric": exp.evaluate.champion_metric}
-            )
+            mlflow.set_tags({"champion_model_uri": uri, "champion_metric": metric})
+        else:
+            mlflow.set_tag("no_champion_reason", "; ".join(barred.values())[:5000])
         for name, fig in _figures(test, spec, cal, raw, per_model, layout, exp).items():
             mlflow.log_figure(fig, f"plots/{name}.png")
         for name, (md, html) in tables.items():
@@ -222,7 +272,12 @@ def run(exp: Experiment) -> StageSummary:
                 (out / f"{name}.html").write_text(html)
             (out / layout.evaluation_metrics.name).write_text(
                 json.dumps(
-                    {"champion": champion, "run_id": run.info.run_id, "metrics": per_model},
+                    {
+                        "champion": champion,
+                        "run_id": run.info.run_id,
+                        "metrics": per_model,
+                        "selection": chosen,
+                    },
                     indent=2,
                     default=lambda x: None,
                 )
@@ -236,5 +291,5 @@ def run(exp: Experiment) -> StageSummary:
             )
     print(tables["comparison"][0])
     summary.rows_in = summary.rows_out = test.height
-    summary.notes = {"champion": champion}
+    summary.notes = {"champion": champion} | ({"not_eligible": ",".join(barred)} if barred else {})
     return summary

@@ -67,6 +67,9 @@ def champion_version(exp: Experiment, layout: Layout) -> Champion:
 
     use_experiment(exp)
     found = registry.find_champion(exp.name, layout, exp.train.models)
+    barred = registry.no_champion_reason(layout)
+    if barred:
+        raise DataError(f"export refused: `evaluate` crowned no champion ({barred})")
     if found is None:
         raise DataError(
             f"no '{registry.CHAMPION}' alias on {registry.model_name(exp.name, '*')}; "

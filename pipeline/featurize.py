@@ -245,6 +245,9 @@ def run(exp: Experiment) -> StageSummary:
     if problem:
         raise DataError(f"{layout.raw / 'impressions.parquet'}: {problem}")
     train = frame.lazy().filter(pl.col("split") == "train").select("click", "conversion")
+    if has_conv and not train.select(pl.col("conversion").fill_null(0).any()).collect().item():
+        log.warning("no conversion in train: the data is treated as click-only (no CVR model)")
+        has_conv = False
     priors = bf.fit_priors(train)
     log.info("%s impressions to featurise, %s quarantined", f"{frame.height:,}", f"{bad.height:,}")
     behaviour = raw["behaviour"]

@@ -283,23 +283,20 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def check_parquet(path: Path, rows: int | None = None) -> None:
-    """Raise a DataError naming `path` unless its Parquet footer reads (a truncated or foreign
-    file's does not) and, given `rows`, records that many rows."""
+def check_parquet(
+    path: Path, rows: int | None = None, hint: str = "rerun the stage that writes it"
+) -> None:
+    """Raise a DataError naming `path` (and ending in `hint`) unless its Parquet footer reads
+    (a truncated or foreign file's does not) and, given `rows`, records that many rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         found = pq.read_metadata(path).num_rows
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(
-            f"{path}: unreadable Parquet ({_one_line(exc)}); rerun the stage that writes it"
-        ) from None
+        raise DataError(f"{path}: unreadable Parquet ({_one_line(exc)}); {hint}") from None
     if rows is not None and found != rows:
-        raise DataError(
-            f"{path}: {found:,} rows where its manifest says {rows:,}; "
-            "rerun the stage that writes it"
-        )
+        raise DataError(f"{path}: {found:,} rows where its manifest says {rows:,}; {hint}")
 
 
 def check_schema(

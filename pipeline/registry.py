@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 # ranks the models where none has the configured metric (e.g. data without conversions)
 FALLBACK_METRIC, FALLBACK_MODE = "test_ctr_logloss", "min"
+# a model whose valid CTR NE is 1 or more predicts no better than the train click rate; judged
+# on calibrated predictions whose calibrator did not see the row (2-fold, out of fold)
+BASE_RATE_METRIC = "valid_ctr_ne_oof"
 
 
 def model_name(experiment: str, kind: str) -> str:
@@ -41,6 +44,18 @@ def champion_kind(layout: Layout) -> str | None:
     return json.loads(path.read_text()).get("champion") if path.is_file() else None
 
 
+def no_champion_reason(layout: Layout) -> str | None:
+    """Why the last `evaluate` crowned no model, or None (it crowned one, or never ran)."""
+    path = layout.evaluation_metrics
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text())
+    if done.get("champion"):
+        return None
+    barred = done.get("selection", {}).get("not_eligible", {})
+    return "; ".join(f"{k}: {why}" for k, why in barred.items()) or "no model has the metric"
+
+
 def _finite(value: float | None) -> bool:
     return value is not None and not math.isnan(value) and not math.isinf(value)
 
@@ -53,8 +68,24 @@ def ranking_metric(cfg: EvaluateConfig, metrics: Iterable[Mapping[str, float]]) 
     return FALLBACK_METRIC, FALLBACK_MODE
 
 
+def not_eligible(per_model: Mapping[str, Mapping[str, float]]) -> dict[str, str]:
+    """The kinds that cannot be champion, with why: a valid CTR NE of 1 or more (no better than
+    predicting the train click rate), or none at all."""
+    out = {}
+    for kind, m in per_model.items():
+        ne = m.get(BASE_RATE_METRIC)
+        if not _finite(ne):
+            out[kind] = f"no finite {BASE_RATE_METRIC}"
+        elif ne >= 1.0:
+            out[kind] = f"{BASE_RATE_METRIC} {ne:.4f} >= 1: no better than the base rate"
+    return out
+
+
 def best_model(cfg: EvaluateConfig, per_model: Mapping[str, Mapping[str, float]]) -> str | None:
-    """The kind with the best `ranking_metric` (first on a tie), None when no model has it."""
+    """The eligible kind (`not_eligible`) with the best `ranking_metric` (first on a tie), None
+    when no eligible model has it."""
+    barred = not_eligible(per_model)
+    per_model = {k: m for k, m in per_model.items() if k not in barred}
     metric, mode = ranking_metric(cfg, per_model.values())
     scored = {k: m[metric] for k, m in per_model.items() if _finite(m.get(metric))}
     if not scored:
@@ -63,9 +94,12 @@ def best_model(cfg: EvaluateConfig, per_model: Mapping[str, Mapping[str, float]]
     return min(scored, key=lambda k: sign * scored[k])
 
 
-def set_champion(experiment: str, champion: str, versions: Mapping[str, str | int | None]) -> str:
+def set_champion(
+    experiment: str, champion: str | None, versions: Mapping[str, str | int | None]
+) -> str | None:
     """Point `champion` at `champion`'s registered version and drop it from the other kinds'
-    models (`versions`: kind -> registered version); the champion's URI."""
+    models (`versions`: kind -> registered version; `champion` None drops it from every one);
+    the champion's URI."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -77,7 +111,7 @@ def set_champion(experiment: str, champion: str, versions: Mapping[str, str | in
         else:
             with contextlib.suppress(mlflow.exceptions.MlflowException):
                 client.delete_registered_model_alias(name, CHAMPION)
-    return champion_uri(experiment, champion)
+    return champion_uri(experiment, champion) if champion else None
 
 
 def find_champion(
@@ -89,6 +123,8 @@ def find_champion(
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
+    if no_champion_reason(layout):
+        return None
     named = champion_kind(layout)
     for kind in [named] if named else list(kinds):
         try:

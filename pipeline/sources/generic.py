@@ -25,6 +25,7 @@ import polars as pl
 from features.schema import TS
 from features.split import SplitConfig
 from pipeline.config import ConfigError, IngestConfig
+from pipeline.io import DataError, check_parquet
 from pipeline.sources.common import (
     SPLITS,
     Ingested,
@@ -81,7 +82,15 @@ def parse_ts(cfg: IngestConfig) -> pl.Expr:
 
 def _read(path: Path, cfg: IngestConfig) -> Table:
     if cfg.format == "parquet":
-        return from_frame(path, pl.read_parquet(path), cfg.max_rows)
+        hint = "is it a complete Parquet file? (ingest.format = parquet)"
+        check_parquet(path, hint=hint)
+        try:
+            frame = pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise DataError(
+                f"{path}: unreadable Parquet ({exc.__class__.__name__}); {hint}"
+            ) from None
+        return from_frame(path, frame, cfg.max_rows)
     separator = cfg.separator or ("\t" if cfg.format == "tsv" else ",")
     return read_delimited(
         path,

@@ -61,15 +61,19 @@ def base_log(n: int = 2_000, seed: int = 13) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     start = datetime(2024, 3, 1)
     minutes = np.sort(rng.integers(0, 10 * 24 * 60, n))
-    click = rng.random(n) < 0.1
+    placement = rng.choice(["top", "side", "feed"], n)
+    position = rng.integers(1, 5, n)
+    # clicks that the placement and position predict (a model can beat the base rate)
+    p_click = 0.03 + 0.15 * (placement == "top") + 0.08 * (position == 1)
+    click = rng.random(n) < p_click
     conversion = click & (rng.random(n) < 0.3)
     frame = pl.DataFrame(
         {
             "ts": [(start + timedelta(minutes=int(m))).isoformat() for m in minutes],
             "user": [f"u{u}" for u in rng.integers(1, 201, n)],
             "ad": [f"a{a}" for a in rng.integers(1, 51, n)],
-            "placement": rng.choice(["top", "side", "feed"], n),
-            "position": rng.integers(1, 5, n),
+            "placement": placement,
+            "position": position,
             "device": rng.choice(["mobile", "desktop"], n),
             "price": np.round(rng.gamma(2.0, 10.0, n), 2),
             "click": click.astype(int),
@@ -274,13 +278,9 @@ CASES: list[Case] = [
     Case("data_path_unset", err("raw", match="data.path"), config={"data": {"path": None}}),
     Case("parquet_truncated", err("raw", match="log.parquet"),
          files=lambda base: {"log.parquet": truncated(parquet(typed(base)))},
-         config={"data": {"path": "log.parquet"}, "ingest": {"format": "parquet"}},
-         today="exit 1, polars ComputeError (no Parquet footer) raised at "
-         "pipeline/ingest/generic.py:81 in _read"),
+         config={"data": {"path": "log.parquet"}, "ingest": {"format": "parquet"}}),
     Case("csv_read_as_parquet", err("raw", match="log.csv"),
-         config={"ingest": {"format": "parquet"}},
-         today="exit 1, polars ComputeError (no Parquet footer) raised at "
-         "pipeline/ingest/generic.py:81 in _read"),
+         config={"ingest": {"format": "parquet"}}),
     Case("parquet_null_and_nan", (Quarantine(("raw",)),),
          files=lambda b: {"log.parquet": parquet(typed(edit(b, [5, 50], click=None, price="nan")))},
          config={"data": {"path": "log.parquet"}, "ingest": {"format": "parquet"}}),
@@ -321,19 +321,14 @@ CASES: list[Case] = [
          files=log_csv(lambda b: b.with_columns(ts=pl.lit("2024-03-01T12:00:00")))),
     Case("valid_test_empty_time_split", SPLIT_HANDLED, stages=TRAIN, config={"split": None}),
     Case("truncated_raw_table", err("features", match="impressions.parquet"),
-         stages=("raw", "features"), tamper=truncate_raw_impressions,
-         today="features exit 1, polars ComputeError (no Parquet footer) raised at "
-         "pipeline/io.py:218 in check_schema"),
+         stages=("raw", "features"), tamper=truncate_raw_impressions),
     # --- the experiment config
-    Case("toml_not_utf8", err("raw", match=r"toml_not_utf8\.toml"), toml_bytes=not_utf8_toml,
-         today="exit 1, UnicodeDecodeError raised at pipeline/config.py:257 in load_experiment"),
+    Case("toml_not_utf8", err("raw", match=r"toml_not_utf8\.toml"), toml_bytes=not_utf8_toml),
     Case("toml_syntax_error", err("raw", match=r"toml_syntax_error\.toml"),
          toml_bytes=lambda text: text + b"\n[lightgbm\nnum_leaves = \n"),
     Case("market_is_a_number", err("raw", match="market"), config={"market": 5}),
     Case("market_is_a_number_with_set", err("raw", match="market"), config={"market": 5},
-         sets=("market.n_ads=400",),
-         today="exit 1, TypeError (item assignment on 5) raised at pipeline/config.py:262 in "
-         "load_experiment"),
+         sets=("market.n_ads=400",)),
     Case("unknown_section", err("raw", match="nosuch"), config={"nosuch": {"a": 1}}),
     Case("unknown_key", err("raw", match="ingest.label_clik"),
          config={"ingest": {"label_clik": "click"}}),
@@ -350,11 +345,19 @@ CASES: list[Case] = [
     Case("champion_metric_nosuch", err(*EVALUATE, match="champion_metric|nosuch"),
          stages=EVALUATE, sets=("evaluate.champion_metric=nosuch",)),
     Case("experiment_name_escapes_data", err("raw", match=r"\.\./\.\./tmp/x"),
-         experiment="../../tmp/x", must_not_exist=("../tmp/x",),
-         today="exit 0: ingest writes data/../../tmp/x/raw, outside data/"),
+         experiment="../../tmp/x", must_not_exist=("../tmp/x",)),
     # --- valid logs: the base log itself (the control for every case above), and a log
     # without conversions, which is a valid log too: export must publish
     Case("valid_log_control", (Ok("export"),), stages=EXPORT),
+    # clicks that nothing predicts: no model beats the base rate, so none is crowned and the
+    # export refuses
+    Case("clicks_are_noise", err("export", match="champion.*base rate"), stages=EXPORT,
+         files=log_csv(lambda b: b.with_columns(click=pl.Series(
+             (np.random.default_rng(5).random(b.height) < 0.1).astype(int)).cast(pl.String),
+             conversion=pl.lit("0")))),
+    # a conversion column that is never 1: click-only data, not a CVR model of NaN
+    Case("conversions_all_zero", (Ok("export"),), stages=EXPORT,
+         files=log_csv(lambda b: b.with_columns(conversion=pl.lit("0")))),
     Case("click_only_export", (Ok("export"),), stages=EXPORT,
          config={"ingest": {"label_conversion": None}}),
     Case("click_only_export_without_ad_id", (Ok("export"),), stages=EXPORT,

@@ -38,13 +38,45 @@ def test_ranking_metric_falls_back_to_ctr_logloss() -> None:
 
 
 def test_best_model_follows_metric_and_mode() -> None:
+    ne = {"valid_ctr_ne_oof": 0.9}
     per_model = {
         "lightgbm": {"test_ctcvr_logloss": 0.02, "test_ctr_auc": 0.80, "test_ctr_logloss": 0.2},
         "neural": {"test_ctcvr_logloss": 0.01, "test_ctr_auc": 0.70, "test_ctr_logloss": 0.3},
     }
+    per_model = {k: m | ne for k, m in per_model.items()}
     assert registry.best_model(EvaluateConfig(), per_model) == "neural"
     by_auc = EvaluateConfig(champion_metric="test_ctr_auc", champion_mode="max")
     assert registry.best_model(by_auc, per_model) == "lightgbm"
-    click_only = {k: {"test_ctr_logloss": m["test_ctr_logloss"]} for k, m in per_model.items()}
+    click_only = {k: {"test_ctr_logloss": m["test_ctr_logloss"]} | ne for k, m in per_model.items()}
     assert registry.best_model(EvaluateConfig(), click_only) == "lightgbm"
     assert registry.best_model(EvaluateConfig(), {"neural": {}}) is None
+
+
+def test_a_model_no_better_than_the_base_rate_is_never_champion() -> None:
+    per_model = {
+        "lightgbm": {
+            "test_ctcvr_logloss": 0.01,
+            "valid_ctr_ne_oof": 1.02,
+        },  # best on test, but barred
+        "neural": {"test_ctcvr_logloss": 0.02, "valid_ctr_ne_oof": 0.95},
+    }
+    assert registry.best_model(EvaluateConfig(), per_model) == "neural"
+    assert registry.not_eligible(per_model) == {
+        "lightgbm": "valid_ctr_ne_oof 1.0200 >= 1: no better than the base rate"
+    }
+    per_model["neural"]["valid_ctr_ne_oof"] = 1.0
+    assert registry.best_model(EvaluateConfig(), per_model) is None
+    assert set(registry.not_eligible({"neural": {}})) == {"neural"}
+
+
+def test_no_champion_reason_reads_what_evaluate_wrote(tmp_path) -> None:
+    layout = Layout(tmp_path)
+    assert registry.no_champion_reason(layout) is None  # evaluate never ran
+    layout.evaluation.mkdir(parents=True)
+    barred = {"neural": "valid_ctr_ne_oof 1.0100 >= 1: no better than the base rate"}
+    layout.evaluation_metrics.write_text(
+        json.dumps({"champion": None, "selection": {"not_eligible": barred}})
+    )
+    assert registry.no_champion_reason(layout) == f"neural: {barred['neural']}"
+    layout.evaluation_metrics.write_text(json.dumps({"champion": "neural", "selection": {}}))
+    assert registry.no_champion_reason(layout) is None
