@@ -131,6 +131,9 @@ def read(path: Path, cfg: IngestConfig) -> Table:
     if cfg.position:
         checks.append(integer_check(cfg.position))
     checks += [float_check(c) for c in (cfg.cost, *cfg.numeric_columns) if c]
+    if cfg.timestamp:  # a line repeated verbatim, its time included, was logged twice (without
+        # a time, identical lines can be distinct impressions)
+        checks.append((~pl.struct(table.columns).is_first_distinct(), "repeats an earlier line"))
     return checked(table, checks, cfg)
 
 
