@@ -26,6 +26,7 @@ from models.calibration import CalibrationConfig
 from models.lgbm import LightGBMConfig
 from models.neural_config import NeuralConfig
 from pipeline.scoring import PREFIXES, TASK_KEYS, metric_mode, metric_names
+from pipeline.sources import KNOWN_SOURCES, SPLIT_MODES
 from pipeline.sources.simulated.marketplace import MarketConfig
 
 EXPERIMENTS_DIR = Path("experiments")
@@ -47,7 +48,6 @@ class DataConfig:
     seed: int = 7
 
     def __post_init__(self) -> None:
-        from pipeline.sources.raw import KNOWN_SOURCES  # lazy: the sources import this module
 
         if self.source not in KNOWN_SOURCES:
             raise ValueError(
@@ -204,7 +204,6 @@ class IngestConfig:
     numeric_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from pipeline.sources.common import SPLIT_MODES  # lazy: the sources import this module
 
         choices = {
             "split_mode": SPLIT_MODES,

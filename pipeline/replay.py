@@ -33,6 +33,7 @@ from pipeline import registry
 from pipeline.config import Experiment
 from pipeline.io import MANIFEST, DataError, read_table, write_tables
 from pipeline.replay_report import budget_plot, markdown_table, replay_metrics, simulated_shares
+from pipeline.sources import REPLAY_ONLY
 from pipeline.stage import Layout, StageSummary
 from pipeline.tracking import log_metrics, stage_run
 
@@ -242,7 +243,7 @@ def replay_ipinyou(
 
 
 def _ipinyou_path(exp: Experiment) -> Path | None:
-    if exp.data.source == "ipinyou_bidlog":
+    if exp.data.source in REPLAY_ONLY:
         return Path(exp.data.path or exp.bidding.ipinyou_path)
     if exp.bidding.replay_ipinyou:
         return Path(exp.bidding.ipinyou_path)

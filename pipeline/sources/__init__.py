@@ -8,3 +8,11 @@
 
 Only sources import from here; feature code reads what they wrote.
 """
+
+# the names a config may use, here so that `pipeline.config` can check them without importing
+# any source (the sources import the config)
+SIMULATED = "simulated"
+ADAPTER_NAMES = ("criteo", "avazu", "ali_ccp", "mind", "ipinyou", "generic")  # ingest.ADAPTERS
+REPLAY_ONLY = ("ipinyou_bidlog",)  # a bid log only the replay reads (pipeline/replay.py)
+KNOWN_SOURCES = (SIMULATED, *ADAPTER_NAMES, *REPLAY_ONLY)
+SPLIT_MODES = ("auto", "time", "files", "random")  # ingest.split_mode

@@ -18,7 +18,6 @@ from pipeline.io import DataError
 from pipeline.sources.reader import QUARANTINE, Table
 
 SPLITS = ("train", "valid", "test")
-SPLIT_MODES = ("auto", "time", "files", "random")
 # Rows without a clock get ts = SYNTHETIC_EPOCH + row number seconds (file order: train, valid,
 # test); the split then comes from the dataset's files or a seeded random draw, never from ts.
 SYNTHETIC_EPOCH = datetime(2000, 1, 1)

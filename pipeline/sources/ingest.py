@@ -24,8 +24,8 @@ from features.schema import RAW_TABLES
 from features.split import SplitConfig
 from pipeline.config import ConfigError, Experiment, IngestConfig
 from pipeline.io import DataError, atomic_file, check_schema, write_tables
-from pipeline.sources import ali_ccp, avazu, criteo, generic, ipinyou, mind
-from pipeline.sources.common import SPLIT_MODES, Ingested, raw_tables
+from pipeline.sources import SPLIT_MODES, ali_ccp, avazu, criteo, generic, ipinyou, mind
+from pipeline.sources.common import Ingested, raw_tables
 from pipeline.sources.simulated import SOURCE as SIMULATED
 from pipeline.stage import Layout, StageSummary
 

@@ -11,10 +11,7 @@ from pipeline.sources.simulated import SOURCE as SIMULATED
 from pipeline.sources.simulated import generate
 from pipeline.stage import StageSummary
 
-SOURCES = (SIMULATED, *ingest.ADAPTERS)
-# every value `data.source` may take: those that build `raw/`, and a bid log that only the
-# replay reads (pipeline/replay.py)
-KNOWN_SOURCES = (*SOURCES, "ipinyou_bidlog")
+SOURCES = (SIMULATED, *ingest.ADAPTERS)  # the sources that build `raw/`
 
 
 def run(exp: Experiment) -> StageSummary:

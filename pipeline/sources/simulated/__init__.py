@@ -7,4 +7,6 @@
 `oracle/`). Hidden state never becomes a column of `raw/`.
 """
 
-SOURCE = "simulated"  # the `data.source` value that selects the simulator
+from pipeline.sources import SIMULATED as SOURCE  # the `data.source` value of the simulator
+
+__all__ = ["SOURCE"]

@@ -110,3 +110,11 @@ def test_each_source_stage_names_a_module_with_run() -> None:
         assert name in HELP
         module = importlib.import_module(STAGES[name])
         assert module.__name__.startswith("pipeline.sources.") and callable(module.run)
+
+
+def test_the_config_knows_every_adapter_by_name() -> None:
+    from pipeline.sources import ADAPTER_NAMES, KNOWN_SOURCES, SIMULATED
+    from pipeline.sources.ingest import ADAPTERS
+
+    assert tuple(ADAPTERS) == ADAPTER_NAMES
+    assert {SIMULATED, *ADAPTERS} <= set(KNOWN_SOURCES)
