@@ -67,6 +67,27 @@ def test_pure_packages_never_import_pipeline() -> None:
     assert not bad, bad
 
 
+def test_features_hold_no_data_source_nor_name_the_job_code() -> None:
+    """The simulator and the adapters live in pipeline/sources/; feature code neither imports
+    the job code (above) nor reaches it by name (importlib, a docstring pointing at a source)."""
+    mods = {m: p for m, p in modules().items() if m.split(".")[0] == "features"}
+    assert len(mods) > 5  # the scan found the package
+    simulator = {"marketplace", "market_events", "market", "impressions", "vocabulary"}
+    assert not [m for m in mods if m.rpartition(".")[2] in simulator]
+    named = [m for m, p in mods.items() if re.search(r"pipeline[./]", p.read_text("utf-8"))]
+    assert named == []
+
+
+def test_the_import_scan_sees_a_planted_import() -> None:
+    planted = REPO / "features" / "_planted_by_test.py"
+    planted.write_text("def f():\n    from pipeline.sources import raw\nfrom . import schema\n")
+    try:
+        found = imports(planted, set(modules()))
+        assert found == {"pipeline.sources", "pipeline.sources.raw", "features", "features.schema"}
+    finally:
+        planted.unlink()
+
+
 def test_features_and_models_are_independent() -> None:
     bad = [
         f"{mod} imports {dep}"
