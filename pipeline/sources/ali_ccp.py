@@ -20,7 +20,6 @@ from pathlib import Path
 import polars as pl
 
 from features.split import SplitConfig
-from pipeline.config import IngestConfig
 from pipeline.io import DataError
 from pipeline.sources.common import (
     Ingested,
@@ -31,6 +30,7 @@ from pipeline.sources.common import (
     split_files,
     synthetic_ts,
 )
+from pipeline.sources.ingest_config import IngestConfig
 from pipeline.sources.reader import (
     Table,
     binary_check,

@@ -23,7 +23,6 @@ import polars as pl
 
 from features.schema import TS
 from features.split import SplitConfig
-from pipeline.config import IngestConfig
 from pipeline.sources.common import (
     Ingested,
     file_splits,
@@ -33,6 +32,7 @@ from pipeline.sources.common import (
     resolve_split_mode,
     split_files,
 )
+from pipeline.sources.ingest_config import IngestConfig
 from pipeline.sources.reader import (
     Table,
     binary_check,

@@ -13,8 +13,9 @@ import polars as pl
 
 from features.schema import ADS, BEHAVIOUR, IMPRESSIONS, TS, USERS
 from features.split import SplitConfig
-from pipeline.config import ConfigError, IngestConfig
+from pipeline.config import ConfigError
 from pipeline.io import DataError
+from pipeline.sources.ingest_config import IngestConfig
 from pipeline.sources.reader import QUARANTINE, Table
 
 SPLITS = ("train", "valid", "test")

@@ -21,7 +21,6 @@ from pathlib import Path
 import polars as pl
 
 from features.split import SplitConfig
-from pipeline.config import IngestConfig
 from pipeline.sources.common import (
     Ingested,
     file_splits,
@@ -30,6 +29,7 @@ from pipeline.sources.common import (
     split_files,
     synthetic_ts,
 )
+from pipeline.sources.ingest_config import IngestConfig
 from pipeline.sources.reader import (
     Table,
     binary_check,

@@ -24,7 +24,7 @@ import polars as pl
 
 from features.schema import TS
 from features.split import SplitConfig
-from pipeline.config import ConfigError, IngestConfig
+from pipeline.config import ConfigError
 from pipeline.io import DataError, check_parquet
 from pipeline.sources.common import (
     SPLITS,
@@ -39,6 +39,7 @@ from pipeline.sources.common import (
     split_files,
     synthetic_ts,
 )
+from pipeline.sources.ingest_config import IngestConfig
 from pipeline.sources.reader import (
     LINE,
     Table,

@@ -22,7 +22,6 @@ from pathlib import Path
 import polars as pl
 
 from features.split import SplitConfig
-from pipeline.config import IngestConfig
 from pipeline.io import DataError
 from pipeline.sources.common import (
     Ingested,
@@ -33,6 +32,7 @@ from pipeline.sources.common import (
     split_files,
     synthetic_ts,
 )
+from pipeline.sources.ingest_config import IngestConfig
 from pipeline.sources.reader import (
     LINE,
     Table,

@@ -28,9 +28,9 @@ import polars as pl
 
 from features.schema import TS
 from features.split import SplitConfig
-from pipeline.config import IngestConfig
 from pipeline.io import DataError
 from pipeline.sources.common import Ingested, nullable, random_split, resolve_split_mode
+from pipeline.sources.ingest_config import IngestConfig
 from pipeline.sources.reader import Table, checked, pattern_check, read_delimited
 
 NEWS = ["news_id", "category", "subcategory", "title", "abstract", "url", "title_entities",

@@ -25,8 +25,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from pipeline.config import IngestConfig
 from pipeline.io import DataError
+from pipeline.sources.ingest_config import IngestConfig
 
 LINE = "_line"
 QUARANTINE: dict[str, pl.DataType] = {

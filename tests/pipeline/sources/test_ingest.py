@@ -13,9 +13,10 @@ import pytest
 
 from features.schema import RAW_TABLES
 from features.split import SplitConfig
-from pipeline.config import ConfigError, DataConfig, Experiment, IngestConfig
+from pipeline.config import ConfigError, DataConfig, Experiment
 from pipeline.io import MANIFEST, DataError, check_schema
 from pipeline.sources import ingest
+from pipeline.sources.ingest_config import IngestConfig
 from pipeline.stage import Layout
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
