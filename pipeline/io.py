@@ -11,6 +11,7 @@ Readers refuse a directory without a manifest and a Parquet file whose footer do
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import json
@@ -18,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator, Mapping
@@ -32,6 +34,7 @@ from pipeline.lock import pid_alive
 log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
+CRASH_ENV = "ADCTR_CRASH_AT"  # the crash tests name where a stage SIGKILLs itself
 
 
 class DataError(ValueError):
@@ -125,6 +128,19 @@ def clean_stale(parent: Path, name: str) -> None:
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
+def crash_point(name: str) -> None:
+    """For the crash tests: SIGKILL this process when `name` is one of the comma-separated
+    names in $ADCTR_CRASH_AT (never set outside tests)."""
+    wanted = os.environ.get(CRASH_ENV)
+    if wanted and name in wanted.split(","):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _crash_at(target: Path, phase: str) -> None:
+    """`<parent>/<name>:<phase>`, e.g. `small/features:written`, `models/neural:published`."""
+    crash_point(f"{target.parent.name}/{target.name}:{phase}")
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces `target` only if the block succeeds."""
@@ -136,22 +152,51 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_tree(tmp)
+        _crash_at(target, "written")
         _swap_in(tmp, target)
+        _crash_at(target, "published")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system or
+    file system cannot, or `b` does not exist."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if done == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOENT, errno.EPERM, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def _swap_in(tmp: Path, target: Path, tries: int = 5) -> None:
-    """Rename `tmp` to `target`, moving a previous `target` aside first and deleting it after.
+    """Put `tmp` in `target`'s place. Where the system can, the two are exchanged in one step
+    (a reader sees the old folder or the new one, never none) and the old one, now at `tmp`'s
+    name, is deleted. Else the previous `target` is moved aside first and deleted after (a
+    reader may find no folder for an instant; a kill then leaves the old one for the next run
+    to restore).
 
     Another writer publishing the same target in between wins this round and is replaced in the
     next; a failure of any other kind puts the previous target back before it is raised.
     """
+    if target.exists() and _exchange(tmp, target):
+        _crash_at(target, "exchanged")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     for _ in range(tries):
         old = owned_name(target, "old")
         try:
             os.rename(target, old)
+            _crash_at(target, "moved_aside")
         except FileNotFoundError:
             old = None  # nothing published yet (or another writer moved it aside)
         try:

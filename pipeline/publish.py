@@ -15,7 +15,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from pipeline.io import (
     MANIFEST,
     DataError,
     atomic_dir,
+    crash_point,
     fsync_dir,
     owned_name,
     owner_dead,
@@ -34,12 +34,6 @@ from pipeline.io import (
 
 TABLE_FILE = "bid_weights.parquet"
 CSV_FILE = "bid_weights.csv"
-CRASH_ENV = "ADCTR_EXPORT_CRASH_AT"  # tests: SIGKILL this process at a named publish phase
-
-
-def _crash_point(phase: str) -> None:
-    if os.environ.get(CRASH_ENV) == phase:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def published_manifest(exports: Path) -> dict[str, Any] | None:
@@ -106,7 +100,7 @@ def publish(
     data, csv = buf.getvalue(), table.write_csv().encode()
     with atomic_dir(final) as tmp:
         (tmp / TABLE_FILE).write_bytes(data)
-        _crash_point("parquet")
+        crash_point("export:parquet")
         (tmp / CSV_FILE).write_bytes(csv)
         manifest = manifest | {
             "rows": table.height,
@@ -114,15 +108,15 @@ def publish(
             "csv_sha256": hashlib.sha256(csv).hexdigest(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        _crash_point("files")
+        crash_point("export:files")
     fsync_dir(versions)
-    _crash_point("version")
+    crash_point("export:version")
     if exports.exists() and not exports.is_symlink():  # a table from before versioning
         os.rename(exports, versions / f"legacy-{uuid.uuid4().hex[:8]}")
     link = owned_name(exports)
     os.symlink(os.path.relpath(final, exports.parent), link)
     os.replace(link, exports)
     fsync_dir(exports.parent)
-    _crash_point("linked")
+    crash_point("export:linked")
     _prune(versions, final.name, keep)
     return final

@@ -24,7 +24,7 @@ from models.bidding import BiddingConfig, BidParams, bid_table
 from pipeline import export, export_grid, publish, registry
 from pipeline import export_checks as checks
 from pipeline.config import EvaluateConfig, Experiment, ExportConfig, load_experiment
-from pipeline.io import MANIFEST, DataError
+from pipeline.io import CRASH_ENV, MANIFEST, DataError
 from pipeline.stage import Layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -354,7 +354,7 @@ def test_sigkill_at_each_publish_phase_leaves_old_or_new(published, phase, outco
     root = published.root
     old = published_version(root)
     new = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-kill-{phase}"
-    env = published.env | {publish.CRASH_ENV: phase}
+    env = published.env | {CRASH_ENV: f"export:{phase}"}
     cmd = [sys.executable, "-c", PUBLISH_AGAIN, str(root), new]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]

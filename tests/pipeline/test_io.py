@@ -129,7 +129,9 @@ def test_temps_of_a_live_writer_survive_another_writers_cleanup(tmp_path: Path) 
 def test_a_failed_swap_puts_the_previous_output_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An error between `target -> .old-*` and `.tmp-* -> target` loses nothing."""
+    """An error between `target -> .old-*` and `.tmp-* -> target` (the two-rename swap of a
+    system without an exchange) loses nothing."""
+    monkeypatch.setattr(io, "_exchange", lambda a, b: False)
     target = tmp_path / "out"
     write_tables(target, {"t": table(1)}, config_digest="a")
     real_rename = os.rename
@@ -163,6 +165,20 @@ def test_a_swap_interrupted_by_a_crash_is_restored(tmp_path: Path) -> None:
     os.rename(live, dead)
     clean_stale(tmp_path, "out")
     assert read_table(target, "t").collect()["v"].to_list() == [1] * 5
+    assert leftovers(tmp_path) == []
+
+
+def test_a_rewrite_swaps_the_folders_in_one_step(tmp_path: Path, monkeypatch) -> None:
+    """Where the system can exchange two paths, the target is never missing: no rename of the
+    target aside happens, and the old version goes."""
+    target = tmp_path / "out"
+    write_tables(target, {"t": table(1)}, config_digest="a")
+    renames = []
+    real_rename = os.rename
+    monkeypatch.setattr(io.os, "rename", lambda a, b: (renames.append((a, b)), real_rename(a, b)))
+    write_tables(target, {"t": table(2)}, config_digest="b")
+    assert renames == []
+    assert read_table(target, "t").collect()["v"].to_list() == [2] * 5
     assert leftovers(tmp_path) == []
 
 
