@@ -30,6 +30,7 @@ from pipeline.io import (
     read_table,
     write_file_manifest,
 )
+from pipeline.lineage import check_lineage, check_same_run
 from pipeline.mlflow_model import HISTORY_FILE, load_estimator
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
@@ -196,6 +197,12 @@ def run(exp: Experiment) -> StageSummary:
     kinds = [k for k in exp.train.models if (layout.prediction_dir(k) / MANIFEST).exists()]
     if not kinds:
         raise DataError(f"{layout.predictions}: no model predictions; run `make train` first")
+    for kind in kinds:  # each model and its predictions: one run, over the features on disk
+        trained = [layout.prediction_dir(kind), layout.model_dir(kind)]
+        for out in [d for d in trained if (d / MANIFEST).is_file()]:
+            check_lineage(out, {"features": layout.features}, "make train")
+        if (trained[1] / MANIFEST).is_file():
+            check_same_run(trained[1], trained[0], "make train")
     cal, raw, per_model = {}, {}, {}
     manifests = {k: read_manifest(layout.prediction_dir(k)) for k in kinds}
     use_experiment(exp)

@@ -44,7 +44,8 @@ from pipeline.export_grid import (
     scoring_rows,
     valid_from,
 )
-from pipeline.io import DataError, code_version
+from pipeline.io import MANIFEST, DataError, code_version, read_manifest
+from pipeline.lineage import check_lineage, check_same_run
 from pipeline.publish import CSV_FILE, TABLE_FILE, publish, published_manifest
 from pipeline.stage import Layout, StageSummary
 
@@ -81,6 +82,23 @@ def champion_version(exp: Experiment, layout: Layout) -> Champion:
     name, uri = registry.model_name(exp.name, kind), registry.champion_uri(exp.name, kind)
     value = float(metrics.get(metric, np.nan))
     return Champion(kind, name, str(mv.version), mv.run_id, uri, metric, value, mode)
+
+
+def check_inputs(layout: Layout) -> None:
+    """Refuse a stale `evaluation/`: the champion's model and predictions must be one run over
+    the features on disk (else `make train`), and `evaluation/` built from those features and
+    predictions (else `make evaluate`). Nothing evaluated yet: the champion lookup says so."""
+    if not (layout.evaluation / MANIFEST).is_file():
+        return
+    kind = registry.champion_kind(layout)
+    if kind and (layout.model_dir(kind) / MANIFEST).is_file():
+        for out in (layout.model_dir(kind), layout.prediction_dir(kind)):
+            check_lineage(out, {"features": layout.features}, "make train")
+        check_same_run(layout.model_dir(kind), layout.prediction_dir(kind), "make train")
+    recorded = read_manifest(layout.evaluation).get("inputs") or {}
+    scored = [n.removeprefix("predictions_") for n in recorded if n.startswith("predictions_")]
+    upstream = {f"predictions_{k}": layout.prediction_dir(k) for k in scored}
+    check_lineage(layout.evaluation, {"features": layout.features} | upstream, "make evaluate")
 
 
 def load_champion(exp: Experiment, layout: Layout) -> tuple[Champion, Any]:
@@ -204,6 +222,7 @@ def run(exp: Experiment) -> StageSummary:
 
     layout = Layout.of(exp)
     summary = StageSummary("export", output=str(layout.exports))
+    check_inputs(layout)
     champion, model = load_champion(exp, layout)
     log.info("export: champion %s v%s (%s)", champion.name, champion.version, champion.uri)
     spec = load_spec(layout)

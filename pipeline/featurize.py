@@ -27,7 +27,8 @@ from features.split import SPLITS, SplitConfig, assign_split, cold_start_flag, n
 from features.text_columns import ad_vectors, query_vectors
 from features.text_features import text_features
 from pipeline.config import Experiment
-from pipeline.io import DataError, input_digest, read_manifest, read_table, write_tables
+from pipeline.io import DataError, read_manifest, read_table, write_tables
+from pipeline.lineage import check_lineage
 from pipeline.stage import Layout, StageSummary
 
 log = logging.getLogger(__name__)
@@ -173,9 +174,7 @@ def _text(
     if reason:
         log.info("no text features: %s", reason)
         return pl.DataFrame(), []
-    made_from = read_manifest(layout.embeddings).get("inputs", {}).get("raw")
-    if made_from not in (None, input_digest(layout.raw)):
-        log.warning("embeddings were made from another raw/ (rerun the embed stage)")
+    check_lineage(layout.embeddings, {"raw": layout.raw}, "make features")  # embed runs first
     try:
         ads = ad_vectors(read_table(layout.embeddings, "ads").collect())
     except ValueError as exc:

@@ -246,29 +246,45 @@ def write_tables(
 ) -> dict[str, Any]:
     """Write `<name>.parquet` for each table (+ raw `files`) and the manifest, atomically."""
     with atomic_dir(target) as tmp:
-        rows: dict[str, int] = {}
-        schemas: dict[str, dict[str, str]] = {}
-        for name, frame in tables.items():
-            out = tmp / f"{name}.parquet"
-            if isinstance(frame, pl.LazyFrame):
-                frame.sink_parquet(out, engine="streaming")
-                rows[name] = pl.scan_parquet(out).select(pl.len()).collect().item()
-            else:
-                frame.write_parquet(out)
-                rows[name] = frame.height
-            schemas[name] = schema_of(pl.scan_parquet(out))
-        for name, data in (files or {}).items():
-            (tmp / name).write_bytes(data)
-        manifest = {
-            "tables": {n: {"rows": rows[n], "schema": schemas[n]} for n in tables},
-            "files": {n: hashlib.sha256(d).hexdigest() for n, d in (files or {}).items()},
-            "inputs": {k: input_digest(Path(p)) for k, p in (inputs or {}).items()},
-            "config_hash": config_digest,
-            "code_version": code_version(),
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            **dict(extra or {}),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        return write_tables_into(
+            tmp, tables, config_digest=config_digest, inputs=inputs, extra=extra, files=files
+        )
+
+
+def write_tables_into(
+    directory: Path,
+    tables: Mapping[str, pl.DataFrame | pl.LazyFrame],
+    *,
+    config_digest: str,
+    inputs: Mapping[str, Path] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    files: Mapping[str, bytes] | None = None,
+) -> dict[str, Any]:
+    """`write_tables` into a directory the caller publishes (an `atomic_dir` of its own, for
+    outputs renamed into place together)."""
+    rows: dict[str, int] = {}
+    schemas: dict[str, dict[str, str]] = {}
+    for name, frame in tables.items():
+        out = Path(directory) / f"{name}.parquet"
+        if isinstance(frame, pl.LazyFrame):
+            frame.sink_parquet(out, engine="streaming")
+            rows[name] = pl.scan_parquet(out).select(pl.len()).collect().item()
+        else:
+            frame.write_parquet(out)
+            rows[name] = frame.height
+        schemas[name] = schema_of(pl.scan_parquet(out))
+    for name, data in (files or {}).items():
+        (Path(directory) / name).write_bytes(data)
+    manifest = {
+        "tables": {n: {"rows": rows[n], "schema": schemas[n]} for n in tables},
+        "files": {n: hashlib.sha256(d).hexdigest() for n, d in (files or {}).items()},
+        "inputs": {k: input_digest(Path(p)) for k, p in (inputs or {}).items()},
+        "config_hash": config_digest,
+        "code_version": code_version(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **dict(extra or {}),
+    }
+    (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     return manifest
 
 

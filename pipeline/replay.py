@@ -32,6 +32,7 @@ from models.replay import Auctions, compare_strategies
 from pipeline import registry
 from pipeline.config import Experiment
 from pipeline.io import MANIFEST, DataError, read_table, write_tables
+from pipeline.lineage import check_lineage
 from pipeline.replay_report import budget_plot, markdown_table, replay_metrics, simulated_shares
 from pipeline.sources import REPLAY_ONLY
 from pipeline.stage import Layout, StageSummary
@@ -262,6 +263,7 @@ def collect_streams(exp: Experiment) -> list[StreamPair]:
         if not kinds:
             raise DataError(f"{layout.predictions}: no model predictions; run `make train` first")
         for i, kind in enumerate(kinds):
+            check_lineage(layout.prediction_dir(kind), {"features": layout.features}, "make train")
             pairs += simulated_streams(simulated_frame(layout, kind), kind, oracle=i == 0)
     return pairs
 

@@ -1,11 +1,17 @@
 """Train the CTR/CVR models. Reads `features/`. Writes `models/<kind>/` (model files, calibrators,
 spec), `predictions/<kind>/` (raw and calibrated valid/test predictions), and one MLflow run per
-model with params, training curves, valid/test metrics and a registered pyfunc model."""
+model with params, training curves, valid/test metrics and a registered pyfunc model. A model's
+two folders are published together, after its registration, and name the run that made them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import shutil
+import signal
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,8 @@ from models.lgbm import LightGBMCTR
 from pipeline import registry
 from pipeline.config import Experiment
 from pipeline.datasets import labels, load_spec, load_split, to_matrix
-from pipeline.io import atomic_dir, write_file_manifest, write_tables
+from pipeline.io import atomic_dir, write_file_manifest, write_tables_into
+from pipeline.lineage import check_lineage
 from pipeline.mlflow_model import ESTIMATOR_DIR, HISTORY_FILE, META_FILE, ModelMeta, calibrate
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
@@ -29,6 +36,7 @@ from pipeline.tracking import log_metrics, stage_run
 
 log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
+CRASH_ENV = "ADCTR_TRAIN_CRASH_AT"  # tests: SIGKILL this process at a named publish phase
 
 
 def fit_model(kind: str, exp: Experiment, frames: dict, spec: FeatureSpec) -> Any:
@@ -135,21 +143,52 @@ def _all_metrics(
 
 
 def _save_model(
-    kind: str, model: Any, meta: ModelMeta, exp: Experiment, layout: Layout, run_id: str
+    kind: str, model: Any, meta: ModelMeta, exp: Experiment, layout: Layout, run_id: str, out: Path
 ) -> Path:
-    """`models/<kind>/`: the estimator, `ModelMeta`, the training history and a manifest."""
-    model_dir = layout.model_dir(kind)
-    with atomic_dir(model_dir) as tmp:
-        model.save(tmp / ESTIMATOR_DIR)
-        (tmp / META_FILE).write_text(meta.to_json())
-        (tmp / HISTORY_FILE).write_text(json.dumps(getattr(model, "history_", [])))
-        write_file_manifest(
-            tmp,
+    """The files of `models/<kind>/` into `out`: the estimator, `ModelMeta`, the training
+    history and a manifest."""
+    out.mkdir(parents=True)
+    model.save(out / ESTIMATOR_DIR)
+    (out / META_FILE).write_text(meta.to_json())
+    (out / HISTORY_FILE).write_text(json.dumps(getattr(model, "history_", [])))
+    write_file_manifest(
+        out,
+        config_digest=exp.digest(),
+        inputs={"features": layout.features},
+        extra={"kind": kind, "run_id": run_id},
+    )
+    return out
+
+
+def _publish(
+    kind: str,
+    exp: Experiment,
+    layout: Layout,
+    model_files: Path,
+    predictions: pl.DataFrame,
+    extra: dict[str, Any],
+) -> None:
+    """`models/<kind>/` and `predictions/<kind>/` as one unit, after the model is registered:
+    both are built in temporary folders, and neither is renamed into place unless both were
+    written. A kill between the two renames leaves a pair from two runs, which readers refuse
+    (`lineage.check_same_run`); a kill before them leaves the previous pair."""
+    with contextlib.ExitStack() as stack:
+        model_tmp = stack.enter_context(atomic_dir(layout.model_dir(kind)))
+        stack.callback(_crash_point, "predictions")  # runs between the two renames
+        pred_tmp = stack.enter_context(atomic_dir(layout.prediction_dir(kind)))
+        shutil.copytree(model_files, model_tmp, dirs_exist_ok=True)
+        write_tables_into(
+            pred_tmp,
+            {"predictions": predictions},
             config_digest=exp.digest(),
             inputs={"features": layout.features},
-            extra={"kind": kind, "run_id": run_id},
+            extra=extra,
         )
-    return model_dir
+
+
+def _crash_point(phase: str) -> None:
+    if os.environ.get(CRASH_ENV) == phase:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _predictions(frames: dict, raw: dict, cal: dict) -> pl.DataFrame:
@@ -189,21 +228,17 @@ def train_one(
         _log_curves(kind, model)
         metrics = _all_metrics(exp, frames, spec, raw, cal)
         log_metrics(metrics)
-        meta = ModelMeta(kind, spec, cals)
-        model_dir = _save_model(kind, model, meta, exp, layout, run.info.run_id)
-        info = _log_model(kind, exp, model_dir, frames["test"], spec, cal["test"])
-        write_tables(
-            layout.prediction_dir(kind),
-            {"predictions": _predictions(frames, raw, cal)},
-            config_digest=exp.digest(),
-            inputs={"features": layout.features},
-            extra={
-                "run_id": run.info.run_id,
+        meta, run_id = ModelMeta(kind, spec, cals), run.info.run_id
+        with tempfile.TemporaryDirectory() as staging:  # logged as `<kind>/`, then published
+            files = _save_model(kind, model, meta, exp, layout, run_id, Path(staging, kind))
+            info = _log_model(kind, exp, files, frames["test"], spec, cal["test"])
+            extra = {
+                "run_id": run_id,
                 "model_uri": info.model_uri,
                 "registered_model": registry.model_name(exp.name, kind),
                 "registered_version": info.registered_model_version,
-            },
-        )
+            }
+            _publish(kind, exp, layout, files, _predictions(frames, raw, cal), extra)
         log.info(
             "%s: test ctr auc %.4f logloss %.5f; cvr auc %.4f",
             kind,
@@ -217,6 +252,7 @@ def train_one(
 def run(exp: Experiment) -> StageSummary:
     layout = Layout.of(exp)
     summary = StageSummary("train", output=str(layout.models))
+    check_lineage(layout.features, {"raw": layout.raw}, "make features")
     spec = load_spec(layout)
     frames = {s: load_split(layout, s) for s in ("train", "valid", "test")}
     summary.rows_in = sum(f.height for f in frames.values())

@@ -3,7 +3,6 @@ once), builds the text columns only when it should, and the written spec feeds e
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from features.spec import FeatureSpec
 from pipeline import featurize
 from pipeline.config import DataConfig, Experiment
 from pipeline.datasets import to_matrix
-from pipeline.io import write_tables
+from pipeline.io import DataError, write_tables
 from pipeline.sources.simulated.market import simulate_market
 from pipeline.sources.simulated.marketplace import MarketConfig
 from pipeline.stage import Layout
@@ -149,12 +148,14 @@ def test_missing_embeddings_add_nothing(market, tmp_path) -> None:
     _no_text(exp)
 
 
-def test_embeddings_of_another_raw_are_flagged(market, tmp_path, caplog) -> None:
+def test_embeddings_of_another_raw_are_refused_when_text_is_on(market, tmp_path) -> None:
     exp = _exp(tmp_path)
     other = tmp_path / "other-raw"
     write_tables(other, {"ads": market["ads"]}, config_digest="other")
     _write(exp, market, made_from=other)
-    with caplog.at_level(logging.WARNING, logger="pipeline.featurize"):
+    layout = Layout.of(exp)
+    with pytest.raises(DataError, match=r"embeddings was built from raw \w{8}, but .*raw is now"):
         featurize.run(exp)
-    assert "embeddings were made from another raw/" in caplog.text
-    assert _read(exp)[1].has_text is True
+    assert not layout.features.exists()
+    featurize.run(_exp(tmp_path, text=False))  # stale embeddings are not read without text
+    assert _read(exp)[1].has_text is False
