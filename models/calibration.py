@@ -52,13 +52,16 @@ class Calibrator:
         p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
         ok = np.isfinite(p)
         p, y = p[ok], y[ok]
+        self.n_ = len(y)
         positives = int(y.sum())
         if positives == 0 or positives == len(y):
             self.method_ = "identity"
         elif self.method == "isotonic" and positives >= self.min_positives_isotonic:
             from sklearn.isotonic import IsotonicRegression  # lazy: config imports this module
 
-            iso = IsotonicRegression(y_min=EPS, y_max=1 - EPS, out_of_bounds="clip")
+            low, _ = self.bounds_  # knots at least 2 * low from 0 and 1: room for the tails
+            iso = IsotonicRegression(y_min=max(EPS, 2 * low), y_max=min(1 - EPS, 1 - 2 * low))
+            iso.set_params(out_of_bounds="clip")
             iso.fit(p, y)
             self.method_ = "isotonic"
             self.x_, self.y_ = _block_centres(iso.X_thresholds_, iso.y_thresholds_)
@@ -71,8 +74,18 @@ class Calibrator:
             self.coef_, self.intercept_ = float(lr.coef_[0, 0]), float(lr.intercept_[0])
         return self
 
+    @property
+    def bounds_(self) -> tuple[float, float]:
+        """The calibrated range: no rate nearer 0 or 1 than half an event in the n fit rows
+        (`0.5 / (n + 1)`) can be told from the data; maps saved without `n` keep 1e-12."""
+        n = getattr(self, "n_", None)
+        edge = 0.5 / (n + 1) if n else TAIL_EPS
+        return edge, 1.0 - edge
+
     def transform(self, p: np.ndarray) -> np.ndarray:
-        p = np.asarray(p, dtype=np.float64)
+        return np.clip(self._map(np.asarray(p, dtype=np.float64)), *self.bounds_)
+
+    def _map(self, p: np.ndarray) -> np.ndarray:
         if self.method_ == "identity":
             return p.copy()
         if self.method_ == "isotonic":
@@ -81,13 +94,17 @@ class Calibrator:
                 lo, hi = p < self.x_[0], p > self.x_[-1]
                 shift = _logit(p) - _logit(np.where(hi, self.x_[-1], self.x_[0]))
                 edge = _logit(np.where(hi, self.y_[-1], self.y_[0]))
-                out = np.where(lo | hi, 1.0 / (1.0 + np.exp(-(edge + shift))), out)
-                return np.clip(out, TAIL_EPS, 1 - TAIL_EPS)  # a tail below EPS stays ordered
+                tail = 1.0 / (1.0 + np.exp(-(edge + shift)))  # (0, y_0) below, (y_-1, 1) above
+                # squeezed into [bound, y_0) and (y_-1, 1 - bound]: ordered, never 0 or 1
+                (low, high), y0, y1 = self.bounds_, self.y_[0], self.y_[-1]
+                below = low + tail / y0 * (y0 - low)
+                above = y1 + (tail - y1) / (1.0 - y1) * (high - y1)
+                return np.where(lo, below, np.where(hi, above, out))
             return np.clip(out, EPS, 1 - EPS)
         return 1.0 / (1.0 + np.exp(-(self.coef_ * _logit(p) + self.intercept_)))
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"method": self.method_}
+        out: dict[str, Any] = {"method": self.method_, "n": self.n_}
         if self.method_ == "isotonic":
             out.update(x=self.x_, y=self.y_, centred=getattr(self, "centred_", False))
         elif self.method_ == "platt":
@@ -98,6 +115,8 @@ class Calibrator:
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
         cal = cls(method=data["method"] if data["method"] != "identity" else "isotonic")
         cal.method_ = data["method"]
+        if data.get("n"):
+            cal.n_ = int(data["n"])
         if cal.method_ == "isotonic":
             cal.x_, cal.y_ = data["x"], data["y"]
             cal.centred_ = bool(data.get("centred", False))  # step maps saved before centring

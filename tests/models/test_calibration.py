@@ -36,8 +36,8 @@ def test_thin_data_falls_back_to_platt() -> None:
 
 
 def test_one_class_is_identity() -> None:
-    p = np.array([0.1, 0.2, 0.3])
-    cal = Calibrator().fit(p, np.zeros(3))
+    p = np.array([0.1, 0.2, 0.3] * 10)
+    cal = Calibrator().fit(p, np.zeros(30))
     assert cal.method_ == "identity"
     np.testing.assert_array_equal(cal.transform(p), p)
 
@@ -87,3 +87,24 @@ def test_a_step_map_saved_before_centring_still_loads_as_a_step_map() -> None:
     np.testing.assert_allclose(
         cal.transform(np.array([0.0, 0.15, 0.25, 0.5])), [0.2, 0.2, 0.3, 0.4]
     )
+
+
+@pytest.mark.parametrize("method", ["isotonic", "platt"])
+def test_calibrated_probabilities_stay_inside_what_the_fit_rows_can_show(method: str) -> None:
+    rng = np.random.default_rng(4)
+    p = rng.random(3000) * 0.2
+    y = (rng.random(3000) < p).astype(float)
+    cal = Calibrator(method, min_positives_isotonic=50).fit(p, y)
+    extreme = np.array([0.0, 1e-300, 1e-9, 0.5, 1 - 1e-12, 1.0])
+    out = cal.transform(extreme)
+    edge = 0.5 / (3000 + 1)
+    assert out.min() >= edge and out.max() <= 1 - edge
+    assert np.all(np.diff(out) >= 0)
+    again = Calibrator.from_dict(json.loads(json.dumps(cal.to_dict())))
+    np.testing.assert_array_equal(again.transform(extreme), out)
+
+
+def test_one_class_data_is_bounded_too() -> None:
+    cal = Calibrator().fit(np.array([0.0, 0.3, 1.0]), np.zeros(3))
+    assert cal.method_ == "identity"
+    np.testing.assert_allclose(cal.transform(np.array([0.0, 1.0])), [0.125, 0.875])
