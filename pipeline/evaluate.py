@@ -1,4 +1,4 @@
-"""Compare the trained models on test. Reads `features/test.parquet`, `predictions/<kind>/`,
+"""Compare the trained models on test. Reads `features/test.parquet`, `models/<kind>/predictions/`,
 `models/<kind>/` and (for simulated data) `oracle/`. Writes onto each model's MLflow run the
 metrics train did not log (the slices, the oracle's scores), one comparison run with plots and
 the comparison table, `evaluation/` (the same table and `metrics.json` on disk), and the
@@ -196,7 +196,7 @@ def run(exp: Experiment) -> StageSummary:
     test = load_split(layout, "test")
     kinds = [k for k in exp.train.models if (layout.prediction_dir(k) / MANIFEST).exists()]
     if not kinds:
-        raise DataError(f"{layout.predictions}: no model predictions; run `make train` first")
+        raise DataError(f"{layout.models}: no model predictions; run `make train` first")
     for kind in kinds:  # each model and its predictions: one run, over the features on disk
         trained = [layout.prediction_dir(kind), layout.model_dir(kind)]
         for out in [d for d in trained if (d / MANIFEST).is_file()]:

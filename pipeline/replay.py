@@ -2,7 +2,7 @@
 
 Reads the streams this experiment has:
 - simulated data (`oracle/` present): `features/{valid,test}.parquet` (auction META), the
-  calibrated predictions of every trained model (`predictions/<kind>/`) and the oracle's true
+  calibrated predictions of every trained model (`models/<kind>/predictions/`) and the oracle's true
   probabilities. One stream per model plus one bidding with the oracle's probabilities; tuned on
   the valid period, replayed on the test period; objective conversions (see `simulated_streams`);
 - the iPinYou campaign 2997 bid log (`test.theta.txt`: click, market price, pCTR per auction)
@@ -261,7 +261,7 @@ def collect_streams(exp: Experiment) -> list[StreamPair]:
     if (layout.oracle / MANIFEST).is_file():
         kinds = model_kinds(exp, layout)
         if not kinds:
-            raise DataError(f"{layout.predictions}: no model predictions; run `make train` first")
+            raise DataError(f"{layout.models}: no model predictions; run `make train` first")
         for i, kind in enumerate(kinds):
             check_lineage(layout.prediction_dir(kind), {"features": layout.features}, "make train")
             pairs += simulated_streams(simulated_frame(layout, kind), kind, oracle=i == 0)

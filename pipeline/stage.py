@@ -52,13 +52,10 @@ class Layout:
         """One trained model's files (estimator, calibrators, spec, history)."""
         return self.models / kind
 
-    @property
-    def predictions(self) -> Path:
-        return self.root / "predictions"
-
     def prediction_dir(self, kind: str) -> Path:
-        """One model's valid / test predictions (raw and calibrated)."""
-        return self.predictions / kind
+        """One model's valid / test predictions (raw and calibrated), inside its model folder:
+        the two are published together, in one rename."""
+        return self.model_dir(kind) / "predictions"
 
     @property
     def evaluation(self) -> Path:

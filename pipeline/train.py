@@ -1,16 +1,13 @@
 """Train the CTR/CVR models. Reads `features/`. Writes `models/<kind>/` (model files, calibrators,
-spec), `predictions/<kind>/` (raw and calibrated valid/test predictions), and one MLflow run per
+spec) holding `predictions/` (raw and calibrated valid/test predictions), and one MLflow run per
 model with params, training curves, valid/test metrics and a registered pyfunc model. A model's
 two folders are published together, after its registration, and name the run that made them."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import shutil
-import signal
 import tempfile
 import warnings
 from pathlib import Path
@@ -36,7 +33,6 @@ from pipeline.tracking import log_metrics, stage_run
 
 log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
-CRASH_ENV = "ADCTR_TRAIN_CRASH_AT"  # tests: SIGKILL this process at a named publish phase
 
 
 def fit_model(kind: str, exp: Experiment, frames: dict, spec: FeatureSpec) -> Any:
@@ -168,27 +164,21 @@ def _publish(
     predictions: pl.DataFrame,
     extra: dict[str, Any],
 ) -> None:
-    """`models/<kind>/` and `predictions/<kind>/` as one unit, after the model is registered:
-    both are built in temporary folders, and neither is renamed into place unless both were
-    written. A kill between the two renames leaves a pair from two runs, which readers refuse
-    (`lineage.check_same_run`); a kill before them leaves the previous pair."""
-    with contextlib.ExitStack() as stack:
-        model_tmp = stack.enter_context(atomic_dir(layout.model_dir(kind)))
-        stack.callback(_crash_point, "predictions")  # runs between the two renames
-        pred_tmp = stack.enter_context(atomic_dir(layout.prediction_dir(kind)))
-        shutil.copytree(model_files, model_tmp, dirs_exist_ok=True)
+    """`models/<kind>/` with its predictions in `models/<kind>/predictions/`, published in one
+    rename after the model is registered: a kill leaves the previous model and its predictions,
+    or the new ones, never one of each."""
+    target = layout.model_dir(kind)
+    with atomic_dir(target) as tmp:
+        shutil.copytree(model_files, tmp, dirs_exist_ok=True)
+        predictions_dir = tmp / layout.prediction_dir(kind).relative_to(target)
+        predictions_dir.mkdir()
         write_tables_into(
-            pred_tmp,
+            predictions_dir,
             {"predictions": predictions},
             config_digest=exp.digest(),
             inputs={"features": layout.features},
             extra=extra,
         )
-
-
-def _crash_point(phase: str) -> None:
-    if os.environ.get(CRASH_ENV) == phase:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _predictions(frames: dict, raw: dict, cal: dict) -> pl.DataFrame:

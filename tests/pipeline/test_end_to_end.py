@@ -64,7 +64,14 @@ def features(small_pipeline) -> dict[str, pl.DataFrame]:
 
 @pytest.mark.parametrize(
     "sub",
-    ["raw", "oracle", "embeddings", "features", "predictions/lightgbm", "predictions/neural"],
+    [
+        "raw",
+        "oracle",
+        "embeddings",
+        "features",
+        "models/lightgbm/predictions",
+        "models/neural/predictions",
+    ],
 )
 def test_stage_output_has_a_manifest(small_pipeline, sub: str) -> None:
     folder = small_pipeline.root / sub
@@ -225,7 +232,7 @@ def test_champion_alias_resolves_and_predicts(client, experiment_id, small_pipel
     assert np.allclose(out["pctcvr"], out["pctr"] * out["pcvr"])
     # the registered model reproduces the train stage's calibrated test predictions
     stored = (
-        read_table(small_pipeline.root / "predictions" / champion, "predictions")
+        read_table(small_pipeline.root / "models" / champion / "predictions", "predictions")
         .filter(pl.col("split") == "test")
         .collect()
     )

@@ -37,16 +37,20 @@ NEW = {
 # the folders each stage publishes (under data/<exp>/)
 OUTPUTS = {
     "features": ("features",),
-    "train": ("models/lightgbm", "predictions/lightgbm"),
+    "train": ("models/lightgbm", "models/lightgbm/predictions"),
     "evaluate": ("evaluation",),
     "export": ("exports",),
 }
 POINTS = {
-    "features": (f"{NAME}/features:written", f"{NAME}/features:exchanged"),
+    "features": (
+        "quarantine/features:published",
+        f"{NAME}/features:written",
+        f"{NAME}/features:exchanged",
+    ),
     "train": (
         "models/lightgbm:written",
+        "models/lightgbm:exchanged",
         "models/lightgbm:published",
-        "predictions/lightgbm:exchanged",
     ),
     "evaluate": (
         f"{NAME}/evaluation:written",

@@ -15,7 +15,6 @@ import polars as pl
 import pytest
 from fault_cases import BASE_TOML, LOG, REPO, base_log, csv, toml_text
 
-from pipeline import train
 from pipeline.io import (
     MANIFEST,
     DataError,
@@ -107,7 +106,7 @@ class Work:
     def data(self) -> Path:
         return self.path / "data" / NAME
 
-    def run(self, stage: str, *sets: str, crash_at: str = "") -> Run:
+    def run(self, stage: str, *sets: str) -> Run:
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
@@ -117,7 +116,6 @@ class Work:
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "TOKENIZERS_PARALLELISM": "false",
             "OMP_WAIT_POLICY": "PASSIVE",
-            train.CRASH_ENV: crash_at,
         }
         args = [arg for s in sets for arg in ("--set", s)]
         cmd = [sys.executable, "-m", "pipeline", stage, "--experiment", NAME, *args]
@@ -166,8 +164,10 @@ def test_outputs_of_older_features_are_refused_until_their_stage_reruns(work: Wo
     old = read_manifest(work.data / "features")
     assert work.run("features", "features.windows_days=[1,7]").returncode == 0
     new = read_manifest(work.data / "features")
-    pred = work.data / "predictions" / "lightgbm"
-    line = refused(work.run("evaluate"), f"{REL}/predictions/lightgbm was built", "make train")
+    pred = work.data / "models" / "lightgbm" / "predictions"
+    line = refused(
+        work.run("evaluate"), f"{REL}/models/lightgbm/predictions was built", "make train"
+    )
     recorded = read_manifest(pred)["inputs"]["features"]
     assert recorded[:8] in line and recorded != new["inputs"].get("features")
     assert old != new
@@ -184,22 +184,3 @@ def test_features_of_another_raw_are_refused_by_train(work: Work) -> None:
     work.ok("raw")  # a new raw/ (same log, a new manifest) without new features
     refused(work.run("train"), f"{REL}/features was built from raw", "make features")
     work.ok("features", "train", "evaluate")
-
-
-@pytest.mark.slow
-def test_a_train_killed_between_its_two_renames_leaves_a_pair_that_is_refused(
-    work: Work,
-) -> None:
-    model, pred = work.data / "models" / "lightgbm", work.data / "predictions" / "lightgbm"
-    named = f"{REL}/models/lightgbm", f"{REL}/predictions/lightgbm"
-    before = read_manifest(model)["run_id"]
-    assert work.run("train", crash_at="predictions").returncode == -9
-    after = read_manifest(pred)["run_id"]
-    assert read_manifest(model)["run_id"] == before != after  # the kill split the pair
-    line = refused(work.run("evaluate"), "make train")
-    assert line == (
-        f"error: {named[0]} is from run {before}, {named[1]} from run {after}: run `make train`"
-    )
-    refused(work.run("export"), "make train")
-    work.ok("train", "evaluate")
-    assert read_manifest(model)["run_id"] == read_manifest(pred)["run_id"]

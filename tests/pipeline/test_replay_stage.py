@@ -218,7 +218,7 @@ def write_simulated_layout(root: Path, n: int = 600, seed: int = 0) -> Layout:
             pctr=np.clip(p_click * rng.lognormal(0, noise, n), 0, 1),
             pcvr=np.clip(p_conv * rng.lognormal(0, noise, n), 0, 1),
         )
-        write_tables(layout.predictions / kind, {"predictions": pred}, config_digest="t")
+        write_tables(layout.prediction_dir(kind), {"predictions": pred}, config_digest="t")
     layout.evaluation.mkdir(parents=True)
     layout.evaluation_metrics.write_text(json.dumps({"champion": "neural"}))
     return layout
@@ -233,7 +233,7 @@ def test_collect_streams_per_model_plus_one_oracle(tmp_path: Path) -> None:
     assert (pairs[0].test["split"] == "test").all()
     assert registry.champion_kind(layout) == "neural"
     # predictions that miss impressions are an error, not a silent inner join
-    pred = layout.predictions / "neural"
+    pred = layout.prediction_dir("neural")
     short = pl.read_parquet(pred / "predictions.parquet").head(10)
     write_tables(pred, {"predictions": short}, config_digest="t")
     with pytest.raises(DataError, match="no prediction for 590 of 600"):

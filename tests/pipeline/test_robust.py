@@ -300,7 +300,7 @@ def test_two_concurrent_train_runs_agree_on_the_run(built: Path) -> None:
     assert_clean(concurrently("train", built, *TRAIN))
     root = built / "data" / "small"
     run_id = read_manifest(root / "models" / "lightgbm")["run_id"]
-    assert read_manifest(root / "predictions" / "lightgbm")["run_id"] == run_id
+    assert read_manifest(root / "models" / "lightgbm" / "predictions")["run_id"] == run_id
     client = mlflow.MlflowClient(f"sqlite:///{built / 'mlflow.db'}")
     runs = client.search_runs(
         [client.get_experiment_by_name("small").experiment_id], "tags.stage = 'train'"

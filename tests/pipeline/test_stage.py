@@ -36,7 +36,7 @@ def test_every_path_lives_under_the_experiment_root() -> None:
         "features": "features",
         "feature_spec": "features/feature_spec.json",
         "model_dir": "models/neural",
-        "prediction_dir": "predictions/lightgbm",
+        "prediction_dir": "models/lightgbm/predictions",
         "evaluation": "evaluation",
         "evaluation_metrics": "evaluation/metrics.json",
         "replay": "replay",
