@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("categorical", "numeric", "embedding")
+REFERENCE_MODEL = "logreg"  # models/logreg.py: reads the shared columns and every embedding
 FEATURE_KEYS = ("name", "kind", "dim", "source", "cardinality", "family", "models")
 SPLIT_KEYS = ("split_mode", "split_by", "valid_start", "test_start", "test_end")
 SPEC_KEYS = ("features", "labels", "meta", "has_conversion", "has_text", "priors", "split", "rows")
@@ -51,8 +52,11 @@ class Feature:
             raise ValueError(f"feature {self.name!r}: dim is for embedding features")
 
     def feeds(self, model: str | None) -> bool:
-        """Whether this column is an input of `model` (None: of any model)."""
-        return model is None or self.models is None or model in self.models
+        """Whether this column is an input of `model` (None: of any model). The reference
+        logistic regression also takes every embedding (the text embeddings where present)."""
+        if model is None or self.models is None or model in self.models:
+            return True
+        return model == REFERENCE_MODEL and self.kind == "embedding"
 
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> Feature:

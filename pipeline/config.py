@@ -24,6 +24,7 @@ from features.text import EmbedConfig
 from models.bidding import BiddingConfig
 from models.calibration import CalibrationConfig
 from models.lgbm import LightGBMConfig
+from models.logreg import LogRegConfig
 from models.neural_config import NeuralConfig
 from pipeline.scoring import PREFIXES, TASK_KEYS, metric_mode, metric_names
 from pipeline.sources import KNOWN_SOURCES
@@ -32,7 +33,7 @@ from pipeline.sources.simulated.marketplace import MarketConfig
 
 EXPERIMENTS_DIR = Path("experiments")
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
-MODEL_KINDS = ("lightgbm", "neural")  # what `train.models` may name (pipeline/train.py fits them)
+MODEL_KINDS = ("lightgbm", "neural", "logreg")  # what `train.models` may name (pipeline/train.py fits them)
 
 
 class ConfigError(ValueError):
@@ -180,6 +181,7 @@ class Experiment:
     train: TrainConfig = field(default_factory=TrainConfig)
     lightgbm: LightGBMConfig = field(default_factory=LightGBMConfig)
     neural: NeuralConfig = field(default_factory=NeuralConfig)
+    logreg: LogRegConfig = field(default_factory=LogRegConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     bidding: BiddingConfig = field(default_factory=BiddingConfig)

@@ -24,7 +24,7 @@ from pipeline.datasets import to_matrix
 
 META_FILE = "adctr_model.json"
 ESTIMATOR_DIR = "model"  # the estimator's own files (LightGBM text models, safetensors)
-HISTORY_FILE = "history.json"  # per-epoch training curves (neural; [] for LightGBM)
+HISTORY_FILE = "history.json"  # per-epoch training curves (neural; [] for the others)
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ def load_estimator(model_dir: Path, num_threads: int | None = None) -> tuple[Any
         from models.lgbm import LightGBMCTR
 
         return LightGBMCTR.load(model_dir / ESTIMATOR_DIR, num_threads), meta
+    if meta.kind == "logreg":
+        from models.logreg import LogRegCTR
+
+        return LogRegCTR.load(model_dir / ESTIMATOR_DIR, num_threads), meta
     from models.neural import NeuralCTR
 
     return NeuralCTR.load(model_dir / ESTIMATOR_DIR, num_threads), meta

@@ -22,7 +22,7 @@ from features.spec import FeatureSpec
 from models.calibration import Calibrator
 from models.lgbm import LightGBMCTR
 from pipeline import registry
-from pipeline.config import Experiment
+from pipeline.config import MODEL_KINDS, Experiment
 from pipeline.datasets import labels, load_spec, load_split, to_matrix
 from pipeline.io import atomic_dir, write_file_manifest, write_tables_into
 from pipeline.lineage import check_lineage
@@ -57,7 +57,11 @@ def fit_model(kind: str, exp: Experiment, frames: dict, spec: FeatureSpec) -> An
         return NeuralCTR(exp.neural, seed, threads).fit(
             xt, ct, vt if vt is not None else zeros_t, xv, cv, vv if vv is not None else zeros_v
         )
-    raise ValueError(f"unknown model '{kind}' in train.models (known: lightgbm, neural)")
+    if kind == "logreg":
+        from models.logreg import LogRegCTR
+
+        return LogRegCTR(exp.logreg, seed, threads).fit(xt, ct, vt, xv, cv, vv)
+    raise ValueError(f"unknown model '{kind}' in train.models (known: {', '.join(MODEL_KINDS)})")
 
 
 def fit_calibrators(
@@ -84,7 +88,7 @@ def _log_curves(kind: str, model: Any) -> None:
                     key = f"curve_{task}_{split}_{short}"
                     for step in range(0, len(values), max(1, len(values) // 200)):
                         mlflow.log_metric(key, values[step], step=step)
-    else:
+    elif kind == "neural":  # logreg: lbfgs runs to convergence, no curves
         for row in model.history_:
             step = int(row["epoch"])
             log_metrics({f"curve_{k}": v for k, v in row.items() if k != "epoch"}, step=step)
