@@ -115,7 +115,9 @@ class LogRegCTR:
             tol=cfg.tol,
             random_state=self.random_state,
         ).fit(design, y.astype(np.int64))
-        log.info("%s logistic regression: %d rows, %d lbfgs iterations", name, len(y), est.n_iter_[0])
+        log.info(
+            "%s logistic regression: %d rows, %d lbfgs iterations", name, len(y), est.n_iter_[0]
+        )
         return {"coef": est.coef_[0].copy(), "intercept": float(est.intercept_[0])}
 
     def _rows(self, n: int) -> np.ndarray:

@@ -33,7 +33,8 @@ from pipeline.sources.simulated.marketplace import MarketConfig
 
 EXPERIMENTS_DIR = Path("experiments")
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
-MODEL_KINDS = ("lightgbm", "neural", "logreg")  # what `train.models` may name (pipeline/train.py fits them)
+# what `train.models` may name (pipeline/train.py fits them)
+MODEL_KINDS = ("lightgbm", "neural", "logreg")
 
 
 class ConfigError(ValueError):

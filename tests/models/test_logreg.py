@@ -131,7 +131,8 @@ def test_hash_codes_are_deterministic_in_range_and_field_aware() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"C": 0.0}, {"max_iter": 0}, {"hash_bits": 0}, {"hash_bits": 40}, {"max_train_rows": -1}]
+    "bad",
+    [{"C": 0.0}, {"max_iter": 0}, {"hash_bits": 0}, {"hash_bits": 40}, {"max_train_rows": -1}],
 )
 def test_config_rejects_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):

@@ -34,7 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-MODELS = ("lightgbm", "neural")
+MODELS = ("lightgbm", "neural", "logreg")
 METRICS = ("test_ctr_auc", "test_cvr_auc")
 EXPERIMENT = "small"
 # How the store is made: True reads the store that the session fixture `small_pipeline`

@@ -182,7 +182,7 @@ def test_flat_lists_every_setting_once() -> None:
     assert set(flat) == expected
     assert "name" not in flat
     # tuples are flattened to lists (MLflow params and JSON)
-    assert flat["train.models"] == ["lightgbm", "neural"]
+    assert flat["train.models"] == ["lightgbm", "neural", "logreg"]
 
 
 def test_digest_is_stable_and_sensitive() -> None:
@@ -235,7 +235,7 @@ BAD_VALUES = [
     ("data.source=bogus", r"\[data\] data\.source = 'bogus' is not a known source \(simulated, "),
     ("data.seed=-1", r"\[data\] seed must be >= 0, got -1"),
     ("engine.num_threads=0", r"\[engine\] num_threads must be >= 1, got 0"),
-    ('train.models=["xgboost"]', r"\[train\] models must name some of lightgbm, neural.*xgboost"),
+    ('train.models=["xgboost"]', r"\[train\] models must name some of lightgbm, neural, logreg"),
     ("train.models=[]", r"\[train\] models must name some of"),
     ('train.models=["neural", "neural"]', r"\[train\] models names a model twice"),
     ("evaluate.champion_mode=maybe", r"champion_mode must be min or max, got 'maybe'"),
@@ -302,6 +302,8 @@ BAD_VALUES = [
     ("bidding.max_multiplier=0", r"max_multiplier > 0"),
     ("bidding.base_bid=0", r"base_bid must be > 0"),
     ("bidding.bid_floor=-1", r"bid_floor and ortb_c must be >= 0"),
+    ("logreg.C=0", r"\[logreg\] C and tol must be > 0, got 0.0"),
+    ("logreg.hash_bits=40", r"\[logreg\] hash_bits must lie in \[1, 26\], got 40"),
     ("bidding.bid_cap=-1", r"bid_cap must be 0 \(none\) or >= bid_floor"),
     ("bidding.grid_points=1", r"grid_points >= 2, got 0.05, 6.0 and 1"),
     ("bidding.pacing_gain=-1", r"pacing_gain must be >= 0, got -1.0"),

@@ -22,7 +22,7 @@ from pipeline.sources.simulated.vocabulary import SUBTOPICS
 pytestmark = pytest.mark.slow
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-MODELS = ("lightgbm", "neural")
+MODELS = ("lightgbm", "neural", "logreg")
 SPLITS = ("train", "valid", "test")
 REQUIRED_METRICS = (
     "test_ctr_auc",
@@ -71,6 +71,7 @@ def features(small_pipeline) -> dict[str, pl.DataFrame]:
         "features",
         "models/lightgbm/predictions",
         "models/neural/predictions",
+        "models/logreg/predictions",
     ],
 )
 def test_stage_output_has_a_manifest(small_pipeline, sub: str) -> None:
@@ -94,7 +95,7 @@ def test_every_parquet_folder_is_a_published_output(small_pipeline) -> None:
     assert stray == []
 
 
-@pytest.mark.parametrize("sub", ["models/lightgbm", "models/neural", "evaluation"])
+@pytest.mark.parametrize("sub", ["models/lightgbm", "models/neural", "models/logreg", "evaluation"])
 def test_model_and_evaluation_outputs_have_a_manifest(small_pipeline, sub: str) -> None:
     assert (small_pipeline.root / sub / MANIFEST).is_file()
 
@@ -238,3 +239,12 @@ def test_champion_alias_resolves_and_predicts(client, experiment_id, small_pipel
     )
     expected = test.select("impression_id").join(stored, on="impression_id", how="left")
     assert np.allclose(out["pctr"].to_numpy(), expected["pctr"].to_numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_each_registered_model_loads_and_predicts(client, small_pipeline, kind: str) -> None:
+    model = mlflow.pyfunc.load_model(f"models:/adctr-small-{kind}/1")
+    test = read_table(small_pipeline.root / "features", "test").collect().head(20)
+    out = model.predict(test.to_pandas())
+    assert list(out.columns) == ["pctr", "pcvr", "pctcvr"]
+    assert ((out["pctr"] > 0) & (out["pctr"] < 1)).all()
