@@ -33,8 +33,9 @@ from features.text import (
     text_key,
     variant,
 )
+from pipeline.atomic import atomic_file
 from pipeline.config import Experiment
-from pipeline.io import atomic_file, read_table, write_tables
+from pipeline.io import read_table, write_tables
 from pipeline.lock import file_lock
 from pipeline.stage import Layout, StageSummary
 

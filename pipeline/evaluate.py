@@ -20,16 +20,10 @@ from features.spec import FeatureSpec
 from models.calibration import out_of_fold
 from models.metrics import binary_metrics
 from pipeline import plots, registry, report
+from pipeline.atomic import atomic_dir
 from pipeline.config import Experiment
 from pipeline.datasets import labels, load_spec, load_split
-from pipeline.io import (
-    MANIFEST,
-    DataError,
-    atomic_dir,
-    read_manifest,
-    read_table,
-    write_file_manifest,
-)
+from pipeline.io import MANIFEST, DataError, read_manifest, read_table, write_file_manifest
 from pipeline.lineage import check_lineage, check_same_run
 from pipeline.mlflow_model import HISTORY_FILE, load_estimator
 from pipeline.scoring import task_metrics

@@ -21,16 +21,8 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.io import (
-    MANIFEST,
-    DataError,
-    atomic_dir,
-    crash_point,
-    fsync_dir,
-    owned_name,
-    owner_dead,
-    read_manifest,
-)
+from pipeline.atomic import atomic_dir, crash_point, fsync_dir, owned_name, owner_dead
+from pipeline.io import MANIFEST, DataError, read_manifest
 
 TABLE_FILE = "bid_weights.parquet"
 CSV_FILE = "bid_weights.csv"

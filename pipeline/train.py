@@ -22,9 +22,10 @@ from features.spec import FeatureSpec
 from models.calibration import Calibrator
 from models.lgbm import LightGBMCTR
 from pipeline import registry
+from pipeline.atomic import atomic_dir
 from pipeline.config import MODEL_KINDS, Experiment
 from pipeline.datasets import labels, load_spec, load_split, to_matrix
-from pipeline.io import atomic_dir, write_file_manifest, write_tables_into
+from pipeline.io import write_file_manifest, write_tables_into
 from pipeline.lineage import check_lineage
 from pipeline.mlflow_model import ESTIMATOR_DIR, HISTORY_FILE, META_FILE, ModelMeta, calibrate
 from pipeline.scoring import task_metrics

@@ -22,8 +22,9 @@ import polars as pl
 
 from features.schema import RAW_TABLES
 from features.split import SplitConfig
+from pipeline.atomic import atomic_file
 from pipeline.config import ConfigError, Experiment
-from pipeline.io import DataError, atomic_file, check_schema, write_tables
+from pipeline.io import DataError, check_schema, write_tables
 from pipeline.sources import SPLIT_MODES, ali_ccp, avazu, criteo, generic, ipinyou, mind
 from pipeline.sources.common import Ingested, raw_tables
 from pipeline.sources.ingest_config import IngestConfig

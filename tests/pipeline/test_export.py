@@ -23,8 +23,9 @@ import pytest
 from models.bidding import BiddingConfig, BidParams, bid_table
 from pipeline import export, export_grid, publish, registry
 from pipeline import export_checks as checks
+from pipeline.atomic import CRASH_ENV
 from pipeline.config import EvaluateConfig, Experiment, ExportConfig, load_experiment
-from pipeline.io import CRASH_ENV, MANIFEST, DataError
+from pipeline.io import MANIFEST, DataError
 from pipeline.stage import Layout
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,18 +14,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import io
-from pipeline.io import (
-    MANIFEST,
-    DataError,
-    atomic_dir,
-    atomic_file,
-    check_schema,
-    clean_stale,
-    read_manifest,
-    read_table,
-    write_tables,
-)
+from pipeline import atomic, io
+from pipeline.atomic import atomic_dir, atomic_file, clean_stale
+from pipeline.io import MANIFEST, DataError, check_schema, read_manifest, read_table, write_tables
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -131,7 +122,7 @@ def test_a_failed_swap_puts_the_previous_output_back(
 ) -> None:
     """An error between `target -> .old-*` and `.tmp-* -> target` (the two-rename swap of a
     system without an exchange) loses nothing."""
-    monkeypatch.setattr(io, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
     target = tmp_path / "out"
     write_tables(target, {"t": table(1)}, config_digest="a")
     real_rename = os.rename
@@ -143,10 +134,10 @@ def test_a_failed_swap_puts_the_previous_output_back(
             raise OSError("disk gone")
         real_rename(src, dst)
 
-    monkeypatch.setattr(io.os, "rename", fail_on_second)
+    monkeypatch.setattr(atomic.os, "rename", fail_on_second)
     with pytest.raises(OSError, match="disk gone"):
         write_tables(target, {"t": table(2)}, config_digest="b")
-    monkeypatch.setattr(io.os, "rename", real_rename)
+    monkeypatch.setattr(atomic.os, "rename", real_rename)
     assert Path(calls[0][1]).name.startswith(".old-out-")
     assert read_table(target, "t").collect()["v"].to_list() == [1] * 5
     assert leftovers(tmp_path) == []
@@ -175,7 +166,9 @@ def test_a_rewrite_swaps_the_folders_in_one_step(tmp_path: Path, monkeypatch) ->
     write_tables(target, {"t": table(1)}, config_digest="a")
     renames = []
     real_rename = os.rename
-    monkeypatch.setattr(io.os, "rename", lambda a, b: (renames.append((a, b)), real_rename(a, b)))
+    monkeypatch.setattr(
+        atomic.os, "rename", lambda a, b: (renames.append((a, b)), real_rename(a, b))
+    )
     write_tables(target, {"t": table(2)}, config_digest="b")
     assert renames == []
     assert read_table(target, "t").collect()["v"].to_list() == [2] * 5

@@ -1,5 +1,5 @@
 """Crash safety: `kill -9` of a stage at named points of its writes (`ADCTR_CRASH_AT`, see
-`pipeline.io.crash_point`) leaves every published output either as it was or as the new run
+`pipeline.atomic.crash_point`) leaves every published output either as it was or as the new run
 wrote it, complete, with manifests that agree with each other; the rerun then gives the same
 outputs as a run that was never killed.
 
@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from fault_cases import BASE_TOML, LOG, REPO, base_log, csv, merged, toml_text
 
-from pipeline.io import CRASH_ENV, MANIFEST, file_digest, input_digest
+from pipeline.atomic import CRASH_ENV
+from pipeline.io import MANIFEST, file_digest, input_digest
 
 pytestmark = pytest.mark.slow
 
