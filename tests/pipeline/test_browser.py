@@ -181,7 +181,7 @@ def test_dashboard_shows_both_models_and_their_aucs(dashboard, browser, tmp_path
 
 def _show_metric_columns(page, metrics: tuple[str, ...]) -> None:
     """Tick the metrics in the runs table's "Columns" picker (off by default in MLflow 3)."""
-    page.get_by_role("button", name="Columns").click()
+    page.get_by_role("button", name="Columns", exact=True).click()
     for metric in metrics:
         page.get_by_placeholder("Search columns").fill(metric)
         page.get_by_text(metric, exact=True).last.click()
