@@ -4,6 +4,7 @@ A stage output is a directory of tables (or files) whose manifest is written las
 published through `pipeline.atomic` (built beside the target, fsynced, swapped in one step).
 Readers refuse a directory without a manifest and a Parquet file whose footer does not read.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -25,7 +25,7 @@ from features.split import SplitConfig
 from pipeline.atomic import atomic_file
 from pipeline.config import ConfigError, Experiment
 from pipeline.io import DataError, check_schema, write_tables
-from pipeline.sources import SPLIT_MODES, ali_ccp, avazu, criteo, generic, ipinyou, mind
+from pipeline.sources import ali_ccp, avazu, criteo, generic, ipinyou, mind
 from pipeline.sources.common import Ingested, raw_tables
 from pipeline.sources.ingest_config import IngestConfig
 from pipeline.sources.simulated import SOURCE as SIMULATED
@@ -46,7 +46,6 @@ ADAPTERS: dict[str, Adapter] = {
 
 def check_config(exp: Experiment) -> Path:
     """The input path; a ConfigError naming the key for anything the user must fix."""
-    cfg = exp.ingest
     if exp.data.source not in ADAPTERS:
         hint = (
             " (simulated data comes from `raw` or `generate`)"
@@ -59,18 +58,7 @@ def check_config(exp: Experiment) -> Path:
         )
     if not exp.data.path:
         raise ConfigError("data.path is empty: set it to the dataset's file or folder")
-    choices = {
-        "split_mode": SPLIT_MODES,
-        "on_bad_rows": ("quarantine", "error"),
-        "format": ("csv", "tsv", "parquet"),
-    }
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"ingest.{key} = {getattr(cfg, key)!r}, expected one of {allowed}")
-    if not 0.0 <= cfg.max_bad_fraction <= 1.0:
-        raise ConfigError(f"ingest.max_bad_fraction = {cfg.max_bad_fraction}, expected 0..1")
-    if cfg.max_rows < 0:
-        raise ConfigError(f"ingest.max_rows = {cfg.max_rows}, expected >= 0 (0 = all)")
+    # the [ingest] values themselves are checked when the config is built (IngestConfig)
     path = Path(exp.data.path)
     if not path.exists():
         raise ConfigError(
