@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from harness import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 LOG = "log.csv"
 BASE_TOML: dict[str, Any] = {
     "data": {"source": "generic", "path": LOG},

@@ -10,7 +10,6 @@ the fix that handles one turns it into an unexpected pass, which fails until its
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from fault_cases import CASES, REPO, Case, Error, Ok, Outcome, Quarantine, base_log
+from harness import stage_env
 
 from pipeline.io import read_manifest
 
@@ -81,16 +81,7 @@ def base() -> pl.DataFrame:
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """One MLflow store for the module (each case is its own MLflow experiment)."""
     store = tmp_path_factory.mktemp("faults_mlflow") / "mlflow.db"
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{store}",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_WAIT_POLICY": "PASSIVE",
-    }
+    return stage_env(store)
 
 
 def run_case(case: Case, work: Path, base: pl.DataFrame, env: dict[str, str]) -> list[StageRun]:

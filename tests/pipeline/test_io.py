@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from harness import dead_pid
 
 from pipeline import atomic, io
 from pipeline.atomic import atomic_dir, atomic_file, clean_stale
@@ -72,17 +73,6 @@ def test_replacing_an_existing_output(tmp_path: Path) -> None:
     # the replaced directory is gone entirely: no table of the old version survives
     assert not (target / "gone.parquet").exists()
     assert leftovers(tmp_path) == []
-
-
-def dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    out = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(out.stdout)
 
 
 def test_stale_tmp_of_the_same_name_is_cleaned(tmp_path: Path) -> None:

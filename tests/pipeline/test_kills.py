@@ -11,7 +11,6 @@ published, reruns the stage and compares with a clean run of the new setting.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -19,7 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from fault_cases import BASE_TOML, LOG, REPO, base_log, csv, merged, toml_text
+from fault_cases import BASE_TOML, LOG, base_log, csv, merged, toml_text
+from harness import stage_env
 
 from pipeline.atomic import CRASH_ENV
 from pipeline.io import MANIFEST, file_digest, input_digest
@@ -107,14 +107,7 @@ def fingerprint(root: Path, stage: str) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     store = tmp_path_factory.mktemp("kills_mlflow") / "mlflow.db"
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{store}",
-        "HF_HUB_OFFLINE": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "OMP_WAIT_POLICY": "PASSIVE",
-    }
+    return stage_env(store)
 
 
 @pytest.fixture(scope="module")

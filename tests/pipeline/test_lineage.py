@@ -4,7 +4,6 @@ with its predictions as one unit (a pair from two runs is refused)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from fault_cases import BASE_TOML, LOG, REPO, base_log, csv, toml_text
+from fault_cases import BASE_TOML, LOG, base_log, csv, toml_text
+from harness import stage_env
 
 from pipeline.io import (
     MANIFEST,
@@ -107,16 +107,7 @@ class Work:
         return self.path / "data" / NAME
 
     def run(self, stage: str, *sets: str) -> Run:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{self.path / 'mlflow.db'}",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            "TOKENIZERS_PARALLELISM": "false",
-            "OMP_WAIT_POLICY": "PASSIVE",
-        }
+        env = stage_env(self.path / "mlflow.db")
         args = [arg for s in sets for arg in ("--set", s)]
         cmd = [sys.executable, "-m", "pipeline", stage, "--experiment", NAME, *args]
         proc = subprocess.run(

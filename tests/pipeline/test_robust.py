@@ -17,22 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+from harness import REPO, dead_pid, stage_env
 
 from pipeline.lock import LockTimeout, pid_alive, plan, stage_lock
 
-REPO = Path(__file__).resolve().parents[2]
 FAST = ["--set", "features.text=false"]
 TRAIN = [*FAST, "--set", 'train.models=["lightgbm"]', "--set", "lightgbm.num_boost_round=50"]
-
-
-def dead_pid() -> int:
-    out = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(out.stdout)
 
 
 # --- locks ---------------------------------------------------------------------------------
@@ -217,15 +207,7 @@ def test_abandoned_runs_are_killed_at_the_next_start(tmp_path, monkeypatch) -> N
 
 
 def cli_env(base: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_WAIT_POLICY": "PASSIVE",
-    }
+    return stage_env(base / "mlflow.db")
 
 
 def stage_cmd(stage: str, data_root: Path, *extra: str) -> list[str]:
