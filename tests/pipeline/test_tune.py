@@ -7,6 +7,7 @@ planted click signal, written as `features/` with train and valid only."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,3 +202,11 @@ def test_the_tune_section_names_models_and_seed() -> None:
     assert default.tune.models is None and default.tune.seed is None  # train.models, data.seed
     with pytest.raises(ConfigError, match=r"unknown key 'tune.budget'"):
         load_experiment("small", ["tune.budget=3"], directory=REPO / "experiments")
+
+
+def test_without_optuna_the_stage_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
+    with pytest.raises(ConfigError, match=r"tune needs optuna .*run `make tune`"):
+        tune.run(experiment(tmp_path, "bare"))
