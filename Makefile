@@ -8,6 +8,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+TUNE_STAMP := $(VENV)/.tune-stamp
 RAW := data/$(EXP)/raw/_manifest.json
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -18,7 +19,7 @@ export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
 .DEFAULT_GOAL := help
-.PHONY: help features embed train evaluate export replay ui test realdata bench lint clean distclean
+.PHONY: help features embed train tune evaluate export replay ui test realdata bench lint clean distclean
 
 help: ## list the verbs
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -31,6 +32,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# the pins of the `tune` extra (optuna), installed on top without reinstalling the project;
+# `make test` has them already through the `dev` extra
+$(TUNE_STAMP): pyproject.toml $(STAMP)
+	$(PY) -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); \
+	  print("\n".join(d["project"]["optional-dependencies"]["tune"]))' | \
+	  $(PY) -m pip install --quiet -r /dev/stdin
+	@touch $(TUNE_STAMP)
 
 # raw data is rebuilt when its config or the code that writes it changes (a pulled simulator
 # change must not leave last month's data in place)
@@ -47,6 +56,9 @@ embed: $(STAMP) $(RAW) ## embed ad, query and behaviour texts (cached)
 
 train: $(STAMP) ## train the LightGBM and neural CTR/CVR models (MLflow runs)
 	$(PY) -m pipeline train --experiment $(EXP) $(OVERRIDES)
+
+tune: $(TUNE_STAMP) ## search each model's main settings on valid (Optuna); writes tune/best.toml
+	$(PY) -m pipeline tune --experiment $(EXP) $(OVERRIDES)
 
 evaluate: $(STAMP) ## compare models on test, log plots and tables, set the champion
 	$(PY) -m pipeline evaluate --experiment $(EXP) $(OVERRIDES)

@@ -86,6 +86,31 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """`make tune` (pipeline/tune.py): an Optuna search of each model's main settings on valid."""
+
+    models: tuple[str, ...] | None = None  # None: every model of train.models
+    trials: int = 20  # per model
+    timeout_s: float = 600.0  # per model: no trial starts after this many seconds
+    seed: int | None = None  # of the sampler; None: data.seed
+
+    def __post_init__(self) -> None:
+        if self.models is not None:
+            unknown = [m for m in self.models if m not in MODEL_KINDS]
+            if not self.models or unknown or len(set(self.models)) < len(self.models):
+                raise ValueError(
+                    f"models must name distinct models of {', '.join(MODEL_KINDS)}, "
+                    f"got {list(self.models)}"
+                )
+        if self.trials < 1:
+            raise ValueError(f"trials must be >= 1, got {self.trials}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.seed is not None and self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     # the champion and the export guardrail rank by this valid metric (of valid predictions
     # calibrated out of fold); valid_ctr_logloss where no model has it, e.g. without
@@ -187,6 +212,7 @@ class Experiment:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     lightgbm: LightGBMConfig = field(default_factory=LightGBMConfig)
     neural: NeuralConfig = field(default_factory=NeuralConfig)
     logreg: LogRegConfig = field(default_factory=LogRegConfig)

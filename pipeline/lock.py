@@ -33,11 +33,12 @@ READS = {
     "embed": ("raw",),
     "features": ("raw", "embed"),
     "train": ("features",),
+    "tune": ("features",),
     "evaluate": ("raw", "features", "train"),
     "export": ("raw", "features", "train", "evaluate"),
     "replay": ("raw", "features", "train", "evaluate"),
 }
-ORDER = ("raw", "embed", "features", "train", "evaluate", "export", "replay")
+ORDER = ("raw", "embed", "features", "train", "tune", "evaluate", "export", "replay")
 
 
 class LockError(RuntimeError):

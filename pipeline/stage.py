@@ -58,6 +58,16 @@ class Layout:
         return self.model_dir(kind) / "predictions"
 
     @property
+    def tune(self) -> Path:
+        """What `tune` writes (the search itself lives in MLflow)."""
+        return self.root / "tune"
+
+    @property
+    def tune_best(self) -> Path:
+        """The best settings found by `tune`, a TOML fragment to paste into an experiment."""
+        return self.tune / "best.toml"
+
+    @property
     def evaluation(self) -> Path:
         """The comparison tables and `metrics.json` written by `evaluate`."""
         return self.root / "evaluation"

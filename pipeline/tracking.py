@@ -70,11 +70,7 @@ def stage_run(
     """
     exp_id = use_experiment(exp)
     end_abandoned_runs(exp_id)
-    all_tags = {"stage": stage, "experiment": exp.name, "config_hash": exp.digest()}
-    if model:
-        all_tags["model"] = model
-    all_tags |= {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
-    all_tags.update(tags or {})
+    all_tags = run_tags(exp, stage, model, tags)
     with mlflow.start_run(run_name=run_name or (model or stage), tags=all_tags) as run:
         try:
             if log_config:
@@ -83,6 +79,36 @@ def stage_run(
         except KeyboardInterrupt:
             mlflow.end_run("KILLED")
             raise
+
+
+@contextlib.contextmanager
+def child_run(
+    exp: Experiment,
+    stage: str,
+    run_name: str,
+    model: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """A run nested in the active `stage_run` (one tuning trial, say), tagged like it; it ends
+    KILLED on Ctrl-C, and a dead process's child left RUNNING is ended like its parent."""
+    all_tags = run_tags(exp, stage, model, tags)
+    with mlflow.start_run(run_name=run_name, nested=True, tags=all_tags) as run:
+        try:
+            yield run
+        except KeyboardInterrupt:
+            mlflow.end_run("KILLED")
+            raise
+
+
+def run_tags(
+    exp: Experiment, stage: str, model: str | None, tags: dict[str, str] | None
+) -> dict[str, str]:
+    """The tags of every run: stage, experiment, config hash, model, the process; then `tags`."""
+    all_tags = {"stage": stage, "experiment": exp.name, "config_hash": exp.digest()}
+    if model:
+        all_tags["model"] = model
+    all_tags |= {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    return all_tags | (tags or {})
 
 
 def end_abandoned_runs(exp_id: str) -> list[str]:
