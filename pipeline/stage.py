@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from features.spec import ITEM_TABLE
 from pipeline.config import Experiment
 
 log = logging.getLogger("adctr")
@@ -44,11 +43,6 @@ class Layout:
     def feature_spec(self) -> Path:
         """The `FeatureSpec` of the feature tables (written with them)."""
         return self.features / "feature_spec.json"
-
-    @property
-    def item_vectors(self) -> Path:
-        """The item table of the history features (code -> the ad's reduced text vector)."""
-        return self.features / f"{ITEM_TABLE}.parquet"
 
     @property
     def models(self) -> Path:
