@@ -4,9 +4,14 @@ The item vectors live in a fixed table (a buffer: side information, not learned;
 weights). A shared linear projection maps the impressed ad's vector `v` and each history vector
 `h_i` to `width`; DIN's activation unit (an MLP over `[h_i, v, h_i - v, h_i * v]`) scores each
 history item against the ad; padded slots (code 0) get weight 0; the pooled vector is
-`sum_i w_i h_i / k`. The weights are DIN's raw scores, not a softmax: how much history matches
-the ad is itself a signal (the constant 1 / k only keeps the sum's scale that of one item). The
-block's output is the pooled vector and the filled share of the k slots.
+`sum_i w_i h_i / k`. The unit's first layer is evaluated in its decomposed form
+`W [h, v, h - v, h * v] = (W_h + W_d) h + (W_v - W_d) v + W_p (h * v)` (the same function): the
+ad's term is computed once per row rather than once per history item, and the (B, k, 4 width)
+concatenation is never built, which halves the block's cost.
+
+The weights are DIN's raw scores, not a softmax: how much history matches the ad is itself a
+signal (the constant 1 / k only keeps the sum's scale that of one item). The block's output is
+the pooled vector and the filled share of the k slots.
 """
 
 from __future__ import annotations
@@ -27,12 +32,27 @@ class TargetAttention(nn.Module):
             raise ValueError(f"attention: bad sizes items={n_items} dim={item_dim} width={width}")
         self.register_buffer("table", torch.zeros(n_items, item_dim))
         self.project = nn.Linear(item_dim, width)
-        sizes = [4 * width, *hidden]
+        self.width = width
+        self.first = nn.Linear(4 * width, hidden[0] if hidden else 1)  # over [h, v, h-v, h*v]
         layers: list[nn.Module] = []
-        for fan_in, fan_out in itertools.pairwise(sizes):
+        for fan_in, fan_out in itertools.pairwise(hidden):
             layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-        self.unit = nn.Sequential(*layers, nn.Linear(sizes[-1], 1))
+        self.rest = (
+            nn.Sequential(nn.ReLU(), *layers, nn.Linear(hidden[-1], 1)) if hidden else nn.Identity()
+        )
         self.out_dim = width + 1
+
+    def unit(self, h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """DIN's activation unit: (B, k) scores of the items h (B, k, w) against the ads v (B, w),
+        the MLP over [h, v, h - v, h * v] with its first layer decomposed (module docstring)."""
+        w = self.width
+        weight = self.first.weight
+        w_h = weight[:, :w] + weight[:, 2 * w : 3 * w]
+        w_v = weight[:, w : 2 * w] - weight[:, 2 * w : 3 * w]
+        w_p = weight[:, 3 * w :]
+        per_ad = v @ w_v.T + self.first.bias  # (B, hidden)
+        z = h @ w_h.T + (h * v.unsqueeze(1)) @ w_p.T + per_ad.unsqueeze(1)
+        return self.rest(z).squeeze(-1)
 
     def set_table(self, table: torch.Tensor) -> None:
         """Copy in the (n_items, item_dim) item vectors (row 0: the padding)."""
@@ -55,9 +75,7 @@ class TargetAttention(nn.Module):
         mask = history > 0
         v = self.project(self.table[target])  # (B, w)
         h = self.project(self.table[history])  # (B, k, w)
-        ve = v.unsqueeze(1).expand_as(h)
-        score = self.unit(torch.cat([h, ve, h - ve, h * ve], dim=-1)).squeeze(-1)
-        return h, score.masked_fill(~mask, 0.0), mask
+        return h, self.unit(h, v).masked_fill(~mask, 0.0), mask
 
     def forward(self, target: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         h, w, mask = self._attend(target, history)

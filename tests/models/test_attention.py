@@ -43,5 +43,14 @@ def test_padding_does_not_change_the_pooled_vector() -> None:
 def test_gradients_reach_the_unit_not_the_table() -> None:
     block = _block()
     block(torch.tensor([1, 2]), torch.tensor([[2, 3], [4, 0]])).sum().backward()
-    assert block.unit[0].weight.grad is not None and block.unit[0].weight.grad.abs().sum() > 0
+    assert block.first.weight.grad is not None and block.first.weight.grad.abs().sum() > 0
     assert not block.table.requires_grad
+
+
+def test_the_unit_is_the_mlp_over_h_v_difference_and_product() -> None:
+    block = _block()
+    h, v = torch.randn(3, 4, 4), torch.randn(3, 4)
+    ve = v.unsqueeze(1).expand_as(h)
+    x = torch.cat([h, ve, h - ve, h * ve], dim=-1)
+    expected = block.rest(block.first(x)).squeeze(-1)
+    assert torch.allclose(block.unit(h, v), expected, atol=1e-5)
