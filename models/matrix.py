@@ -15,9 +15,9 @@ class FeatureMatrix:
     the codes of column j including 0. numeric: (N, K) float32 (NaN = missing). embeddings:
     name -> (N, D) float32 dense vectors (text embeddings, user interest vectors). items:
     name -> (N, w) int64 codes into `item_vectors` ((M + 1, d) float32, row 0 the padding),
-    the impressed ad's item (w = 1) and the user's recent items; `item_vectors` is shared by
-    all rows (None where the caller does not have it, e.g. scoring with a fitted model that
-    holds its own copy).
+    the impressed ad's item (w = 1), then the user's recent items (in that order: the neural
+    model reads them so); `item_vectors` is shared by all rows (None where the caller does not
+    have it, e.g. scoring with a fitted model that holds its own copy).
     """
 
     categorical: np.ndarray

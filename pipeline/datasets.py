@@ -42,13 +42,9 @@ def load_item_vectors(layout: Layout, spec: FeatureSpec) -> np.ndarray | None:
 
 def _codes(series: pl.Series, width: int) -> np.ndarray:
     """(N, width) int64 item codes from an Int column (width 1) or an Array / List column."""
-    if isinstance(series.dtype, pl.List | pl.Array):
-        if isinstance(series.dtype, pl.List):  # e.g. after a round trip through pandas / MLflow
-            series = series.cast(pl.List(pl.Int64)).cast(pl.Array(pl.Int64, width))
-        out = series.to_numpy()
-    else:
-        out = series.to_numpy()
-    out = np.asarray(out, dtype=np.int64).reshape(len(series), -1)
+    if isinstance(series.dtype, pl.List):  # e.g. after a round trip through pandas / MLflow
+        series = series.cast(pl.List(pl.Int64)).cast(pl.Array(pl.Int64, width))
+    out = np.asarray(series.to_numpy(), dtype=np.int64).reshape(len(series), -1)
     if out.shape[1] != width:
         raise ValueError(f"item column '{series.name}' has {out.shape[1]} codes, spec: {width}")
     return np.ascontiguousarray(out)
