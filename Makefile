@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
 .DEFAULT_GOAL := help
-.PHONY: help features embed train evaluate export replay ui test bench lint clean distclean
+.PHONY: help features embed train evaluate export replay ui test realdata bench lint clean distclean
 
 help: ## list the verbs
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -62,6 +62,9 @@ ui: $(STAMP) ## serve the MLflow dashboard on 127.0.0.1 (Ctrl-C stops it)
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest
+
+realdata: $(STAMP) ## every real-data experiment x 3 seeds: test AUC / logloss per model
+	$(PY) -m pipeline.realdata $(OVERRIDES)
 
 bench: $(STAMP) ## speed and memory benchmarks, measured side by side
 	$(PY) -m pipeline.bench

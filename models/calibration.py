@@ -153,3 +153,29 @@ def out_of_fold(
         cal = Calibrator(method, min_positives_isotonic).fit(p[~held], y[~held])
         out[held] = cal.transform(p[held])
     return out
+
+
+def out_of_fold_calibrated(
+    raw: np.ndarray,
+    click: np.ndarray,
+    conversion: np.ndarray | None,
+    config: CalibrationConfig,
+    seed: int = 0,
+) -> np.ndarray:
+    """(N, 3) [pctr, pcvr, pctcvr] of the raw valid predictions `raw`, each row calibrated by
+    calibrators that never saw it: pCTR out of fold over all rows, pCVR out of fold over the
+    clicked rows (the rows its calibrator is fitted on) and, for the other rows, by the
+    calibrator of all clicked rows. The honest valid metrics that selection reads."""
+    raw = np.asarray(raw, dtype=np.float64)
+    click = np.asarray(click)
+    method, least = config.method, config.min_positives_isotonic
+    pctr = out_of_fold(raw[:, 0], click, method, least, seed=seed)
+    pcvr = raw[:, 1].copy()
+    if conversion is not None and np.isfinite(pcvr).all():
+        clicked = click == 1
+        conv = np.asarray(conversion)[clicked]
+        pcvr[clicked] = out_of_fold(pcvr[clicked], conv, method, least, seed=seed)
+        if (~clicked).any():
+            cal = Calibrator(method, least).fit(raw[clicked, 1], conv)
+            pcvr[~clicked] = cal.transform(raw[~clicked, 1])
+    return np.column_stack([pctr, pcvr, pctr * pcvr])

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from models.matrix import FeatureMatrix
+from models.sizing import lightgbm_defaults, resolve
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -21,11 +22,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LightGBMConfig:
-    num_leaves: int = 63
+    # None: derived from the train rows / positives at fit time (models.sizing)
+    num_leaves: int | None = None
     learning_rate: float = 0.05
     num_boost_round: int = 1000
     early_stopping_rounds: int = 50
-    min_data_in_leaf: int = 100
+    min_data_in_leaf: int | None = None
     feature_fraction: float = 0.8
     bagging_fraction: float = 0.8
     lambda_l2: float = 1.0
@@ -36,11 +38,11 @@ class LightGBMConfig:
 
     def __post_init__(self) -> None:
         for name in ("num_leaves", "cvr_num_leaves"):  # LightGBM: 1 < num_leaves <= 131072
-            if not 2 <= getattr(self, name) <= 131_072:
+            if getattr(self, name) is not None and not 2 <= getattr(self, name) <= 131_072:
                 raise ValueError(f"{name} must lie in [2, 131072], got {getattr(self, name)}")
         counts = ("num_boost_round", "early_stopping_rounds", "min_data_in_leaf")
         for name in (*counts, "cvr_min_data_in_leaf"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
@@ -78,7 +80,7 @@ class LightGBMCTR:
         return {} if self.num_threads is None else {"num_threads": self.num_threads}
 
     def _params(self, cvr: bool) -> dict:
-        c = self.config or LightGBMConfig()
+        c = getattr(self, "config_", None) or self.config or LightGBMConfig()  # fitted: resolved
         return self._threads() | {
             "objective": "binary",
             "metric": ["binary_logloss", "auc"],
@@ -99,7 +101,7 @@ class LightGBMCTR:
     def _train(self, name, x, y, xv, yv, cvr: bool) -> tuple[lgb.Booster, dict]:
         import lightgbm as lgb  # lazy: reading an experiment config imports this module
 
-        c = self.config or LightGBMConfig()
+        c = self.config_
         names = self.feature_names_
         n_cat = len(self.categorical_index_)
         train = lgb.Dataset(
@@ -114,7 +116,8 @@ class LightGBMCTR:
             valid_sets=[train, valid],
             valid_names=["train", "valid"],
             callbacks=[
-                lgb.early_stopping(c.early_stopping_rounds, verbose=False),
+                # on the log loss only (the first metric): what bids need, not the AUC
+                lgb.early_stopping(c.early_stopping_rounds, first_metric_only=True, verbose=False),
                 lgb.record_evaluation(evals),
                 lgb.log_evaluation(period=100),
             ],
@@ -131,7 +134,10 @@ class LightGBMCTR:
         click_valid: np.ndarray,
         conversion_valid: np.ndarray | None,
     ) -> LightGBMCTR:
-        c = self.config or LightGBMConfig()
+        self.config_, self.derived_ = resolve(
+            self.config or LightGBMConfig(), lightgbm_defaults(len(x), int(np.sum(click)))
+        )
+        c = self.config_
         self.categorical_index_ = [
             j for j, card in enumerate(x.cardinalities) if card <= c.max_cat_cardinality
         ]
@@ -180,7 +186,7 @@ class LightGBMCTR:
         if self.cvr_booster_ is not None:
             self.cvr_booster_.save_model(str(directory / "cvr.txt"))
         meta = {
-            "config": asdict(self.config or LightGBMConfig()),
+            "config": asdict(self.config_),
             "random_state": self.random_state,
             "num_threads": self.num_threads,
             "categorical_index": self.categorical_index_,
@@ -196,6 +202,7 @@ class LightGBMCTR:
         meta = json.loads((directory / "lightgbm.json").read_text())
         threads = meta.get("num_threads") if num_threads is None else num_threads
         model = cls(LightGBMConfig(**meta["config"]), meta["random_state"], threads)
+        model.config_, model.derived_ = model.config, {}
         model.categorical_index_ = meta["categorical_index"]
         model.feature_names_ = meta["feature_names"]
         model.ctr_booster_ = lgb.Booster(model_file=str(directory / "ctr.txt"))

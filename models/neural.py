@@ -4,10 +4,11 @@
 with a trailing underscore, `predict_proba`). Training is seeded and deterministic on CPU, batches
 are sliced from column tensors with a seeded permutation, large id tables get sparse gradients
 and `SparseAdam` (the optimisers and the epoch live in `models.neural_loop`), and the best
-epoch on the validation CTR AUC is kept. `save` / `load` use safetensors plus a JSON config (no
-pickle). With item features and an item table (and `config.attention`), the net gets DIN target
-attention over the user's recent items; the table is a buffer of the net, saved with it, so
-scoring needs only the rows' codes.
+epoch on the validation loss (CTR + CTCVR log loss, what bidding needs) is kept. Settings the
+config leaves unset are derived from the data's size at fit (`config_`, `derived_`). `save` /
+`load` use safetensors plus a JSON config (no pickle). With item features and an item table (and
+`config.attention`), the net gets DIN target attention over the user's recent items; the table
+is a buffer of the net, saved with it, so scoring needs only the rows' codes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from models.dcn_esmm import DCNESMM, embedding_width, esmm_loss, numeric_statist
 from models.matrix import FeatureMatrix
 from models.neural_config import NeuralConfig
 from models.neural_loop import auc, fmt, optimizers, torch_settings, train_epoch
+from models.sizing import neural_defaults, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +73,16 @@ class NeuralCTR:
         click_valid: np.ndarray | None = None,
         conversion_valid: np.ndarray | None = None,
     ) -> NeuralCTR:
-        """Train on the whole impression space; early-stop on (X_valid, click_valid) CTR AUC."""
+        """Train on the whole impression space; early-stop on the valid CTR + CTCVR log loss."""
         y_click, y_conv = _labels(click, conversion, len(X))
         has_valid = X_valid is not None
         if has_valid:
             if click_valid is None or conversion_valid is None:
                 raise ValueError("X_valid needs click_valid and conversion_valid")
             yv_click, yv_conv = _labels(click_valid, conversion_valid, len(X_valid))
+        self.config_, self.derived_ = resolve(
+            self.config, neural_defaults(len(X), int(y_click.sum()))
+        )
         self._fit_schema(X)
         with torch_settings(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
@@ -94,8 +99,10 @@ class NeuralCTR:
         return self
 
     def _train(self, train: tuple, valid: tuple | None) -> None:
-        """Epoch loop; with `valid`, keep the weights of the best valid CTR AUC epoch."""
-        cfg = self.config
+        """Epoch loop; with `valid`, keep the weights of the epoch with the lowest valid loss
+        (CTR + `ctcvr_weight` x CTCVR log loss: bids need calibrated probabilities, and a ranking
+        metric such as AUC keeps improving while the probabilities grow overconfident)."""
+        cfg = self.config_
         opts = optimizers(self.module_, cfg)
         generator = torch.Generator().manual_seed(self.random_state)
         self.history_: list[dict[str, float]] = []
@@ -104,8 +111,7 @@ class NeuralCTR:
             row = {"epoch": epoch, **train_epoch(self.module_, train, opts, generator, cfg)}
             if valid is not None:
                 row |= self._validate(*valid)
-                score = row["valid_ctr_auc"]
-                score = -row["valid_loss"] if math.isnan(score) else score
+                score = -row["valid_loss"]
                 if score > best:
                     best, since_best, self.best_epoch_ = score, 0, epoch
                     best_state = {k: v.clone() for k, v in self.module_.state_dict().items()}
@@ -121,7 +127,7 @@ class NeuralCTR:
             self.module_.load_state_dict(best_state)
 
     def _fit_schema(self, X: FeatureMatrix) -> None:
-        cfg = self.config
+        cfg = self.config_
         self.categorical_names_ = tuple(X.categorical_names)
         self.numeric_names_ = tuple(X.numeric_names)
         self.cardinalities_ = tuple(max(int(c), 1) for c in X.cardinalities)
@@ -140,7 +146,7 @@ class NeuralCTR:
         self.numeric_with_indicator_ = missing.numpy()
 
     def _build_module(self) -> DCNESMM:
-        cfg = self.config
+        cfg = self.config_
         module = DCNESMM(
             self.cardinalities_,
             self.embedding_widths_,
@@ -173,7 +179,7 @@ class NeuralCTR:
         pctr = torch.sigmoid(ctr_logit).numpy()
         pctcvr = pctr * torch.sigmoid(cvr_logit).numpy()
         return {
-            "valid_loss": float(ctr_bce + self.config.ctcvr_weight * ctcvr_bce),
+            "valid_loss": float(ctr_bce + self.config_.ctcvr_weight * ctcvr_bce),
             "valid_ctr_loss": float(ctr_bce),
             "valid_ctcvr_loss": float(ctcvr_bce),
             "valid_ctr_auc": auc(click, pctr),
@@ -195,7 +201,7 @@ class NeuralCTR:
         codes, numeric, vectors, items = self._columns(X)
         self.module_.eval()
         out_ctr, out_cvr = [], []
-        step = self.config.predict_batch_size
+        step = self.config_.predict_batch_size
         with torch.inference_mode():
             for s in range(0, codes.shape[0], step):
                 ctr, cvr, _ = self.module_(
@@ -250,7 +256,7 @@ class NeuralCTR:
             "format": FORMAT,
             "random_state": self.random_state,
             "num_threads": self.num_threads,
-            "config": dataclasses.asdict(self.config),
+            "config": dataclasses.asdict(self.config_),
             "categorical_names": list(self.categorical_names_),
             "cardinalities": list(self.cardinalities_),
             "embedding_widths": list(self.embedding_widths_),
@@ -285,6 +291,7 @@ class NeuralCTR:
         )
         threads = saved if num_threads is None else num_threads
         est = cls(config, random_state=meta["random_state"], num_threads=threads)
+        est.config_, est.derived_ = config, {}
         est.categorical_names_ = tuple(meta["categorical_names"])
         est.cardinalities_ = tuple(meta["cardinalities"])
         est.embedding_widths_ = tuple(meta["embedding_widths"])

@@ -1,5 +1,6 @@
 """Settings of the neural CTR/CVR model, apart from the model so that reading an experiment
-config does not import torch (the command line starts in a fraction of the time)."""
+config does not import torch (the command line starts in a fraction of the time). Settings left
+None are derived from the training data's size when the model is fitted (`models.sizing`)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,23 @@ from dataclasses import dataclass
 class NeuralConfig:
     """Hyperparameters of the DCN-v2 x ESMM model and its training loop."""
 
-    embedding_dim: int = 16  # widest id embedding; small vocabularies get ceil(6 * card ** .25)
+    # None: derived from the train rows / positives at fit time (models.sizing.neural_defaults)
+    embedding_dim: int | None = None  # widest id embedding; small vocabularies: 6 * card ** .25
     text_tower: tuple[int, ...] = (128, 32)  # MLP over the concatenated dense vectors
     cross_layers: int = 3
     cross_rank: int = 64  # > 0: low-rank W = U V^T (3x cheaper at x0 ~ 340); 0: full rank
     mlp_sizes: tuple[int, ...] = (256, 128)
     head_sizes: tuple[int, ...] = (64,)
-    dropout: float = 0.1
+    dropout: float | None = None
     log_numeric: bool = True  # sign(x) * log1p(|x|) before standardising (counts are skewed)
     numeric_clip: float = 8.0  # clip standardised numerics to +-this
-    lr: float = 1e-3
-    weight_decay: float = 1e-5  # AdamW decay of the dense weights (not the id tables)
+    lr: float | None = None
+    weight_decay: float | None = None  # AdamW decay of the dense weights (not the id tables)
     embedding_l2: float = 0.0  # L2 on the id embeddings looked up in each batch
     ctcvr_weight: float = 1.0
-    batch_size: int = 2048
-    epochs: int = 4
-    patience: int = 1  # stop after this many epochs without a better valid CTR AUC
+    batch_size: int | None = None
+    epochs: int | None = None  # at most; early stopping on the valid loss decides
+    patience: int = 1  # stop after this many epochs without a lower valid loss
     # id tables with >= this many rows get sparse gradients + SparseAdam (0 = all, a huge
     # number = none); smaller tables update faster with dense Adam (measured in `make bench`)
     sparse_min_rows: int = 50_000
@@ -39,17 +41,21 @@ class NeuralConfig:
         positive = ("embedding_dim", "batch_size", "epochs", "patience", "predict_batch_size")
         positive += ("attention_dim",)
         for name in positive:
-            if getattr(self, name) < 1:
+            if _set(self, name) and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
+        if _set(self, "dropout") and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("lr", "numeric_clip"):
-            if getattr(self, name) <= 0:
+            if _set(self, name) and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         counts = ("cross_layers", "cross_rank", "sparse_min_rows")
         for name in (*counts, "weight_decay", "embedding_l2", "ctcvr_weight"):
-            if getattr(self, name) < 0:
+            if _set(self, name) and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("text_tower", "mlp_sizes", "head_sizes", "attention_hidden"):
             if any(size < 1 for size in getattr(self, name)):
                 raise ValueError(f"{name} must hold layer sizes >= 1, got {getattr(self, name)}")
+
+
+def _set(config: NeuralConfig, name: str) -> bool:
+    return getattr(config, name) is not None

@@ -87,9 +87,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    # the champion and the export guardrail rank by this metric (test_ctr_logloss, min, where
-    # no model has it, e.g. without conversions: see pipeline.registry.ranking_metric)
-    champion_metric: str = "test_ctcvr_logloss"
+    # the champion and the export guardrail rank by this valid metric (of valid predictions
+    # calibrated out of fold); valid_ctr_logloss where no model has it, e.g. without
+    # conversions (pipeline.registry.ranking_metric). Test metrics are reported, never chosen on.
+    champion_metric: str = "valid_ctcvr_logloss"
     champion_mode: str = "min"  # min | max
     ece_bins: int = 15  # equal-width bins of every logged *_ece (train and evaluate)
     reliability_bins: int = 15  # equal-count points of the reliability plots
@@ -111,11 +112,17 @@ class EvaluateConfig:
 
 def _check_champion_metric(metric: str, mode: str) -> None:
     """`metric` is one that every model run logs, and `mode` is its better direction."""
+    if metric.startswith("test_") and metric in metric_names():
+        task = metric.removeprefix("test_cold_") if "_cold_" in metric else metric[5:]
+        raise ValueError(
+            f"champion_metric {metric!r} is a test metric: test is reported, never used to "
+            f"choose; use valid_{task}"
+        )
     if metric not in metric_names():
         tasks = ", ".join(f"{task}_({'|'.join(keys)})" for task, keys in TASK_KEYS.items())
         raise ValueError(
             f"champion_metric {metric!r} is not a metric the models log: one of "
-            f"{', '.join(PREFIXES)} followed by one of {tasks}, e.g. test_ctcvr_logloss"
+            f"{', '.join(PREFIXES)} followed by one of {tasks}, e.g. valid_ctcvr_logloss"
         )
     better = metric_mode(metric)
     if better is None:

@@ -17,8 +17,6 @@ import numpy as np
 import polars as pl
 
 from features.spec import FeatureSpec
-from models.calibration import out_of_fold
-from models.metrics import binary_metrics
 from pipeline import plots, registry, report
 from pipeline.atomic import atomic_dir
 from pipeline.config import Experiment
@@ -29,6 +27,7 @@ from pipeline.mlflow_model import HISTORY_FILE, load_estimator
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
 from pipeline.tracking import log_metrics, log_new_metrics, stage_run, use_experiment
+from pipeline.train import held_out_valid
 
 log = logging.getLogger(__name__)
 
@@ -100,22 +99,20 @@ def _predictions(
 
 
 def _selection_metrics(
-    layout: Layout, spec: FeatureSpec, kinds: list[str], per_model: dict, exp: Experiment
+    layout: Layout, spec: FeatureSpec, kinds: list[str], exp: Experiment
 ) -> dict[str, dict[str, float]]:
-    """What the champion is chosen on, per model: its test metrics and its valid ones (valid
-    rows only; the base-rate check reads valid CTR NE)."""
+    """What the champion is chosen on, per model: valid metrics only, of the valid predictions
+    calibrated out of fold (`train.held_out_valid`, the same values train logged). No test
+    metric is in here, so none can choose."""
     valid = load_split(layout, "valid")
     everything = np.ones(valid.height, dtype=bool)
-    click, _ = labels(valid, spec)
-    cfg = exp.calibration
     out = {}
     for kind in kinds:
-        cal, raw = _predictions(layout, kind, valid, "valid")
-        scored = _score(valid, spec, cal, everything, "valid_", exp.evaluate.ece_bins)
-        # the calibrators were fitted on these rows: judge them on rows they did not see
-        held = out_of_fold(raw[:, 0], click, cfg.method, cfg.min_positives_isotonic, seed=0)
-        scored[registry.BASE_RATE_METRIC] = binary_metrics(click, held)["ne"]
-        out[kind] = per_model[kind] | scored
+        _, raw = _predictions(layout, kind, valid, "valid")
+        held = held_out_valid(raw, valid, spec, exp)
+        scored = _score(valid, spec, held, everything, "valid_", exp.evaluate.ece_bins)
+        scored[registry.BASE_RATE_METRIC] = scored["valid_ctr_ne"]
+        out[kind] = scored
     return out
 
 
@@ -217,7 +214,7 @@ def run(exp: Experiment) -> StageSummary:
         }
         for kind in kinds:
             log_new_metrics(manifests[kind]["run_id"], oracle_logged)
-    selection = _selection_metrics(layout, spec, kinds, per_model, exp)
+    selection = _selection_metrics(layout, spec, kinds, exp)
     champion = registry.best_model(exp.evaluate, selection)
     barred = registry.not_eligible(selection)
     for kind in kinds:

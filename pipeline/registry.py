@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 # ranks the models where none has the configured metric (e.g. data without conversions)
-FALLBACK_METRIC, FALLBACK_MODE = "test_ctr_logloss", "min"
+FALLBACK_METRIC, FALLBACK_MODE = "valid_ctr_logloss", "min"
 # a model whose valid CTR NE is 1 or more predicts no better than the train click rate; judged
 # on calibrated predictions whose calibrator did not see the row (2-fold, out of fold)
 BASE_RATE_METRIC = "valid_ctr_ne_oof"
@@ -81,9 +81,17 @@ def not_eligible(per_model: Mapping[str, Mapping[str, float]]) -> dict[str, str]
     return out
 
 
+def _valid_only(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The metrics of `metrics` that may choose: all but the test ones (whose values are not
+    even read)."""
+    return {name: metrics[name] for name in metrics if not name.startswith("test_")}
+
+
 def best_model(cfg: EvaluateConfig, per_model: Mapping[str, Mapping[str, float]]) -> str | None:
     """The eligible kind (`not_eligible`) with the best `ranking_metric` (first on a tie), None
-    when no eligible model has it."""
+    when no eligible model has it. Only valid metrics are read: test is reported, never used to
+    choose."""
+    per_model = {k: _valid_only(m) for k, m in per_model.items()}  # test is never read
     barred = not_eligible(per_model)
     per_model = {k: m for k, m in per_model.items() if k not in barred}
     metric, mode = ranking_metric(cfg, per_model.values())

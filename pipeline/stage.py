@@ -94,6 +94,11 @@ class Layout:
         return self.quarantine / f"ingest_{source}.parquet"
 
     @property
+    def realdata(self) -> Path:
+        """`make realdata`'s table of every real-data experiment (beside the experiments)."""
+        return self.root.parent / "realdata"
+
+    @property
     def embed_cache(self) -> Path:
         """Shared across experiments: keyed by (encoder id, text hash)."""
         return self.root.parent / "_cache" / "embeddings"

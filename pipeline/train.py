@@ -19,7 +19,7 @@ import pandas as pd
 import polars as pl
 
 from features.spec import FeatureSpec
-from models.calibration import Calibrator
+from models.calibration import Calibrator, out_of_fold_calibrated
 from models.lgbm import LightGBMCTR
 from pipeline import registry
 from pipeline.atomic import atomic_dir
@@ -67,6 +67,23 @@ def fit_model(
 
         return LogRegCTR(exp.logreg, seed, threads).fit(xt, ct, vt, xv, cv, vv)
     raise ValueError(f"unknown model '{kind}' in train.models (known: {', '.join(MODEL_KINDS)})")
+
+
+def held_out_valid(
+    raw_valid: np.ndarray, frame: pl.DataFrame, spec: FeatureSpec, exp: Experiment
+) -> np.ndarray:
+    """The valid predictions calibrated out of fold (`out_of_fold_calibrated`), mirroring
+    `fit_calibrators`: the valid metrics that train logs and evaluate ranks the models by."""
+    click, conv = labels(frame, spec)
+    return out_of_fold_calibrated(raw_valid, click, conv, exp.calibration)
+
+
+def _log_derived(kind: str, derived: dict[str, Any]) -> None:
+    """The settings the config left unset and the model derived from the data's size, as
+    params `derived.<kind>.<key>` (the config's own params show them as None)."""
+    if derived:
+        log.info("%s settings derived from the data size: %s", kind, derived)
+        mlflow.log_params({f"derived.{kind}.{k}": v for k, v in derived.items()})
 
 
 def fit_calibrators(
@@ -134,9 +151,17 @@ def _log_model(
 def _all_metrics(
     exp: Experiment, frames: dict, spec: FeatureSpec, raw: dict, cal: dict
 ) -> dict[str, float]:
-    """valid_* and test_* of the calibrated predictions, the raw test calibration ratios and
-    the cold-start slice (`test_cold_*`)."""
-    metrics = _metrics(frames["valid"], spec, cal["valid"], "valid_", exp)
+    """valid_* of the valid predictions calibrated out of fold (the calibrators were fitted on
+    valid: judged on the rows they saw, the better-fitting model's calibration would flatter
+    it), test_* of the calibrated predictions, the raw test calibration ratios and the
+    cold-start slice (`test_cold_*`)."""
+    metrics = _metrics(
+        frames["valid"],
+        spec,
+        held_out_valid(raw["valid"], frames["valid"], spec, exp),
+        "valid_",
+        exp,
+    )
     metrics |= _metrics(frames["test"], spec, cal["test"], "test_", exp)
     raw_test = _metrics(frames["test"], spec, raw["test"], "test_", exp)
     metrics |= {f"{k}_raw": v for k, v in raw_test.items() if k.endswith("calibration")}
@@ -226,6 +251,7 @@ def train_one(
     }
     with stage_run(exp, "train", model=kind, tags=tags) as run:
         model = fit_model(kind, exp, frames, spec, items)
+        _log_derived(kind, getattr(model, "derived_", {}))
         raw = {s: model.predict_proba(to_matrix(frames[s], spec, kind)) for s in ("valid", "test")}
         cals = fit_calibrators(raw["valid"], frames["valid"], spec, exp)
         cal = {s: calibrate(r, cals) for s, r in raw.items()}

@@ -81,7 +81,7 @@ def measure(
         "case": case,
         "rows": len(X),
         "threads": threads,
-        "batch": config.batch_size,
+        "batch": model.config_.batch_size,
         "sparse tables": f"{sparse}/{len(model.module_.ids.tables)}",
         "train samples/s": len(X) / fit_s,
         "train CPU s": fit_cpu,

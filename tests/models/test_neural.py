@@ -177,7 +177,8 @@ def test_save_load_gives_identical_predictions(tmp_path, data, fitted):
     assert meta["cardinalities"] == [12, 40, 4] and meta["config"]["embedding_dim"] == 4
     loaded = NeuralCTR.load(tmp_path / "m")
     np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
-    assert loaded.config == fitted.config and loaded.history_ == fitted.history_
+    assert loaded.config_ == fitted.config_ and loaded.history_ == fitted.history_
+    assert loaded.config_.dropout is not None  # saved resolved: no size rule at load time
 
 
 def test_num_threads_survives_save_and_load(tmp_path, data, fitted):
@@ -209,7 +210,7 @@ def test_models_saved_with_threads_in_their_config_still_load(tmp_path, data, fi
     meta["config"]["num_threads"] = meta.pop("num_threads")  # the format before [engine]
     (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
     loaded = NeuralCTR.load(tmp_path / "m")
-    assert loaded.num_threads == THREADS and loaded.config == fitted.config
+    assert loaded.num_threads == THREADS and loaded.config_ == fitted.config_
     np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
 
 

@@ -29,36 +29,70 @@ def test_champion_kind_from_metrics_json(tmp_path: Path) -> None:
 
 def test_ranking_metric_falls_back_to_ctr_logloss() -> None:
     cfg = EvaluateConfig()
-    with_conv = [{"test_ctcvr_logloss": 0.01, "test_ctr_logloss": 0.1}]
-    assert registry.ranking_metric(cfg, with_conv) == ("test_ctcvr_logloss", "min")
-    click_only = [{"test_ctr_logloss": 0.1}, {"test_ctcvr_logloss": math.nan}]
-    assert registry.ranking_metric(cfg, click_only) == ("test_ctr_logloss", "min")
-    auc = EvaluateConfig(champion_metric="test_ctr_auc", champion_mode="max")
-    assert registry.ranking_metric(auc, [{"test_ctr_auc": 0.7}]) == ("test_ctr_auc", "max")
+    with_conv = [{"valid_ctcvr_logloss": 0.01, "valid_ctr_logloss": 0.1}]
+    assert registry.ranking_metric(cfg, with_conv) == ("valid_ctcvr_logloss", "min")
+    click_only = [{"valid_ctr_logloss": 0.1}, {"valid_ctcvr_logloss": math.nan}]
+    assert registry.ranking_metric(cfg, click_only) == ("valid_ctr_logloss", "min")
+    auc = EvaluateConfig(champion_metric="valid_ctr_auc", champion_mode="max")
+    assert registry.ranking_metric(auc, [{"valid_ctr_auc": 0.7}]) == ("valid_ctr_auc", "max")
 
 
 def test_best_model_follows_metric_and_mode() -> None:
     ne = {"valid_ctr_ne_oof": 0.9}
     per_model = {
-        "lightgbm": {"test_ctcvr_logloss": 0.02, "test_ctr_auc": 0.80, "test_ctr_logloss": 0.2},
-        "neural": {"test_ctcvr_logloss": 0.01, "test_ctr_auc": 0.70, "test_ctr_logloss": 0.3},
+        "lightgbm": {"valid_ctcvr_logloss": 0.02, "valid_ctr_auc": 0.80, "valid_ctr_logloss": 0.2},
+        "neural": {"valid_ctcvr_logloss": 0.01, "valid_ctr_auc": 0.70, "valid_ctr_logloss": 0.3},
     }
     per_model = {k: m | ne for k, m in per_model.items()}
     assert registry.best_model(EvaluateConfig(), per_model) == "neural"
-    by_auc = EvaluateConfig(champion_metric="test_ctr_auc", champion_mode="max")
+    by_auc = EvaluateConfig(champion_metric="valid_ctr_auc", champion_mode="max")
     assert registry.best_model(by_auc, per_model) == "lightgbm"
-    click_only = {k: {"test_ctr_logloss": m["test_ctr_logloss"]} | ne for k, m in per_model.items()}
+    click_only = {
+        k: {"valid_ctr_logloss": m["valid_ctr_logloss"]} | ne for k, m in per_model.items()
+    }
     assert registry.best_model(EvaluateConfig(), click_only) == "lightgbm"
     assert registry.best_model(EvaluateConfig(), {"neural": {}}) is None
+
+
+class _TestUnread(dict):
+    """Metrics whose test values raise when read."""
+
+    def __getitem__(self, key: str) -> float:
+        assert not key.startswith("test_"), f"the champion choice read {key}"
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: float | None = None) -> float | None:
+        assert not key.startswith("test_"), f"the champion choice read {key}"
+        return super().get(key, default)
+
+    def items(self):
+        raise AssertionError("the champion choice read every value, test ones included")
+
+    values = items
+
+
+def test_the_champion_choice_never_reads_a_test_metric() -> None:
+    per_model = {
+        "lightgbm": _TestUnread(
+            valid_ctcvr_logloss=0.02, valid_ctr_ne_oof=0.9, test_ctcvr_logloss=0.001
+        ),
+        "neural": _TestUnread(
+            valid_ctcvr_logloss=0.01, valid_ctr_ne_oof=0.9, test_ctcvr_logloss=0.5
+        ),
+    }
+    assert registry.best_model(EvaluateConfig(), per_model) == "neural"
+    # a test metric the valid ones lack does not become the fallback either
+    click_only = {k: _TestUnread(valid_ctr_ne_oof=0.9, test_ctr_logloss=0.1) for k in per_model}
+    assert registry.best_model(EvaluateConfig(), click_only) is None
 
 
 def test_a_model_no_better_than_the_base_rate_is_never_champion() -> None:
     per_model = {
         "lightgbm": {
-            "test_ctcvr_logloss": 0.01,
+            "valid_ctcvr_logloss": 0.01,
             "valid_ctr_ne_oof": 1.02,
-        },  # best on test, but barred
-        "neural": {"test_ctcvr_logloss": 0.02, "valid_ctr_ne_oof": 0.95},
+        },  # best, but barred
+        "neural": {"valid_ctcvr_logloss": 0.02, "valid_ctr_ne_oof": 0.95},
     }
     assert registry.best_model(EvaluateConfig(), per_model) == "neural"
     assert registry.not_eligible(per_model) == {
