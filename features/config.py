@@ -44,6 +44,9 @@ class FeatureConfig:
     interest_dim: int = 64  # PCA width of the user interest vector
     lgbm_text_dim: int = 16  # PCA width of the ad embedding for LightGBM
     recent_clicks: int = 5
+    # the user's last k viewed / clicked items (codes) for the neural model's target attention;
+    # 0: no history columns
+    history_length: int = 10
     # more impressions quarantined than this share stops the stage: the rest is unlikely to be
     # a sample of the log the user meant
     max_quarantine_fraction: float = 0.5
@@ -66,6 +69,8 @@ class FeatureConfig:
         for name in ("prior_strength", "interest_half_life_days"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.history_length <= 100:
+            raise ValueError(f"history_length must lie in [0, 100], got {self.history_length}")
         for name in ("interest_dim", "lgbm_text_dim", "recent_clicks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

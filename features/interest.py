@@ -35,7 +35,7 @@ def to_matrix(column: pl.Series) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32).reshape(len(column), column.dtype.size)
 
 
-def _micros(ts: pl.Series) -> np.ndarray:
+def micros(ts: pl.Series) -> np.ndarray:
     return ts.cast(pl.Datetime("us")).dt.epoch("us").to_numpy().astype(np.int64)
 
 
@@ -66,7 +66,7 @@ def _by_user_time(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return np.lexsort((ts, user))
 
 
-def _last_prior(
+def last_prior(
     imp_user: np.ndarray, imp_ts: np.ndarray, ev_user: np.ndarray, ev_ts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each impression: the index of the user's last event strictly before it (events
@@ -149,13 +149,13 @@ def user_interest(
         raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
     emb = to_matrix(events["emb"])
     user = events["user_id"].to_numpy().astype(np.int64)
-    ts = _micros(events["ts"])
+    ts = micros(events["ts"])
     order = _by_user_time(user, ts)
     user, ts = user[order], ts[order]
     weight = events["weight"].cast(pl.Float64).fill_null(0.0).to_numpy()[order]
     sums, where = _decayed_sums(user, ts, weight, emb, order, half_life_days)
-    last, count = _last_prior(
-        impressions["user_id"].to_numpy().astype(np.int64), _micros(impressions["ts"]), user, ts
+    last, count = last_prior(
+        impressions["user_id"].to_numpy().astype(np.int64), micros(impressions["ts"]), user, ts
     )
     index = np.full(len(last), len(sums) - 1, dtype=np.int64)  # the zero row without history
     index[last >= 0] = where[last[last >= 0]]
@@ -188,11 +188,11 @@ def recent_click_similarity(
         return found.fill_null(ad_emb.height).to_numpy().astype(np.int64)
 
     cl_user = clicks["user_id"].to_numpy().astype(np.int64)
-    cl_ts = _micros(clicks["ts"])
+    cl_ts = micros(clicks["ts"])
     order = _by_user_time(cl_user, cl_ts)
-    last, count = _last_prior(
+    last, count = last_prior(
         impressions["user_id"].to_numpy().astype(np.int64),
-        _micros(impressions["ts"]),
+        micros(impressions["ts"]),
         cl_user[order],
         cl_ts[order],
     )

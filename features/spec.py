@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KINDS = ("categorical", "numeric", "embedding")
+KINDS = ("categorical", "numeric", "embedding", "item")
+# item features (neural only): codes into the item table `<ITEM_TABLE>.parquet` of the features
+# folder (item_code, ad_id, vec), 0 = padding; the impressed ad's code and the user's last k
+ITEM_TABLE = "item_vectors"
+AD_ITEM = "s_ad_item"
+HISTORY = "s_history"
 REFERENCE_MODEL = "logreg"  # models/logreg.py: reads the shared columns and every embedding
 FEATURE_KEYS = ("name", "kind", "dim", "source", "cardinality", "family", "models")
 SPLIT_KEYS = ("split_mode", "split_by", "valid_start", "test_start", "test_end")
@@ -32,11 +37,12 @@ def _unknown(what: str, got: Mapping[str, Any], known: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class Feature:
-    """One model input column. `cardinality` (codes incl. the OOV 0) only for categorical
-    features, `dim` only for embeddings; `models=None` means every model."""
+    """One model input column. `cardinality` (codes incl. the OOV / padding 0) only for
+    categorical and item features, `dim` only for embeddings (width) and item features (codes
+    per row); `models=None` means every model."""
 
     name: str
-    kind: str  # categorical | numeric | embedding
+    kind: str  # categorical | numeric | embedding | item
     source: str
     family: str  # id | context | ad | behaviour | text
     cardinality: int | None = None
@@ -46,10 +52,12 @@ class Feature:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"feature {self.name!r}: kind must be one of {KINDS}, got {self.kind}")
-        if (self.kind == "categorical") != (self.cardinality is not None):
-            raise ValueError(f"feature {self.name!r}: cardinality is for categorical features")
-        if (self.kind == "embedding") != (self.dim is not None):
-            raise ValueError(f"feature {self.name!r}: dim is for embedding features")
+        if (self.kind in ("categorical", "item")) != (self.cardinality is not None):
+            raise ValueError(
+                f"feature {self.name!r}: cardinality is for categorical and item features"
+            )
+        if (self.kind in ("embedding", "item")) != (self.dim is not None):
+            raise ValueError(f"feature {self.name!r}: dim is for embedding and item features")
 
     def feeds(self, model: str | None) -> bool:
         """Whether this column is an input of `model` (None: of any model). The reference
@@ -130,7 +138,7 @@ class FeatureSpec:
         return {kind: self.columns(kind, model) for kind in KINDS}
 
     def names(self, model: str | None = None) -> list[str]:
-        """Input column names of `model`: categorical, then numeric, then embedding."""
+        """Input column names of `model`: categorical, numeric, embedding, then item."""
         return [f.name for kind in KINDS for f in self.columns(kind, model)]
 
     def family(self, family: str) -> tuple[Feature, ...]:

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from features.config import FeatureConfig
+from features.history import HISTORY_EVENTS, item_table, recent_items
 from features.interest import (
     apply_pca,
     fit_pca,
@@ -94,7 +95,8 @@ def _pca_dim(wanted: int, rows: int, width: int, what: str) -> int:
 def ad_columns(
     ads: Vectors, train_ads: np.ndarray, dim: int, seed: int
 ) -> tuple[pl.DataFrame, list[str]]:
-    """ad_id, e_ad_text and the PCA columns fitted on the train ads (one row per ad)."""
+    """ad_id, e_ad_text and the PCA columns fitted on the train ads (one row per ad, in the
+    order of `ads`)."""
     fit_rows = ads.matrix[train_ads]
     dim = _pca_dim(dim, len(fit_rows), ads.matrix.shape[1], "ad text")
     mean, comps = fit_pca(fit_rows, dim, seed)
@@ -225,3 +227,42 @@ def recent_clicks(rows: pl.DataFrame, behaviour: pl.DataFrame, ads: Vectors, k: 
     )
     none = sim["recent_clicks"].eq(0)
     return sim["recent_click_sim"].set(none, None).alias("t_recent_click_sim")
+
+
+def history_columns(
+    rows: pl.DataFrame, behaviour: pl.DataFrame, ads: Vectors, ad_idx: np.ndarray, k: int
+) -> dict[str, pl.Series]:
+    """s_ad_item (Int32: the impressed ad's item code, row i of `ads` is code i + 1, 0 for a
+    null ad) and s_history (Array(Int32, k): the codes of the user's last k viewed or clicked
+    ads with a text vector strictly before the impression, most recent first, 0 = padding),
+    row-aligned; {} when no such event precedes any impression."""
+    known = ads.matrix.any(axis=1)  # an ad without text (zero vector) is no history item
+    events = behaviour.filter(
+        pl.col("event").is_in(list(HISTORY_EVENTS))
+        & pl.col("ad_id").is_not_null()
+        & pl.col("user_id").is_in(rows["user_id"].unique().drop_nulls().implode())
+    ).select("user_id", "ts", "ad_id")
+    row = _rows_of(events["ad_id"], ads.ids, len(ads.ids))
+    keep = row < len(ads.ids)
+    keep[keep] = known[row[keep]]
+    events = pl.DataFrame(
+        {"user_id": events["user_id"], "ts": events["ts"], "code": row + 1}
+    ).filter(pl.Series(keep))
+    codes, used = recent_items(rows.select("user_id", "ts"), events, k)
+    if not used.any():
+        log.info("no view or click precedes any impression: no history columns")
+        return {}
+    log.info("history of the last %d items: %.1f on average", k, float(used.mean()))
+    ad_code = np.where(ad_idx < len(ads.ids), ad_idx + 1, 0).astype(np.int32)
+    return {
+        "s_ad_item": pl.Series("s_ad_item", ad_code, dtype=pl.Int32),
+        "s_history": pl.Series("s_history", codes, dtype=pl.Array(pl.Int32, k)),
+    }
+
+
+def item_vectors(ads: Vectors, ad_table: pl.DataFrame, pcs: list[str]) -> pl.DataFrame:
+    """The item table: every ad's code and its text vector on the train ads' PCA (`pcs`
+    columns of `ad_columns`' table, same order as `ads`); zero for an ad without text."""
+    reduced = ad_table.select(pcs).to_numpy().astype(np.float32)
+    reduced[~ads.matrix.any(axis=1)] = 0.0
+    return item_table(ads.ids, reduced)

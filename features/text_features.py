@@ -20,6 +20,10 @@ Columns (every one point in time: only behaviour events strictly before the impr
 - `t_recent_click_sim`: mean cosine of the ad to the user's last `features.recent_clicks`
   clicked ads; null without earlier clicks.
 - `t_interest_events`: how many earlier events the interest vector averages (0 = none).
+- `s_ad_item`, `s_history` (item features, neural): the impressed ad's item code and the codes
+  of the user's last `features.history_length` viewed or clicked ads strictly before the
+  impression (`features.history`), with the item table (code -> the ad's text on the train ads'
+  PCA, `features.lgbm_text_dim` wide) returned beside the columns.
 
 The scalar features go to both models; ids of rows never enter a Python loop. What the data
 rules out (no train ad with an embedding, no user ids, no behaviour events, no queries) is
@@ -39,10 +43,13 @@ import polars as pl
 from features.config import FeatureConfig
 from features.interest import row_dot
 from features.lookup import attach
+from features.spec import AD_ITEM, HISTORY, ITEM_TABLE
 from features.text_columns import (
     Vectors,
     ad_columns,
+    history_columns,
     interest_columns,
+    item_vectors,
     query_columns,
     recent_clicks,
     row_ads,
@@ -52,6 +59,26 @@ log = logging.getLogger(__name__)
 
 ROW_COLS = ("impression_id", "ts", "user_id", "ad_id", "split", "query")
 REQUIRED = ("impression_id", "ts", "ad_id", "split")
+
+
+def _item_spec(items: int, width: int, k: int) -> list[dict[str, Any]]:
+    """The spec entries of s_ad_item and s_history (`items` codes besides the padding 0)."""
+    source = f"{ITEM_TABLE} (pca(ad text, {width}, fit on train ads))"
+    return [
+        {
+            "name": name,
+            "kind": "item",
+            "dim": dim,
+            "source": f"{source}; {what}",
+            "cardinality": items + 1,
+            "family": "text",
+            "models": ["neural"],
+        }
+        for name, dim, what in (
+            (AD_ITEM, 1, "the impressed ad"),
+            (HISTORY, k, f"last {k} viewed or clicked ads before t"),
+        )
+    ]
 
 
 def _spec(
@@ -112,6 +139,8 @@ def _per_row(
         cols, interest_dim = interest_columns(rows, behaviour, ads, ad_idx, queries, cfg, seed)
         per_row |= cols
         per_row["t_recent_click_sim"] = recent_clicks(rows, behaviour, ads, cfg.recent_clicks)
+        if cfg.history_length:
+            per_row |= history_columns(rows, behaviour, ads, ad_idx, cfg.history_length)
     else:
         log.info("no user ids: no user interest or recent-click features")
     if "query" in rows.columns and len(queries.ids):
@@ -132,9 +161,10 @@ def text_features(
     behaviour: pl.DataFrame,
     cfg: FeatureConfig,
     seed: int,
-) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+) -> tuple[pl.DataFrame, list[dict[str, Any]], pl.DataFrame | None]:
     """The text feature columns of `frame`'s rows (see the module docstring), row-aligned with
-    it, and their spec entries; (an empty frame, []) when the data allows none (logged).
+    it, their spec entries and the item table (None without history columns); (an empty frame,
+    [], None) when the data allows none (logged).
 
     frame: impression_id, ts, ad_id, split (+ user_id, query when the data has them; other
     columns are ignored). ads, queries: from `ad_vectors` / `query_vectors`. behaviour: the raw
@@ -143,7 +173,7 @@ def text_features(
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         log.info("no text features: the impressions lack %s", missing)
-        return pl.DataFrame(), []
+        return pl.DataFrame(), [], None
     started = time.perf_counter()
     rows = frame.select([c for c in ROW_COLS if c in frame.columns])
     ads, ad_idx = row_ads(rows, ads)
@@ -153,13 +183,17 @@ def text_features(
     train_ads = train_ads[row_dot(ads.matrix, ads.matrix, train_ads, train_ads) > 0]
     if len(train_ads) == 0:
         log.info("no text features: no train impression's ad has a text embedding")
-        return pl.DataFrame(), []
+        return pl.DataFrame(), [], None
     ad_table, pcs = ad_columns(ads, train_ads, cfg.lgbm_text_dim, seed)
     per_row, interest_dim = _per_row(rows, ads, ad_idx, queries, behaviour, cfg, seed)
     scalars = [n for n in per_row if n.startswith("t_")]
     out = attach(rows.select("ad_id"), ad_table, "ad_id").drop("ad_id")
-    out = out.hstack([column.alias(name) for name, column in per_row.items()])
+    order = sorted(per_row, key=lambda name: name.startswith("s_"))  # item columns last
+    out = out.hstack([per_row[name].alias(name) for name in order])
     spec = _spec(ads.matrix.shape[1], pcs, interest_dim, scalars, cfg)
+    items = item_vectors(ads, ad_table, pcs) if HISTORY in per_row else None
+    if items is not None:
+        spec += _item_spec(items.height, len(pcs), cfg.history_length)
     log.info(
         "text features: %d columns (%d-d ad text, %d PCs, %d-d interest) for %s rows in %.1fs",
         len(spec),
@@ -169,4 +203,4 @@ def text_features(
         f"{rows.height:,}",
         time.perf_counter() - started,
     )
-    return out, spec
+    return out, spec, items

@@ -5,7 +5,9 @@ Read top to bottom, `DCNESMM.forward` is five steps:
     ids     -> IdEmbeddings   one table per categorical field, concatenated
     numbers -> NumericInput   NaN -> 0 plus a missing indicator, standardised with train stats
     vectors -> TextTower      a small MLP over the concatenated dense embeddings
-    x0 = [ids, numbers, text] -> CrossNetV2 -> MLP     (stacked DCN-v2)
+    items   -> TargetAttention  the user's recent items pooled by their match to the ad (DIN;
+                                `models.attention`), only when the model has an item table
+    x0 = [ids, numbers, text, attention] -> CrossNetV2 -> MLP     (stacked DCN-v2)
     shared representation     -> ctr head, cvr head  (logits)
 
 Stacked rather than parallel: the cross layers build bounded-degree feature crosses of x0 and
@@ -30,6 +32,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.attention import TargetAttention
 
 
 def embedding_width(cardinality: int, max_dim: int) -> int:
@@ -184,12 +188,20 @@ class DCNESMM(nn.Module):
         sparse_min_rows: int = 50_000,
         log_numeric: bool = True,
         numeric_clip: float = 8.0,
+        item_table: tuple[int, int] | None = None,
+        attention_dim: int = 16,
+        attention_hidden: Sequence[int] = (32,),
     ):
         super().__init__()
         self.ids = IdEmbeddings(cardinalities, embedding_widths, sparse_min_rows)
         self.numeric = NumericInput(n_numeric, n_indicators, log_numeric, numeric_clip)
         self.text = TextTower(text_dim, text_tower, dropout)
+        # item_table (rows, width): target attention over the user's recent items
+        self.attention = (
+            TargetAttention(*item_table, attention_dim, attention_hidden) if item_table else None
+        )
         x0_dim = self.ids.out_dim + self.numeric.out_dim + self.text.out_dim
+        x0_dim += self.attention.out_dim if self.attention is not None else 0
         if x0_dim == 0:
             raise ValueError("the model has no inputs (no categorical, numeric or text features)")
         self.cross = CrossNetV2(x0_dim, cross_layers, cross_rank)
@@ -205,11 +217,19 @@ class DCNESMM(nn.Module):
             self.cvr_head[-1].bias.fill_(_logit(cvr_rate))
 
     def forward(
-        self, codes: torch.Tensor, numeric: torch.Tensor, vectors: Sequence[torch.Tensor]
+        self,
+        codes: torch.Tensor,
+        numeric: torch.Tensor,
+        vectors: Sequence[torch.Tensor],
+        items: Sequence[torch.Tensor] = (),
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """(ctr_logit (B,), cvr_logit (B,), per-field id lookups)."""
+        """(ctr_logit (B,), cvr_logit (B,), per-field id lookups). `items`: (the ad's item
+        code (B,), the recent items' codes (B, k)) when the model has attention."""
         id_vecs, lookups = self.ids(codes)
-        x0 = torch.cat([id_vecs, self.numeric(numeric), self.text(vectors, codes.shape[0])], dim=1)
+        parts = [id_vecs, self.numeric(numeric), self.text(vectors, codes.shape[0])]
+        if self.attention is not None:
+            parts.append(self.attention(*items))
+        x0 = torch.cat(parts, dim=1)
         shared = self.deep(self.cross(x0))
         return self.ctr_head(shared).squeeze(1), self.cvr_head(shared).squeeze(1), lookups
 

@@ -6,7 +6,9 @@ are sliced from column tensors with a seeded permutation, large id tables get sp
 and `SparseAdam` (the optimisers and the epoch live in `models.neural_loop`), and the best
 epoch on the validation loss (CTR + CTCVR log loss, what bidding needs) is kept. Settings the
 config leaves unset are derived from the data's size at fit (`config_`, `derived_`). `save` /
-`load` use safetensors plus a JSON config (no pickle).
+`load` use safetensors plus a JSON config (no pickle). With item features and an item table (and
+`config.attention`), the net gets DIN target attention over the user's recent items; the table
+is a buffer of the net, saved with it, so scoring needs only the rows' codes.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ class NeuralCTR:
             self.module_.set_output_bias(
                 float(y_click.mean()), float(y_conv.sum() / max(y_click.sum(), 1.0))
             )
+            if self.item_table_shape_ is not None:
+                self.module_.attention.set_table(torch.from_numpy(X.item_vectors))
             train = (*self._columns(X), torch.from_numpy(y_click), torch.from_numpy(y_conv))
             self._train(train, (X_valid, yv_click, yv_conv) if has_valid else None)
         self.module_.eval()
@@ -132,6 +136,11 @@ class NeuralCTR:
         )
         self.embedding_names_ = tuple(sorted(X.embeddings))
         self.embedding_dims_ = tuple(int(X.embeddings[k].shape[1]) for k in self.embedding_names_)
+        attend = cfg.attention and len(X.items) == 2
+        if attend and X.item_vectors is None:
+            raise ValueError("item features without the item table: pass item_vectors")
+        self.item_names_ = tuple(X.items) if attend else ()
+        self.item_table_shape_ = tuple(X.item_vectors.shape) if attend else None
         mean, std, missing = numeric_statistics(_tensor(X.numeric, np.float32), cfg.log_numeric)
         self.numeric_mean_, self.numeric_std_ = mean.numpy(), std.numpy()
         self.numeric_with_indicator_ = missing.numpy()
@@ -153,6 +162,9 @@ class NeuralCTR:
             sparse_min_rows=cfg.sparse_min_rows,
             log_numeric=cfg.log_numeric,
             numeric_clip=cfg.numeric_clip,
+            item_table=self.item_table_shape_,
+            attention_dim=cfg.attention_dim,
+            attention_hidden=cfg.attention_hidden,
         )
         module.numeric.mean.copy_(torch.from_numpy(self.numeric_mean_))
         module.numeric.std.copy_(torch.from_numpy(self.numeric_std_))
@@ -186,14 +198,17 @@ class NeuralCTR:
     def _logits(self, X: FeatureMatrix) -> tuple[torch.Tensor, torch.Tensor]:
         if not hasattr(self, "module_"):
             raise RuntimeError("NeuralCTR is not fitted: call fit() or load() first")
-        codes, numeric, vectors = self._columns(X)
+        codes, numeric, vectors, items = self._columns(X)
         self.module_.eval()
         out_ctr, out_cvr = [], []
         step = self.config_.predict_batch_size
         with torch.inference_mode():
             for s in range(0, codes.shape[0], step):
                 ctr, cvr, _ = self.module_(
-                    codes[s : s + step], numeric[s : s + step], [v[s : s + step] for v in vectors]
+                    codes[s : s + step],
+                    numeric[s : s + step],
+                    [v[s : s + step] for v in vectors],
+                    [v[s : s + step] for v in items],
                 )
                 out_ctr.append(ctr)
                 out_cvr.append(cvr)
@@ -201,8 +216,11 @@ class NeuralCTR:
             return torch.zeros(0), torch.zeros(0)
         return torch.cat(out_ctr), torch.cat(out_cvr)
 
-    def _columns(self, X: FeatureMatrix) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """Zero-copy tensors over X's arrays, after checking X has the fitted columns."""
+    def _columns(
+        self, X: FeatureMatrix
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Zero-copy tensors over X's arrays (the item codes: the ad's (N,), the history's
+        (N, k), when the net attends), after checking X has the fitted columns."""
         if tuple(X.categorical_names) != self.categorical_names_:
             raise ValueError(
                 f"categorical columns {X.categorical_names} != fitted {self.categorical_names_}"
@@ -215,10 +233,15 @@ class NeuralCTR:
         for name, v, d in zip(self.embedding_names_, vectors, self.embedding_dims_, strict=True):
             if v.shape[1] != d:
                 raise ValueError(f"embedding '{name}' has width {v.shape[1]}, fitted on {d}")
+        if self.item_names_ and tuple(X.items) != self.item_names_:
+            raise ValueError(f"item columns {tuple(X.items)} != fitted {self.item_names_}")
         n = len(X)
         codes = _tensor(X.categorical, np.int64).reshape(n, len(self.categorical_names_))
         numeric = _tensor(X.numeric, np.float32).reshape(n, len(self.numeric_names_))
-        return codes, numeric, vectors
+        items = [_tensor(X.items[k], np.int64).reshape(n, -1) for k in self.item_names_]
+        if items:
+            items[0] = items[0][:, 0]
+        return codes, numeric, vectors, items
 
     # ---------------------------------------------------------- save / load
     def save(self, directory: str | Path) -> Path:
@@ -243,6 +266,10 @@ class NeuralCTR:
             "numeric_with_indicator": self.numeric_with_indicator_.tolist(),
             "embedding_names": list(self.embedding_names_),
             "embedding_dims": list(self.embedding_dims_),
+            "item_names": list(self.item_names_),
+            "item_table_shape": None
+            if self.item_table_shape_ is None
+            else list(self.item_table_shape_),
             "best_epoch": self.best_epoch_,
             "history": self.history_,
         }
@@ -274,6 +301,9 @@ class NeuralCTR:
         est.numeric_with_indicator_ = np.asarray(meta["numeric_with_indicator"], dtype=bool)
         est.embedding_names_ = tuple(meta["embedding_names"])
         est.embedding_dims_ = tuple(meta["embedding_dims"])
+        est.item_names_ = tuple(meta.get("item_names", ()))  # older models: no attention
+        shape = meta.get("item_table_shape")
+        est.item_table_shape_ = None if shape is None else tuple(shape)
         est.best_epoch_ = meta["best_epoch"]
         est.history_ = meta["history"]
         est.module_ = est._build_module()

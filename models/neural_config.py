@@ -32,9 +32,14 @@ class NeuralConfig:
     # number = none); smaller tables update faster with dense Adam (measured in `make bench`)
     sparse_min_rows: int = 50_000
     predict_batch_size: int = 4096
+    # DIN target attention over the user's recent items (where the features have them)
+    attention: bool = True
+    attention_dim: int = 16  # the item vectors' projected width
+    attention_hidden: tuple[int, ...] = (32,)  # DIN's activation unit
 
     def __post_init__(self) -> None:
         positive = ("embedding_dim", "batch_size", "epochs", "patience", "predict_batch_size")
+        positive += ("attention_dim",)
         for name in positive:
             if _set(self, name) and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -47,7 +52,7 @@ class NeuralConfig:
         for name in (*counts, "weight_decay", "embedding_l2", "ctcvr_weight"):
             if _set(self, name) and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("text_tower", "mlp_sizes", "head_sizes"):
+        for name in ("text_tower", "mlp_sizes", "head_sizes", "attention_hidden"):
             if any(size < 1 for size in getattr(self, name)):
                 raise ValueError(f"{name} must hold layer sizes >= 1, got {getattr(self, name)}")
 

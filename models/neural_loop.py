@@ -45,8 +45,8 @@ def train_epoch(
     cfg: NeuralConfig,
 ) -> dict[str, float]:
     """One pass over a seeded permutation; batches are slices of the column tensors
-    `train = (codes, numeric, vectors, click, conversion)`."""
-    codes, numeric, vectors, click, conversion = train
+    `train = (codes, numeric, vectors, items, click, conversion)`."""
+    codes, numeric, vectors, items, click, conversion = train
     n = codes.shape[0]
     module.train()
     started = time.perf_counter()
@@ -54,7 +54,8 @@ def train_epoch(
     sums = torch.zeros(3, dtype=torch.float64)
     for start in range(0, n, cfg.batch_size):
         idx = perm[start : start + cfg.batch_size]
-        ctr_logit, cvr_logit, lookups = module(codes[idx], numeric[idx], [v[idx] for v in vectors])
+        batch = [v[idx] for v in vectors], [v[idx] for v in items]
+        ctr_logit, cvr_logit, lookups = module(codes[idx], numeric[idx], *batch)
         loss, ctr_bce, ctcvr_bce = esmm_loss(
             ctr_logit, cvr_logit, click[idx], conversion[idx], cfg.ctcvr_weight
         )

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from features.spec import FeatureSpec
+from features.history import table_matrix
+from features.spec import ITEM_TABLE, FeatureSpec
 from models.matrix import FeatureMatrix
 from pipeline.io import read_manifest, read_table
 
@@ -31,12 +32,37 @@ def _dense(series: pl.Series) -> np.ndarray:
     return np.asarray(series.to_list(), dtype=np.float32)
 
 
-def to_matrix(frame: pl.DataFrame, spec: FeatureSpec, model: str) -> FeatureMatrix:
-    """Slice the spec's columns of `frame` into a FeatureMatrix for `model`."""
+def load_item_vectors(layout: Layout, spec: FeatureSpec) -> np.ndarray | None:
+    """The (M + 1, d) item table of the spec's item features (row = code, 0 the padding),
+    None when the spec has none."""
+    if not spec.columns("item"):
+        return None
+    return table_matrix(read_table(layout.features, ITEM_TABLE).collect())
+
+
+def _codes(series: pl.Series, width: int) -> np.ndarray:
+    """(N, width) int64 item codes from an Int column (width 1) or an Array / List column."""
+    if isinstance(series.dtype, pl.List):  # e.g. after a round trip through pandas / MLflow
+        series = series.cast(pl.List(pl.Int64)).cast(pl.Array(pl.Int64, width))
+    out = np.asarray(series.to_numpy(), dtype=np.int64).reshape(len(series), -1)
+    if out.shape[1] != width:
+        raise ValueError(f"item column '{series.name}' has {out.shape[1]} codes, spec: {width}")
+    return np.ascontiguousarray(out)
+
+
+def to_matrix(
+    frame: pl.DataFrame,
+    spec: FeatureSpec,
+    model: str,
+    item_vectors: np.ndarray | None = None,
+) -> FeatureMatrix:
+    """Slice the spec's columns of `frame` into a FeatureMatrix for `model` (`item_vectors`:
+    `load_item_vectors`, needed to fit a model on item features, not to score with one)."""
     cols = spec.by_kind(model)
     cat_names = tuple(f.name for f in cols["categorical"])
     num_names = tuple(f.name for f in cols["numeric"])
-    missing = [c for c in (*cat_names, *num_names) if c not in frame.columns]
+    item_names = tuple(f.name for f in cols["item"])
+    missing = [c for c in (*cat_names, *num_names, *item_names) if c not in frame.columns]
     if missing:
         raise ValueError(f"feature frame lacks spec columns: {', '.join(missing[:10])}")
     n = frame.height
@@ -55,6 +81,7 @@ def to_matrix(frame: pl.DataFrame, spec: FeatureSpec, model: str) -> FeatureMatr
         else np.zeros((n, 0), dtype=np.float32)
     )
     embeddings = {f.name: _dense(frame[f.name]) for f in cols["embedding"]}
+    items = {f.name: _codes(frame[f.name], int(f.dim or 1)) for f in cols["item"]}
     return FeatureMatrix(
         categorical=np.ascontiguousarray(categorical),
         numeric=np.ascontiguousarray(numeric, dtype=np.float32),
@@ -62,6 +89,8 @@ def to_matrix(frame: pl.DataFrame, spec: FeatureSpec, model: str) -> FeatureMatr
         numeric_names=num_names,
         cardinalities=cards,
         embeddings=embeddings,
+        items=items,
+        item_vectors=item_vectors if items else None,
     )
 
 

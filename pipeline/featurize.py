@@ -1,6 +1,7 @@
 """Build point-in-time features. Reads `raw/` (and `embeddings/` when text features are on).
 Writes `features/{train,valid,test}.parquet` (rows in time order), `feature_spec.json`,
-`vocab.parquet`, and the quarantined impressions (with a `reason`) to
+`vocab.parquet`, the item table of the history features (`item_vectors.parquet`, when there are
+history columns), and the quarantined impressions (with a `reason`) to
 `quarantine/features/impressions.parquet`.
 
 The job reads each input table once (raw ads, users, impressions, behaviour; the ads' and
@@ -22,7 +23,7 @@ from features import schema
 from features.encoders import encode, fit_vocab
 from features.lookup import attach
 from features.quality import reason_counts, split_quarantine, unusable
-from features.spec import FeatureSpec
+from features.spec import ITEM_TABLE, FeatureSpec
 from features.split import SPLITS, SplitConfig, assign_split, cold_start_flag, new_user_flag
 from features.text_columns import ad_vectors, query_vectors
 from features.text_features import text_features
@@ -167,13 +168,14 @@ def _text(
     layout: Layout,
     raw_manifest: dict[str, Any],
     exp: Experiment,
-) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+) -> tuple[pl.DataFrame, list[dict[str, Any]], pl.DataFrame | None]:
     """Reads the embeddings (once each) and returns the text feature columns (row-aligned with
-    `frame`) and their spec entries; (an empty frame, []) when there are none (logged)."""
+    `frame`), their spec entries and the item table (None without history columns); (an empty
+    frame, [], None) when there are none (logged)."""
     reason = _text_skip_reason(layout, raw_manifest, exp.features.text)
     if reason:
         log.info("no text features: %s", reason)
-        return pl.DataFrame(), []
+        return pl.DataFrame(), [], None
     check_lineage(layout.embeddings, {"raw": layout.raw}, "make features")  # embed runs first
     try:
         ads = ad_vectors(read_table(layout.embeddings, "ads").collect())
@@ -255,7 +257,7 @@ def run(exp: Experiment) -> StageSummary:
     frame = frame.hstack(beh)
     del beh, train
     frame = _with_context(frame)
-    text, text_spec = _text(frame, behaviour, layout, raw_manifest, exp)
+    text, text_spec, items = _text(frame, behaviour, layout, raw_manifest, exp)
     del raw, behaviour
     frame = _contiguous(frame.hstack(text) if text_spec else frame)
     del text
@@ -281,6 +283,8 @@ def run(exp: Experiment) -> StageSummary:
         "writing %s rows x %s columns to %s", f"{frame.height:,}", frame.width, layout.features
     )
     tables = {s: frame.lazy().filter(pl.col("split") == s) for s in SPLITS}
+    if items is not None:
+        tables[ITEM_TABLE] = items
     write_tables(
         layout.features,
         {**tables, "vocab": vocab},

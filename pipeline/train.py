@@ -24,7 +24,7 @@ from models.lgbm import LightGBMCTR
 from pipeline import registry
 from pipeline.atomic import atomic_dir
 from pipeline.config import MODEL_KINDS, Experiment
-from pipeline.datasets import labels, load_spec, load_split, to_matrix
+from pipeline.datasets import labels, load_item_vectors, load_spec, load_split, to_matrix
 from pipeline.io import write_file_manifest, write_tables_into
 from pipeline.lineage import check_lineage
 from pipeline.mlflow_model import ESTIMATOR_DIR, HISTORY_FILE, META_FILE, ModelMeta, calibrate
@@ -36,9 +36,13 @@ log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
 
 
-def fit_model(kind: str, exp: Experiment, frames: dict, spec: FeatureSpec) -> Any:
-    """Fit one model family on train with early stopping on valid."""
-    xt, xv = to_matrix(frames["train"], spec, kind), to_matrix(frames["valid"], spec, kind)
+def fit_model(
+    kind: str, exp: Experiment, frames: dict, spec: FeatureSpec, items: np.ndarray | None = None
+) -> Any:
+    """Fit one model family on train with early stopping on valid (`items`: the item table of
+    the spec's item features, `load_item_vectors`)."""
+    xt = to_matrix(frames["train"], spec, kind, items)
+    xv = to_matrix(frames["valid"], spec, kind, items)
     (ct, vt), (cv, vv) = labels(frames["train"], spec), labels(frames["valid"], spec)
     seed, threads = exp.data.seed, exp.engine.num_threads
     log.info(
@@ -233,7 +237,12 @@ def _predictions(frames: dict, raw: dict, cal: dict) -> pl.DataFrame:
 
 
 def train_one(
-    kind: str, exp: Experiment, layout: Layout, frames: dict, spec: FeatureSpec
+    kind: str,
+    exp: Experiment,
+    layout: Layout,
+    frames: dict,
+    spec: FeatureSpec,
+    items: np.ndarray | None = None,
 ) -> dict[str, float]:
     tags = {
         "split_mode": spec.split.split_mode,
@@ -241,7 +250,7 @@ def train_one(
         "has_conversion": str(spec.has_conversion).lower(),
     }
     with stage_run(exp, "train", model=kind, tags=tags) as run:
-        model = fit_model(kind, exp, frames, spec)
+        model = fit_model(kind, exp, frames, spec, items)
         _log_derived(kind, getattr(model, "derived_", {}))
         raw = {s: model.predict_proba(to_matrix(frames[s], spec, kind)) for s in ("valid", "test")}
         cals = fit_calibrators(raw["valid"], frames["valid"], spec, exp)
@@ -277,8 +286,9 @@ def run(exp: Experiment) -> StageSummary:
     spec = load_spec(layout)
     frames = {s: load_split(layout, s) for s in ("train", "valid", "test")}
     summary.rows_in = sum(f.height for f in frames.values())
+    items = load_item_vectors(layout, spec)
     for kind in exp.train.models:
-        metrics = train_one(kind, exp, layout, frames, spec)
+        metrics = train_one(kind, exp, layout, frames, spec, items)
         summary.notes[f"{kind}_test_ctr_auc"] = round(metrics.get("test_ctr_auc", float("nan")), 4)
     summary.rows_out = frames["test"].height
     return summary

@@ -7,7 +7,8 @@ Side by side, on 2 threads (one row on 1) and the default `NeuralConfig` (batch 
   12 id fields up to 20k values, 40 numeric, a 384-d ad text embedding, a 64-d interest vector);
 - the same with every id table on sparse gradients + SparseAdam (`sparse_min_rows=0`) and with
   every table dense (on 100k rows), which is how the `sparse_min_rows` default was chosen;
-- the real default training features, when present.
+- the real default training features, when present, with the target attention over the user
+  history on and off (`neural.attention`, on the same rows: what the block costs).
 Each case trains one epoch and then scores the rows; samples/s is wall clock, CPU s is the
 process's CPU time (on a shared machine the load average shown says how far apart they are).
 torch's OpenMP threads spin while they wait: on a busy machine set OMP_WAIT_POLICY=PASSIVE
@@ -93,12 +94,12 @@ def real_matrix() -> tuple[FeatureMatrix, np.ndarray, np.ndarray] | None:
     """The default experiment's training features, or None when they are not built yet."""
     if not DEFAULT.feature_spec.is_file():
         return None
-    from pipeline.datasets import labels, load_spec, load_split, to_matrix
+    from pipeline.datasets import labels, load_item_vectors, load_spec, load_split, to_matrix
 
     spec = load_spec(DEFAULT)
     frame = load_split(DEFAULT, "train")
     click, conv = labels(frame, spec)
-    X = to_matrix(frame, spec, "neural")
+    X = to_matrix(frame, spec, "neural", load_item_vectors(DEFAULT, spec))
     return X, click, conv if conv is not None else np.zeros_like(click)
 
 
@@ -120,6 +121,9 @@ def main() -> None:
         Xr, cr, vr = real
         case = f"default features ({Xr.numeric.shape[1]} num, {len(Xr.embeddings)} dense)"
         rows.append(measure(case, Xr, cr, vr, config))
+        if Xr.items:
+            off = replace(config, attention=False)
+            rows.append(measure(f"{case}, attention off", Xr, cr, vr, off))
     print_table(rows)
     load, wait = os.getloadavg()[0], os.environ.get("OMP_WAIT_POLICY", "unset")
     print(f"1 epoch each, then predict_proba on the same rows; 1-min load average {load:.1f}")

@@ -90,7 +90,7 @@ def _run(
     frame = _impressions() if frame is None else frame
     behaviour = _behaviour(_impressions(), extra_events) if behaviour is None else behaviour
     ad_vecs, query_vecs = _vectors(ads)
-    cols, spec = text_features(frame, ad_vecs, query_vecs, behaviour, _cfg(**overrides), SEED)
+    cols, spec, _ = text_features(frame, ad_vecs, query_vecs, behaviour, _cfg(**overrides), SEED)
     assert cols.height == (frame.height if spec else 0)
     return frame.hstack(cols), spec
 
@@ -111,6 +111,8 @@ def test_columns_spec_and_values():
         "t_query_pc01",  # two distinct train queries: two components
         "t_recent_click_sim",
         "t_interest_events",
+        "s_ad_item",
+        "s_history",
     }
     assert out.columns == imps.columns + [e["name"] for e in spec]  # one column per entry
     assert all(e["family"] == "text" for e in spec)
@@ -279,7 +281,9 @@ def test_no_query_embeddings_no_query_features():
     ad_vecs, _ = _vectors()
     empty = query_vectors(pl.DataFrame(schema={"query": pl.String, "emb": pl.Array(pl.Float32, D)}))
     assert empty.matrix.size == 0
-    _, spec = text_features(_impressions(), ad_vecs, empty, _behaviour(_impressions()), _cfg(), 7)
+    _, spec, _ = text_features(
+        _impressions(), ad_vecs, empty, _behaviour(_impressions()), _cfg(), 7
+    )
     names = {e["name"] for e in spec}
     assert "e_user_interest" in names  # views and clicks still make an interest
     assert not any(n.startswith("t_query") for n in names)

@@ -261,3 +261,45 @@ def test_numeric_statistics_skip_missing_values_and_guard_constant_columns():
     assert missing.tolist() == [True, False, True]
     logged, _, _ = numeric_statistics(torch.from_numpy(x), log_transform=True)
     assert float(logged[0]) == pytest.approx((math.log(2.0) + math.log(4.0)) / 2, rel=1e-6)
+
+
+def make_history_data(n: int = 400, seed: int = 0) -> tuple[FeatureMatrix, np.ndarray]:
+    """Clicks follow whether the user's recent items resemble the impressed ad."""
+    X, _, _ = make_data(n, seed)
+    rng = np.random.default_rng(seed)
+    table = np.vstack([np.zeros((1, 4)), rng.normal(size=(20, 4))]).astype(np.float32)
+    target = rng.integers(1, 21, n)
+    history = rng.integers(0, 21, (n, 5))
+    match = (table[history] @ table[target][:, :, None]).squeeze(-1).max(1)
+    click = (rng.random(n) < 1 / (1 + np.exp(-2 * match + 1))).astype(np.int64)
+    items = {"s_ad_item": target[:, None], "s_history": history}
+    return replace(X, items=items, item_vectors=table), click
+
+
+def test_attention_round_trips_and_the_switch_turns_it_off(tmp_path):
+    X, click = make_history_data()
+    conv = np.zeros_like(click)
+    on = NeuralCTR(TINY, random_state=1, num_threads=THREADS).fit(X, click, conv)
+    assert on.module_.attention is not None
+    loaded = NeuralCTR.load(on.save(tmp_path / "on"))
+    scoring = replace(X, item_vectors=None)  # scoring needs only the codes: the net has the table
+    np.testing.assert_array_equal(loaded.predict_proba(scoring), on.predict_proba(X))
+    other = replace(X, items={**X.items, "s_history": np.zeros_like(X.items["s_history"])})
+    assert not np.allclose(on.predict_proba(other), on.predict_proba(X))  # history matters
+    off = NeuralCTR(replace(TINY, attention=False), random_state=1, num_threads=THREADS)
+    off.fit(X, click, conv)
+    assert off.module_.attention is None
+    np.testing.assert_array_equal(off.predict_proba(other), off.predict_proba(X))
+    plain, _, _ = make_data()  # no item features: the same net as with the switch off
+    np.testing.assert_array_equal(
+        NeuralCTR(TINY, random_state=1, num_threads=THREADS)
+        .fit(plain, click[:300], conv[:300])
+        .predict_proba(plain),
+        NeuralCTR(replace(TINY, attention=False), random_state=1, num_threads=THREADS)
+        .fit(replace(plain, items=X.take(np.arange(300)).items), click[:300], conv[:300])
+        .predict_proba(plain),
+    )
+    with pytest.raises(ValueError, match="item table"):
+        NeuralCTR(TINY, num_threads=THREADS).fit(replace(X, item_vectors=None), click, conv)
+    with pytest.raises(ValueError, match="attention_dim"):
+        NeuralConfig(attention_dim=0)

@@ -248,3 +248,19 @@ def test_each_registered_model_loads_and_predicts(client, small_pipeline, kind: 
     out = model.predict(test.to_pandas())
     assert list(out.columns) == ["pctr", "pcvr", "pctcvr"]
     assert ((out["pctr"] > 0) & (out["pctr"] < 1)).all()
+    # through pandas (the history codes as list cells) the same predictions as the train stage
+    stored = read_table(small_pipeline.root / "models" / kind / "predictions", "predictions")
+    expected = test.select("impression_id").join(stored.collect(), on="impression_id")
+    np.testing.assert_allclose(out["pctr"].to_numpy(), expected["pctr"].to_numpy(), atol=1e-5)
+
+
+def test_neural_attends_over_the_history_items(small_pipeline) -> None:
+    spec = json.loads((small_pipeline.root / "features" / "feature_spec.json").read_text())
+    items = {f["name"]: f for f in spec["features"] if f["kind"] == "item"}
+    assert set(items) == {"s_ad_item", "s_history"} and items["s_history"]["dim"] == 10
+    table = read_table(small_pipeline.root / "features", "item_vectors").collect()
+    assert table.height + 1 == items["s_history"]["cardinality"]
+    config = small_pipeline.root / "models" / "neural" / "model" / "config.json"
+    meta = json.loads(config.read_text())
+    assert meta["item_names"] == ["s_ad_item", "s_history"]
+    assert meta["item_table_shape"][0] == table.height + 1

@@ -45,6 +45,7 @@ FEATURE_FILES = (
     "valid.parquet",
     "test.parquet",
     "vocab.parquet",
+    "item_vectors.parquet",
 )
 QUARANTINE = "quarantine/features/impressions.parquet"
 
