@@ -86,6 +86,7 @@ def metric_differences(want: dict, got: dict) -> list[str]:
 def test_small_results_match_the_record(small_pipeline) -> None:
     got = current(small_pipeline.root)
     if os.environ.get("ADCTR_UPDATE_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
         pytest.skip(f"rewrote {GOLDEN}")
     if not GOLDEN.is_file():
