@@ -228,7 +228,8 @@ def run(exp: Experiment) -> StageSummary:
     if not champion:
         log.warning("no model qualifies as champion: `export` will refuse")
     metric, mode = registry.ranking_metric(exp.evaluate, selection.values())
-    chosen = {"metric": metric, "mode": mode, "not_eligible": barred} | {
+    values = {k: m.get(metric) for k, m in selection.items()}
+    chosen = {"metric": metric, "mode": mode, "values": values, "not_eligible": barred} | {
         registry.BASE_RATE_METRIC: {
             k: m.get(registry.BASE_RATE_METRIC) for k, m in selection.items()
         }
