@@ -32,6 +32,7 @@ import numpy as np
 from features.spec import FeatureSpec
 from models.calibration import out_of_fold
 from models.metrics import binary_metrics
+from models.sizing import lightgbm_defaults, neural_defaults, resolve
 from pipeline.atomic import atomic_file
 from pipeline.config import ConfigError, Experiment
 from pipeline.datasets import labels, load_item_vectors, load_spec, load_split, to_matrix
@@ -85,14 +86,14 @@ class Param:
 SPACES: dict[str, tuple[Param, ...]] = {
     "lightgbm": (
         Param("num_leaves", 7, 255, log=True, integer=True),
-        Param("min_data_in_leaf", 10, 500, log=True, integer=True),
+        Param("min_data_in_leaf", 10, 2000, log=True, integer=True),
         Param("feature_fraction", 0.5, 1.0),
         Param("learning_rate", 0.01, 0.2, log=True),
         Param("lambda_l2", 1e-3, 100.0, log=True),
     ),
     "neural": (
         Param("lr", 1e-4, 1e-2, log=True),
-        Param("batch_size", choices=(256, 512, 1024, 2048, 4096)),
+        Param("batch_size", choices=(64, 128, 256, 512, 1024, 2048, 4096)),
         Param("dropout", 0.0, 0.5),
         Param("weight_decay", 1e-7, 1e-3, log=True),
         Param("embedding_dim", 4, 64, log=True, integer=True),
@@ -122,9 +123,16 @@ def valid_scores(raw_ctr: np.ndarray, click: np.ndarray, exp: Experiment) -> dic
     }
 
 
-def current_params(exp: Experiment, kind: str) -> dict[str, Any]:
-    """The experiment's settings of `kind` that lie in its search space (trial 0)."""
+SIZE_RULES = {"lightgbm": lightgbm_defaults, "neural": neural_defaults}
+
+
+def current_params(exp: Experiment, kind: str, rows: int = 0, positives: int = 0) -> dict[str, Any]:
+    """The experiment's settings of `kind` that lie in its search space (trial 0); those it
+    leaves unset as the model would derive them from `rows` train rows with `positives`
+    clicks (`models.sizing`)."""
     section = getattr(exp, kind)
+    if kind in SIZE_RULES:
+        section, _ = resolve(section, SIZE_RULES[kind](rows, positives))
     values = {p.name: getattr(section, p.name) for p in SPACES[kind]}
     return {p.name: values[p.name] for p in SPACES[kind] if p.contains(values[p.name])}
 
@@ -157,7 +165,8 @@ def tune_model(
     startup = max(2, min(10, cfg.trials // 2))  # random trials before TPE models the results
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     study = optuna.create_study(direction="minimize", sampler=sampler)
-    baseline = current_params(exp, kind)
+    train_click, _ = labels(frames["train"], spec)
+    baseline = current_params(exp, kind, len(train_click), int(train_click.sum()))
     if baseline:
         study.enqueue_trial(baseline)
     click, _ = labels(frames["valid"], spec)
