@@ -85,13 +85,13 @@ def test_validate_names_every_problem() -> None:
 
 
 def _champion(
-    value: float, metric: str = "test_ctcvr_logloss", mode: str = "min"
+    value: float, metric: str = "valid_ctcvr_logloss", mode: str = "min"
 ) -> checks.Champion:
     return checks.Champion("neural", "adctr-t-neural", "3", "r3", "models:/x", metric, value, mode)
 
 
 def test_guardrail_margin_is_relative() -> None:
-    old = {"metric": "test_ctcvr_logloss", "metric_value": 0.1, "name": "m", "version": "2"}
+    old = {"metric": "valid_ctcvr_logloss", "metric_value": 0.1, "name": "m", "version": "2"}
     previous = {"model": old}
     assert checks.guardrail(_champion(0.5), None, 0.02) is None  # nothing published yet
     assert checks.guardrail(_champion(0.1019), previous, 0.02) is None
@@ -100,32 +100,32 @@ def test_guardrail_margin_is_relative() -> None:
     assert reason and "0.1021 is worse than the published m v2 (0.1) by more than 2.0%" in reason
     assert checks.guardrail(_champion(np.nan), previous, 0.02)
     # another metric cannot be compared: allowed, with a warning
-    assert checks.guardrail(_champion(9.0, "test_ctr_logloss"), previous, 0.02) is None
+    assert checks.guardrail(_champion(9.0, "valid_ctr_logloss"), previous, 0.02) is None
 
 
 def test_guardrail_follows_the_metric_direction() -> None:
     """A champion metric where higher is better (champion_mode = "max") is guarded downwards."""
-    old = {"metric": "test_ctr_auc", "metric_value": 0.8, "name": "m", "version": "2"}
+    old = {"metric": "valid_ctr_auc", "metric_value": 0.8, "name": "m", "version": "2"}
     previous = {"model": old}
-    assert checks.guardrail(_champion(0.79, "test_ctr_auc", "max"), previous, 0.02) is None
-    assert checks.guardrail(_champion(0.95, "test_ctr_auc", "max"), previous, 0.0) is None
-    reason = checks.guardrail(_champion(0.78, "test_ctr_auc", "max"), previous, 0.02)
-    assert reason and "test_ctr_auc 0.78 is worse than the published m v2 (0.8)" in reason
+    assert checks.guardrail(_champion(0.79, "valid_ctr_auc", "max"), previous, 0.02) is None
+    assert checks.guardrail(_champion(0.95, "valid_ctr_auc", "max"), previous, 0.0) is None
+    reason = checks.guardrail(_champion(0.78, "valid_ctr_auc", "max"), previous, 0.02)
+    assert reason and "valid_ctr_auc 0.78 is worse than the published m v2 (0.8)" in reason
     # the same numbers read as a loss: 0.95 is far worse
-    assert checks.guardrail(_champion(0.95, "test_ctr_auc", "min"), previous, 0.02)
+    assert checks.guardrail(_champion(0.95, "valid_ctr_auc", "min"), previous, 0.02)
 
 
 def test_champion_version_takes_the_configured_metric(tmp_path: Path, monkeypatch) -> None:
     """The guardrail metric is `evaluate.champion_metric` of the run behind the alias, and the
     CTR logloss when that run lacks it (no conversions)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = Experiment(name="t_guard", evaluate=EvaluateConfig("test_ctr_auc", "max"))
+    exp = Experiment(name="t_guard", evaluate=EvaluateConfig("valid_ctr_auc", "max"))
     layout = Layout(tmp_path / "t_guard")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment("t_guard")
     client = mlflow.MlflowClient()
-    metrics = {"lightgbm": {"test_ctr_auc": 0.75, "test_ctr_logloss": 0.2}, "neural": {}}
-    metrics["neural"] = {"test_ctr_logloss": 0.3}
+    metrics = {"lightgbm": {"valid_ctr_auc": 0.75, "valid_ctr_logloss": 0.2}, "neural": {}}
+    metrics["neural"] = {"valid_ctr_logloss": 0.3}
     for kind, values in metrics.items():
         with mlflow.start_run() as run:
             mlflow.log_metrics(values)
@@ -139,12 +139,12 @@ def test_champion_version_takes_the_configured_metric(tmp_path: Path, monkeypatc
         "adctr-t_guard-lightgbm",
         "1",
     )
-    assert (champion.metric, champion.mode, champion.metric_value) == ("test_ctr_auc", "max", 0.75)
+    assert (champion.metric, champion.mode, champion.metric_value) == ("valid_ctr_auc", "max", 0.75)
     assert champion.uri == "models:/adctr-t_guard-lightgbm@champion"
     layout.evaluation.mkdir(parents=True)
     layout.evaluation_metrics.write_text(json.dumps({"champion": "neural"}))
     champion = export.champion_version(exp, layout)
-    assert (champion.kind, champion.metric, champion.mode) == ("neural", "test_ctr_logloss", "min")
+    assert (champion.kind, champion.metric, champion.mode) == ("neural", "valid_ctr_logloss", "min")
 
 
 def test_publish_swaps_versions_and_prunes(tmp_path: Path) -> None:
