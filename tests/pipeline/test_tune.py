@@ -119,9 +119,7 @@ def test_same_seed_same_trials_values_and_fragment(tmp_path: Path, store: str) -
     assert tune.fragment(exp, [first]) == tune.fragment(exp, [again])
     # trial 0 is the experiment's current settings; the best is never worse
     click = frames()["train"]["click"].to_numpy()
-    assert first.history[0][0] == tune.current_params(
-        exp, "lightgbm", len(click), int(click.sum())
-    )
+    assert first.history[0][0] == tune.current_params(exp, "lightgbm", len(click), int(click.sum()))
     assert first.best_value <= first.baseline_value
     assert first.best_value == min(v for _, v in first.history)
     reseeded = dataclasses.replace(exp, tune=dataclasses.replace(exp.tune, seed=4, trials=2))
