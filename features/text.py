@@ -195,7 +195,9 @@ class TextEncoder:
     ) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a weights-loading bar per load is noise in a log
         self.config = config
         self.num_threads = num_threads
         self.model_dir = Path(model_dir) if model_dir else resolve_model_dir(config.encoder)
@@ -287,6 +289,13 @@ class TextEncoder:
         unique = sorted({t for t, e in zip(texts, empty, strict=True) if not e})
         out = np.zeros((len(unique), self.dim), dtype=np.float32)
         ids, trunc_u = self._tokenize(unique) if unique else ([], np.zeros(0, dtype=bool))
+        vocab = int(self.model.config.vocab_size)
+        top = max((max(x) for x in ids if x), default=0)
+        if top >= vocab:
+            raise ValueError(
+                f"the tokenizer yields token id {top} but the model has {vocab} embeddings "
+                "(tokenizer and weights do not belong together)"
+            )
         show = progress if progress is not None else len(unique) >= self.config.progress_min
         prev = torch.get_num_threads()
         if self.num_threads is not None:

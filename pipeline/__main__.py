@@ -16,6 +16,7 @@ STAGES = {
     "raw": "pipeline.sources.raw",
     "generate": "pipeline.sources.simulated.generate",
     "ingest": "pipeline.sources.ingest",
+    "finetune": "pipeline.finetune",
     "embed": "pipeline.embed",
     "features": "pipeline.featurize",
     "train": "pipeline.train",
@@ -28,6 +29,7 @@ HELP = {
     "raw": "build raw/ from data.source: the simulator (generate) or a dataset (ingest)",
     "generate": "simulate the ad marketplace into raw/ (+ oracle/); data.source = simulated",
     "ingest": "map an external dataset (data.source, data.path) into the raw schema",
+    "finetune": "fine-tune the text encoder on train-period click pairs (LoRA or top layers)",
     "embed": "embed ad, query and behaviour texts",
     "features": "build train/valid/test feature tables + feature_spec.json",
     "train": "train LightGBM and neural CTR/CVR models, log and register them in MLflow",
@@ -56,17 +58,25 @@ def main(argv: list[str] | None = None) -> int:
             metavar="SECTION.KEY=VALUE",
             help="override one setting (repeatable), e.g. --set market.n_users=500",
         )
+        if name == "finetune":
+            p.add_argument(
+                "--if-needed",
+                action="store_true",
+                help="only when embed.encoder = 'finetuned' and encoder/ is missing or stale",
+            )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if args.stage == "ui":  # the dashboard needs none of the modelling code
         from pipeline.ui import serve
 
         return serve(port=args.port)
-    return run_stage(args.stage, args.experiment, args.overrides)
+    entry = "run_if_needed" if getattr(args, "if_needed", False) else "run"
+    return run_stage(args.stage, args.experiment, args.overrides, entry)
 
 
-def run_stage(stage: str, experiment: str, overrides: list[str]) -> int:
+def run_stage(stage: str, experiment: str, overrides: list[str], entry: str = "run") -> int:
     """Load the config, take the stage's locks, run it; 0, or 2 with one `error:` line."""
     from pipeline.config import ConfigError, load_experiment
     from pipeline.io import DataError
@@ -79,7 +89,7 @@ def run_stage(stage: str, experiment: str, overrides: list[str]) -> int:
             exp = load_experiment(experiment, overrides)
             module = importlib.import_module(STAGES[stage])
             with stage_lock(Layout.of(exp).root, stage):
-                summary = module.run(exp)
+                summary = getattr(module, entry)(exp)
     except (ConfigError, DataError, LockError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -35,7 +35,8 @@ from features.text import (
 )
 from pipeline.atomic import atomic_file
 from pipeline.config import Experiment
-from pipeline.io import read_table, write_tables
+from pipeline.finetune import FINETUNED, tuned_model_dir
+from pipeline.io import DataError, read_table, write_tables
 from pipeline.lock import file_lock
 from pipeline.stage import Layout, StageSummary
 
@@ -134,12 +135,28 @@ def read_texts(raw: Path) -> tuple[pl.DataFrame, list[str]]:
     return ad_texts(ads), distinct["query"].to_list()
 
 
+def encoder_dir(exp: Experiment) -> Path:
+    """The encoder `embed.encoder` names: the fine-tuned one of this experiment (`finetuned`),
+    the packaged default or a local model directory; a DataError line naming the path else."""
+    if exp.embed.encoder == FINETUNED:
+        return tuned_model_dir(exp)
+    try:
+        return resolve_model_dir(exp.embed.encoder)
+    except FileNotFoundError as exc:
+        raise DataError(f"embed.encoder: {exc}") from None
+
+
 def embed_texts(
-    texts: list[str | None], cfg: EmbedConfig, cache_root: Path, num_threads: int | None = None
+    texts: list[str | None],
+    cfg: EmbedConfig,
+    cache_root: Path,
+    num_threads: int | None = None,
+    model_dir: Path | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Vectors for `texts` (zero rows for empty ones) through the cache; facts for the manifest.
-    `num_threads`: torch's threads while encoding (the cached vectors do not depend on it)."""
-    model_dir = resolve_model_dir(cfg.encoder)
+    `num_threads`: torch's threads while encoding (the cached vectors do not depend on it);
+    `model_dir`: the encoder's directory (default: `cfg.encoder` resolved)."""
+    model_dir = model_dir or resolve_model_dir(cfg.encoder)
     revision = model_revision(model_dir)
     enc_id = encoder_id(cfg.encoder, revision)
     dim = model_dim(model_dir)
@@ -156,8 +173,12 @@ def embed_texts(
     new = pl.DataFrame(schema=hits.schema)
     rate = None
     if missing:
-        encoder = TextEncoder(cfg, model_dir, revision=revision, num_threads=num_threads)
-        out = encoder.encode([first[k] for k in missing])
+        try:
+            encoder = TextEncoder(cfg, model_dir, revision=revision, num_threads=num_threads)
+            out = encoder.encode([first[k] for k in missing])
+        except (OSError, ValueError) as exc:
+            line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"encoder {model_dir}: not a usable encoder ({line})") from None
         cache.put(missing, out.vectors, out.truncated)
         new = pl.DataFrame({"key": missing, "emb": out.vectors, "truncated": out.truncated})
         rate = round(len(missing) / max(out.seconds, 1e-9), 1)
@@ -197,7 +218,10 @@ def run(exp: Experiment) -> StageSummary:
     ads, queries = read_texts(layout.raw)
     fields = list(exp.embed.fields)
     texts: list[str | None] = [t for f in fields for t in ads[f].to_list()] + queries
-    vectors, facts = embed_texts(texts, exp.embed, layout.embed_cache, exp.engine.num_threads)
+    model_dir = encoder_dir(exp)
+    vectors, facts = embed_texts(
+        texts, exp.embed, layout.embed_cache, exp.engine.num_threads, model_dir
+    )
     n = ads.height
     ad_table = pl.DataFrame(
         {"ad_id": ads["ad_id"]}
@@ -210,7 +234,8 @@ def run(exp: Experiment) -> StageSummary:
         layout.embeddings,
         {"ads": ad_table, "queries": query_table},
         config_digest=exp.digest(),
-        inputs={"raw": layout.raw},
+        inputs={"raw": layout.raw}
+        | ({"encoder": layout.encoder} if exp.embed.encoder == FINETUNED else {}),
         extra={**facts, "fields": fields},
     )
     summary.rows_in = n + len(queries)
