@@ -23,6 +23,7 @@ from features.split import SplitConfig
 from features.text import EmbedConfig
 from models.bidding import BiddingConfig
 from models.calibration import CalibrationConfig
+from models.finetune_config import FinetuneConfig
 from models.lgbm import LightGBMConfig
 from models.logreg import LogRegConfig
 from models.neural_config import NeuralConfig
@@ -209,6 +210,7 @@ class Experiment:
     market: MarketConfig = field(default_factory=MarketConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

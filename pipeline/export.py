@@ -95,6 +95,9 @@ def check_inputs(layout: Layout) -> None:
         for out in (layout.model_dir(kind), layout.prediction_dir(kind)):
             check_lineage(out, {"features": layout.features}, "make train")
         check_same_run(layout.model_dir(kind), layout.prediction_dir(kind), "make train")
+    if "embeddings" in (read_manifest(layout.features).get("inputs") or {}):
+        # the text features must come from the embeddings (and the encoder) on disk now
+        check_lineage(layout.features, {"embeddings": layout.embeddings}, "make features")
     recorded = read_manifest(layout.evaluation).get("inputs") or {}
     scored = [n.removeprefix("predictions_") for n in recorded if n.startswith("predictions_")]
     upstream = {f"predictions_{k}": layout.prediction_dir(k) for k in scored}
@@ -206,6 +209,8 @@ def _manifest(
         },
         "valid_from": start,
         "segment_columns": list(exp.export.segment_columns),
+        # the encoder behind the text features, the one the champion was trained with
+        "encoder": read_manifest(Layout.of(exp).features).get("encoder"),
         "scored_rows": rows.height,
         "cells_by_source": dict(table.group_by("source").len().sort("source").iter_rows()),
         "config_hash": exp.digest(),

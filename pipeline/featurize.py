@@ -34,6 +34,9 @@ from pipeline.stage import Layout, StageSummary
 
 log = logging.getLogger(__name__)
 
+# what the features manifest (and so the export's) records of the encoder behind the text
+ENCODER_FACTS = ("encoder_id", "revision", "encoder", "precision", "variant")
+
 # kept in every split table beside the features: ids for slicing, labels, money for bidding
 META = [
     "impression_id",
@@ -176,7 +179,11 @@ def _text(
     if reason:
         log.info("no text features: %s", reason)
         return pl.DataFrame(), [], None
-    check_lineage(layout.embeddings, {"raw": layout.raw}, "make features")  # embed runs first
+    # embed runs first; a tuned encoder's embeddings also name the encoder they came from
+    upstream = {"raw": layout.raw}
+    if "encoder" in (read_manifest(layout.embeddings).get("inputs") or {}):
+        upstream["encoder"] = layout.encoder
+    check_lineage(layout.embeddings, upstream, "make features")
     try:
         ads = ad_vectors(read_table(layout.embeddings, "ads").collect())
     except ValueError as exc:
@@ -285,13 +292,23 @@ def run(exp: Experiment) -> StageSummary:
     tables = {s: frame.lazy().filter(pl.col("split") == s) for s in SPLITS}
     if items is not None:
         tables[ITEM_TABLE] = items
+    inputs, encoder = {"raw": layout.raw}, None
+    if text_spec:  # the text features name the embeddings (and so the encoder) they came from
+        inputs["embeddings"] = layout.embeddings
+        emb = read_manifest(layout.embeddings)
+        encoder = {k: emb.get(k) for k in ENCODER_FACTS}
     write_tables(
         layout.features,
         {**tables, "vocab": vocab},
         config_digest=exp.digest(),
-        inputs={"raw": layout.raw},
+        inputs=inputs,
         files={layout.feature_spec.name: FeatureSpec.from_dict(spec).to_json().encode()},
-        extra={"quarantined": bad.height, "quarantine_reasons": reasons, "rows_in": rows_in},
+        extra={
+            "quarantined": bad.height,
+            "quarantine_reasons": reasons,
+            "rows_in": rows_in,
+            "encoder": encoder,
+        },
     )
     summary.rows_in = rows_in
     summary.rows_out = frame.height

@@ -36,6 +36,16 @@ class Layout:
         return self.root / "embeddings"
 
     @property
+    def encoder(self) -> Path:
+        """The fine-tuned text encoder (`finetune`): `model/` and its manifest."""
+        return self.root / "encoder"
+
+    @property
+    def encoder_model(self) -> Path:
+        """The tuned weights as a normal local Hugging Face model directory."""
+        return self.encoder / "model"
+
+    @property
     def features(self) -> Path:
         return self.root / "features"
 
