@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.stage import setup_logging
 
-ORDER = ["embed", "features", "neural"]
+ORDER = ["embed", "finetune", "features", "neural"]
 
 
 def main(argv: list[str]) -> int:
