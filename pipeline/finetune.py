@@ -231,6 +231,8 @@ def _log_encoder(model_dir: Path, name: str, dim: int) -> Any:
     import numpy as np
     import pandas as pd
 
+    from pipeline.tracking import model_requirements
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         signature = mlflow.models.infer_signature(
@@ -242,6 +244,7 @@ def _log_encoder(model_dir: Path, name: str, dim: int) -> Any:
             artifacts={"encoder_dir": str(model_dir)},
             signature=signature,
             registered_model_name=name,
+            pip_requirements=model_requirements(),
         )
 
 

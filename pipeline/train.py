@@ -30,7 +30,7 @@ from pipeline.lineage import check_lineage
 from pipeline.mlflow_model import ESTIMATOR_DIR, HISTORY_FILE, META_FILE, ModelMeta, calibrate
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
-from pipeline.tracking import log_metrics, stage_run
+from pipeline.tracking import log_metrics, model_requirements, stage_run
 
 log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
@@ -145,6 +145,7 @@ def _log_model(
             artifacts={"model_dir": str(model_dir)},
             signature=signature,
             registered_model_name=registry.model_name(exp.name, kind),
+            pip_requirements=model_requirements(),
         )
 
 

@@ -79,29 +79,48 @@ def plant(layout: Layout, period: str) -> None:
     beh.write_parquet(layout.raw / "behaviour.parquet")
 
 
-def test_valid_period_clicks_never_reach_the_weights_and_a_seed_repeats_bit_for_bit(
-    store: Path, tiny_bert_dir: Path
-) -> None:
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> dict[str, Path]:
+    """Four tunings of `small`: twice the same (a, b), one with clicks planted in valid, one
+    with the same plant in train. One MLflow store."""
+    store = tmp_path_factory.mktemp("finetune")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
     roots = {name: store / name for name in ("a", "b", "valid", "train")}
-    for root in roots.values():
-        make_raw(root)
-    plant(Layout(roots["valid"] / "small"), "valid")
-    plant(Layout(roots["train"] / "small"), "train")
-    found = {name: tune(root, tiny_bert_dir) for name, root in roots.items()}
+    try:
+        for name, root in roots.items():
+            layout = make_raw(root)
+            if name in ("valid", "train"):
+                plant(layout, name)
+            tune(root, tiny_bert_dir)
+    finally:
+        mp.undo()
+    return roots
+
+
+def manifest_of(root: Path) -> dict:
+    return json.loads((Layout(root / "small").encoder / "_manifest.json").read_text())
+
+
+def test_valid_period_clicks_never_reach_the_weights_and_a_seed_repeats_bit_for_bit(
+    tuned: dict[str, Path],
+) -> None:
+    found = {name: manifest_of(root) for name, root in tuned.items()}
     assert all(m["best_step"] == STEPS for m in found.values())
-    assert weights(roots["a"]) == weights(roots["b"])  # the same seed, bit for bit
+    assert weights(tuned["a"]) == weights(tuned["b"])  # the same seed, bit for bit
     assert found["a"]["revision"] == found["b"]["revision"]
-    assert weights(roots["valid"]) == weights(roots["a"])  # valid clicks are not pairs
+    assert weights(tuned["valid"]) == weights(tuned["a"])  # valid clicks are not pairs
     clicks = "valid_query_clicks"
     assert found["valid"]["counts"][clicks] == found["a"]["counts"][clicks] + 1  # it was planted
-    assert weights(roots["train"]) != weights(roots["a"])  # the same plant in train is
-    other = tune(roots["b"], tiny_bert_dir, "--set", "finetune.seed=8")
-    assert other["revision"] != found["a"]["revision"]
+    assert weights(tuned["train"]) != weights(tuned["a"])  # the same plant in train is
 
 
-def test_the_manifest_names_base_data_settings_and_metrics(store, tiny_bert_dir) -> None:
-    layout = make_raw(store)
-    man = tune(store, tiny_bert_dir)
+def test_the_manifest_names_base_data_settings_and_metrics(
+    tuned: dict[str, Path], tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tuned["a"]
+    layout = Layout(root / "small")
+    man = manifest_of(root)
     assert man["base_dir"] == str(tiny_bert_dir) and len(man["base_revision"]) == 64
     assert man["encoder_id"] == f"finetuned-{man['revision'][:8]}"
     assert man["registered_model"] == "adctr-small-encoder"
@@ -114,13 +133,16 @@ def test_the_manifest_names_base_data_settings_and_metrics(store, tiny_bert_dir)
     assert [c["step"] for c in man["checks"]] == [0, STEPS]
     assert (layout.encoder_model / "config.json").is_file()
     # `make features` runs the stage only when embed uses it and it is stale
-    args = ["finetune", "--if-needed", "--experiment", "small", *settings(store, tiny_bert_dir)]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root.parent / 'mlflow.db'}")
+    args = ["finetune", "--if-needed", "--experiment", "small", *settings(root, tiny_bert_dir)]
     assert main(args) == 0
-    assert json.loads((layout.encoder / "_manifest.json").read_text())["run_id"] == man["run_id"]
-    exp = load_experiment("small", ["embed.encoder=finetuned", f"data.root={store}"])
+    assert manifest_of(root)["run_id"] == man["run_id"]  # not stale: not rerun
     from pipeline.finetune import up_to_date
 
+    exp = load_experiment("small", ["embed.encoder=finetuned", f"data.root={root}"])
     assert not up_to_date(exp)  # tuned with other settings than the plain `small` ones
+    exp = load_experiment("small", settings(root, tiny_bert_dir)[1::2])
+    assert up_to_date(exp)  # the settings it was tuned with
 
 
 def test_if_needed_skips_unless_embed_uses_the_tuned_encoder(store, capsys) -> None:
