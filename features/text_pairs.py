@@ -2,7 +2,7 @@
 (pure polars: frames of one period in, pair frames out).
 
 Three kinds of (anchor -> positive ad) pairs, all from the events the caller passes (the train
-period only: `pipeline.finetune` cuts the log at the start of valid):
+period only: the finetune stage cuts the log at the start of valid):
 
 - `query`: a search query -> the ad clicked from it (one pair per click);
 - `history`: a user's last `length` viewed or clicked ads -> the next ad they clicked (the

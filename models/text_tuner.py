@@ -143,6 +143,11 @@ class EncoderTuner:
                 raise ValueError(
                     f"finetune.top_layers = {cfg.top_layers} but {model_dir} has {len(layers)}"
                 )
+            if not isinstance(getattr(model, "embeddings", None), nn.Module):
+                raise ValueError(
+                    f"{type(model).__name__} has no `embeddings` module to cut the cached "
+                    "layers at; use finetune.method = 'lora'"
+                )
             self._full = (parent, name, layers, model.embeddings)
             for layer in layers[-cfg.top_layers :]:
                 for p in layer.parameters():

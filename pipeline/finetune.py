@@ -29,7 +29,7 @@ from features.text import (
 from models.finetune_config import FinetuneConfig
 from pipeline.atomic import atomic_dir
 from pipeline.config import Experiment
-from pipeline.io import MANIFEST, DataError, input_digest, write_file_manifest
+from pipeline.io import MANIFEST, DataError, input_digest, read_manifest, write_file_manifest
 from pipeline.stage import Layout, StageSummary
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,10 @@ def current_key(exp: Experiment) -> str:
 
 def up_to_date(exp: Experiment) -> bool:
     """Whether `encoder/` was tuned from the current settings, base model and raw data."""
-    man = Layout.of(exp).encoder / MANIFEST
-    if not man.is_file():
+    encoder = Layout.of(exp).encoder
+    if not (encoder / MANIFEST).is_file():
         return False
-    return json.loads(man.read_text()).get("settings_key") == current_key(exp)
+    return read_manifest(encoder).get("settings_key") == current_key(exp)
 
 
 def tuned_model_dir(exp: Experiment) -> Path:
@@ -268,7 +268,7 @@ def run_if_needed(exp: Experiment) -> StageSummary:
 
 
 def _tuned_id(layout: Layout) -> str:
-    return json.loads((layout.encoder / MANIFEST).read_text()).get("encoder_id", "?")
+    return read_manifest(layout.encoder).get("encoder_id", "?")
 
 
 def tuned_encoder_id(revision: str) -> str:
