@@ -23,6 +23,7 @@ import contextlib
 import copy
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,9 @@ class EncoderTuner:
                 r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                 target_modules="all-linear", bias="none",
             )  # fmt: skip
-            self.model = get_peft_model(model, spec)
+            with warnings.catch_warnings():  # transformers' deprecation notice, via peft
+                warnings.simplefilter("ignore", FutureWarning)
+                self.model = get_peft_model(model, spec)
             self.cache = None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
