@@ -181,16 +181,20 @@ class EncoderTuner:
         return sum(p.numel() for p in self.params)
 
     def _lower_outputs(self, n_lower: int) -> list[torch.Tensor]:
-        """Every text's hidden states after the lower `n_lower` layers (unpadded, float16)."""
+        """Every text's hidden states after the lower `n_lower` layers (unpadded, float16):
+        views into one buffer, so the cache costs its size and no allocator fragments."""
         self.model.eval()
-        out: list[torch.Tensor | None] = [None] * len(self.tokens)
+        lengths = [len(t) for t in self.tokens]
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        buffer = torch.empty(int(starts[-1]), self.dim, dtype=CACHE_DTYPE)
         with torch.no_grad(), self._autocast():
             for pos, ids, mask in self._padded(range(len(self.tokens)), self.tokens):
                 states = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
                 hidden = states.hidden_states[n_lower]
                 for row, i in enumerate(pos):
-                    out[i] = hidden[row, : len(self.tokens[i])].to(CACHE_DTYPE).clone()
-        return out  # type: ignore[return-value]
+                    buffer[starts[i] : starts[i + 1]] = hidden[row, : lengths[i]]
+                del states, hidden
+        return [buffer[starts[i] : starts[i + 1]] for i in range(len(self.tokens))]
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
