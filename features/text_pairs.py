@@ -22,8 +22,6 @@ from datetime import datetime
 
 import polars as pl
 
-PAIR_KINDS = ("query", "history", "self")
-
 
 def query_pairs(impressions: pl.DataFrame) -> pl.DataFrame:
     """(query, ad_id) per click from a search query, sorted: a pair clicked twice is drawn
@@ -53,17 +51,21 @@ def unclicked_pairs(impressions: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _seen(behaviour: pl.DataFrame) -> pl.LazyFrame:
+    """The view and click events that name an ad: what a history is made of."""
+    return (
+        behaviour.lazy()
+        .filter(pl.col("event").is_in(["view", "click"]) & pl.col("ad_id").is_not_null())
+        .select("user_id", "ts", "event", "ad_id")
+    )
+
+
 def history_pairs(behaviour: pl.DataFrame, length: int) -> pl.DataFrame:
     """(user_id, ts, history: List[Int64], ad_id) per click event that has an earlier viewed or
     clicked ad of the same user; `history` holds at most `length` ad ids, the latest first."""
     if length < 1:
         raise ValueError(f"history length must be >= 1, got {length}")
-    events = (
-        behaviour.lazy()
-        .filter(pl.col("event").is_in(["view", "click"]) & pl.col("ad_id").is_not_null())
-        .select("user_id", "ts", "event", "ad_id")
-        .sort("user_id", "ts", "ad_id", maintain_order=True)
-    )
+    events = _seen(behaviour).sort("user_id", "ts", "ad_id", maintain_order=True)
     earlier = [pl.col("ad_id").shift(k).over("user_id") for k in range(1, length + 1)]
     # the clicked ad itself is no part of its own history
     shifted = [pl.when(e != pl.col("ad_id")).then(e) for e in earlier]
@@ -80,10 +82,8 @@ def history_targets(behaviour: pl.DataFrame, clicks: pl.DataFrame, length: int) 
     """(user_id, ts, history, ad_id) per impression click in `clicks` (user_id, ts, ad_id)
     whose user viewed or clicked an ad strictly before it: `history` holds the last `length`
     such ads of `behaviour`, the latest first, without the clicked ad itself."""
-    events = (
-        behaviour.lazy()
-        .filter(pl.col("event").is_in(["view", "click"]) & pl.col("ad_id").is_not_null())
-        .select("user_id", pl.col("ts").alias("event_ts"), pl.col("ad_id").alias("seen"))
+    events = _seen(behaviour).select(
+        "user_id", pl.col("ts").alias("event_ts"), pl.col("ad_id").alias("seen")
     )
     targets = clicks.lazy().select("user_id", "ts", "ad_id").with_row_index("target")
     return (
@@ -119,12 +119,6 @@ def self_pairs(ads: pl.DataFrame, before: datetime | None) -> pl.DataFrame:
         .sort("ad_id")
         .collect()
     )
-
-
-def retrieval_set(impressions: pl.DataFrame) -> pl.DataFrame:
-    """(query, ad_id) per click from a search query in the period given (the instances a
-    retrieval metric averages over), sorted."""
-    return query_pairs(impressions)
 
 
 def active_ads(ads: pl.DataFrame, end: datetime | None) -> pl.Series:

@@ -19,7 +19,6 @@ Deterministic for a seed and a thread count.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import time
@@ -403,15 +402,3 @@ class _Cycle:
         rows = self.order[self.at : self.at + self.size]
         self.at += self.size
         return rows
-
-
-@contextlib.contextmanager
-def threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to `n` for the block (None: unchanged)."""
-    prev = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)

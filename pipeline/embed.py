@@ -36,7 +36,7 @@ from features.text import (
 from pipeline.atomic import atomic_file
 from pipeline.config import Experiment
 from pipeline.finetune import FINETUNED, tuned_model_dir
-from pipeline.io import DataError, read_table, write_tables
+from pipeline.io import DataError, one_line, read_table, write_tables
 from pipeline.lock import file_lock
 from pipeline.stage import Layout, StageSummary
 
@@ -177,8 +177,9 @@ def embed_texts(
             encoder = TextEncoder(cfg, model_dir, revision=revision, num_threads=num_threads)
             out = encoder.encode([first[k] for k in missing])
         except (OSError, ValueError) as exc:
-            line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise DataError(f"encoder {model_dir}: not a usable encoder ({line})") from None
+            raise DataError(
+                f"encoder {model_dir}: not a usable encoder ({one_line(exc)})"
+            ) from None
         cache.put(missing, out.vectors, out.truncated)
         new = pl.DataFrame({"key": missing, "emb": out.vectors, "truncated": out.truncated})
         rate = round(len(missing) / max(out.seconds, 1e-9), 1)

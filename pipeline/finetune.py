@@ -29,7 +29,14 @@ from features.text import (
 from models.finetune_config import FinetuneConfig
 from pipeline.atomic import atomic_dir
 from pipeline.config import Experiment
-from pipeline.io import MANIFEST, DataError, input_digest, read_manifest, write_file_manifest
+from pipeline.io import (
+    MANIFEST,
+    DataError,
+    input_digest,
+    one_line,
+    read_manifest,
+    write_file_manifest,
+)
 from pipeline.stage import Layout, StageSummary
 
 log = logging.getLogger(__name__)
@@ -96,7 +103,8 @@ def tuned_model_dir(exp: Experiment) -> Path:
 
 
 def run(exp: Experiment) -> StageSummary:
-    from models.text_tuner import EncoderTuner, threads
+    from models.neural_loop import torch_settings
+    from models.text_tuner import EncoderTuner
     from pipeline.finetune_data import build_tasks, read_inputs
 
     layout = Layout.of(exp)
@@ -111,12 +119,12 @@ def run(exp: Experiment) -> StageSummary:
     if all(len(s) < 2 for s in sets):
         raise DataError(f"{layout.raw}: no train-period pairs (query clicks, user histories, "
                         "ad titles with descriptions): nothing to fine-tune on")  # fmt: skip
-    with threads(exp.engine.num_threads):
+    with torch_settings(exp.engine.num_threads):
         try:
             tuner = EncoderTuner(cfg, base, texts, seed, bf16=tuning_bf16(cfg))
         except (OSError, ValueError) as exc:
             raise DataError(
-                f"finetune.base {base}: not a usable encoder ({_one_line(exc)})"
+                f"finetune.base {base}: not a usable encoder ({one_line(exc)})"
             ) from None
         summary.rows_in = sum(len(s) for s in sets)
         manifest = _tune_and_publish(
@@ -246,11 +254,6 @@ def _log_encoder(model_dir: Path, name: str, dim: int) -> Any:
             registered_model_name=name,
             pip_requirements=model_requirements(),
         )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def run_if_needed(exp: Experiment) -> StageSummary:

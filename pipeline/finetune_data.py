@@ -18,7 +18,6 @@ from features.text_pairs import (
     history_pairs,
     history_targets,
     query_pairs,
-    retrieval_set,
     self_pairs,
     unclicked_pairs,
 )
@@ -130,7 +129,7 @@ def build_tasks(
         live = [a for a in active_ads(inputs["ads"], cuts.get(end)).to_list() if a in fused]
         where = {a: k for k, a in enumerate(live)}
         candidates = np.array([ad_text(a) for a in live], dtype=np.int64)
-        clicks = retrieval_set(inputs["parts"][split]).filter(pl.col("ad_id").is_in(live))
+        clicks = query_pairs(inputs["parts"][split]).filter(pl.col("ad_id").is_in(live))
         clicks = _cap(clicks, MAX_EVAL, seed)
         queries = [(table.add(q),) for q in clicks["query"].to_list()]
         found = {"query": (queries, clicks["ad_id"].to_list())}

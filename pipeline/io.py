@@ -157,14 +157,15 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         manifest = json.loads(man.read_text())
     except (OSError, ValueError) as exc:  # ValueError: bad JSON or bytes that are not UTF-8
         raise DataError(
-            f"{man}: unreadable ({_one_line(exc)}); rerun the stage that writes it"
+            f"{man}: unreadable ({one_line(exc)}); rerun the stage that writes it"
         ) from None
     if not isinstance(manifest, dict):
         raise DataError(f"{man}: not a manifest (a JSON object); rerun the stage that writes it")
     return manifest
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's message as one line (for `error:` lines)."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
@@ -179,7 +180,7 @@ def check_parquet(
     try:
         found = pq.read_metadata(path).num_rows
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: unreadable Parquet ({_one_line(exc)}); {hint}") from None
+        raise DataError(f"{path}: unreadable Parquet ({one_line(exc)}); {hint}") from None
     if rows is not None and found != rows:
         raise DataError(f"{path}: {found:,} rows where its manifest says {rows:,}; {hint}")
 

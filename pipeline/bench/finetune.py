@@ -54,7 +54,8 @@ def _stage(root: Path) -> tuple[float, float, dict]:
 def _step_times(root: Path) -> list[tuple[str, str, float, int]]:
     import torch
 
-    from models.text_tuner import EncoderTuner, PairSet, threads
+    from models.neural_loop import torch_settings
+    from models.text_tuner import EncoderTuner, PairSet
     from pipeline.finetune import base_dir
     from pipeline.finetune_data import build_tasks, read_inputs
 
@@ -80,7 +81,7 @@ def _step_times(root: Path) -> list[tuple[str, str, float, int]]:
     }
     out = []
     precisions = [False, True] if bf16_native() else [False]
-    with threads(THREADS):
+    with torch_settings(THREADS):
         for name, cfg in ways.items():
             for bf16 in precisions:
                 tuner = EncoderTuner(cfg, base_dir(cfg), texts, seed=7, bf16=bf16)

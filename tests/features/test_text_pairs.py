@@ -12,7 +12,6 @@ from features.text_pairs import (
     history_pairs,
     history_targets,
     query_pairs,
-    retrieval_set,
     self_pairs,
     unclicked_pairs,
 )
@@ -35,7 +34,6 @@ def test_query_pairs_are_the_clicks_from_a_query() -> None:
     )
     # one row per click: the clicked pair twice, the unclicked one not at all
     assert query_pairs(imp).rows() == [("coffee", 5), ("shoes", 1), ("shoes", 1)]
-    assert retrieval_set(imp).rows() == query_pairs(imp).rows()
 
 
 def test_hard_negatives_are_shown_for_the_query_and_never_clicked_from_it() -> None:
