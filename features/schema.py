@@ -59,6 +59,33 @@ ORACLE: dict[str, pl.DataType] = {
     "p_conversion": pl.Float64,
 }
 
+# entity spans of a query: character offsets [start, end) into its text; label BRAND | PRODUCT
+# | PRICE
+SPANS = pl.List(pl.Struct({"start": pl.Int32, "end": pl.Int32, "label": pl.String}))
+
+# labelled queries (the simulator writes an annotation team's noisy labels to raw/; no ingested
+# dataset has them, so they are not a RAW_TABLES table)
+QUERY_ANNOTATIONS: dict[str, pl.DataType] = {
+    "query": pl.String,
+    "intent": pl.String,  # buy | compare | reviews | cheap | info | support
+    "sentiment": pl.String,  # negative | neutral | positive
+    "spans": SPANS,
+}
+
+# the simulator's noise-free truth of every distinct query of its log (oracle/queries)
+ORACLE_QUERIES: dict[str, pl.DataType] = {
+    "query": pl.String,
+    "intent": pl.String,
+    "sentiment": pl.String,
+    "brand": pl.String,
+    "product": pl.String,
+    "price_cap": pl.Float64,
+    "spans": SPANS,
+}
+
+# the simulator's true intent of each impression (null off search; oracle/impression_intents)
+ORACLE_INTENTS: dict[str, pl.DataType] = {"impression_id": pl.Int64, "intent": pl.String}
+
 RAW_TABLES: dict[str, dict[str, pl.DataType]] = {
     "ads": ADS,
     "users": USERS,

@@ -12,7 +12,9 @@ import numpy as np
 import polars as pl
 
 from features import schema
+from pipeline.sources.simulated.impressions import INTENT_MIX
 from pipeline.sources.simulated.marketplace import Hidden, MarketConfig
+from pipeline.sources.simulated.queries import QUERIES_PER_INTENT, QueryPool
 from pipeline.sources.simulated.sampling import (
     DAY_S,
     Grouped,
@@ -30,10 +32,12 @@ Events = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _history(
-    cfg: MarketConfig, h: Hidden, queries: np.ndarray, by_sub: Grouped, rng: np.random.Generator
+    cfg: MarketConfig, h: Hidden, pool: QueryPool, by_sub: Grouped, rng: np.random.Generator
 ) -> Events:
     """Poisson(activity) events per user over the history window and the period, on the user's
-    tastes; an ad cannot be seen before it exists, so such events move to the ad's launch."""
+    tastes (a search: a pool query of the subtopic, its intent drawn from the impressions'
+    intent mix); an ad cannot be seen before it exists, so such events move to the ad's
+    launch."""
     n_hist = rng.poisson(cfg.history_events_per_user * h.activity / h.activity.mean())
     hu = np.repeat(np.arange(h.tastes.shape[0]), n_hist)
     span = (cfg.history_days + cfg.days) * DAY_S
@@ -44,7 +48,8 @@ def _history(
     hts = np.maximum(hts, h.ad_created_s[had] + 60)
     keep = hts < cfg.days * DAY_S
     hu, hts, hsub, hkind, had = hu[keep], hts[keep], hsub[keep], hkind[keep], had[keep]
-    hq = queries[hsub, rng.integers(queries.shape[1], size=len(hu)), 0]
+    intent = rng.choice(len(INTENT_MIX), size=len(hu), p=INTENT_MIX)
+    hq = pool.text[hsub, intent, rng.integers(QUERIES_PER_INTENT, size=len(hu))]
     return hu, hts, hkind, np.where(hkind == 0, -1, had), np.where(hkind == 0, hq, None)
 
 

@@ -7,9 +7,11 @@ exploration + a bonus for new ads); hidden true probabilities decide clicks and 
 - click: semantic match between the user's tastes (and the query) and the ad's subtopic, the
   category-level match, position and placement bias, ad quality, user propensity, hour, device;
 - conversion (only after a click): match, price against the user's price sensitivity, query
-  intent, landing-page quality, buy propensity.
+  intent, landing-page quality, buy propensity;
+- on search, the query: its intent, whether it names the ad's brand or another one, and whether
+  the ad's price is within the price cap it states (click and conversion).
 
-The random draws happen in one fixed order (context, policy, labels, market price, query pool),
+The random draws happen in one fixed order (context, query pool, policy, labels, market price),
 so a seed gives the same market byte for byte.
 """
 
@@ -22,6 +24,8 @@ import polars as pl
 
 from features import schema
 from pipeline.sources.simulated.marketplace import DEVICES, Hidden, MarketConfig, subtopic_category
+from pipeline.sources.simulated.queries import QUERIES_PER_INTENT, QueryPool, build_pool
+from pipeline.sources.simulated.query_vocabulary import INTENTS
 from pipeline.sources.simulated.sampling import (
     DAY_S,
     grouped,
@@ -29,62 +33,30 @@ from pipeline.sources.simulated.sampling import (
     sample_taste,
     to_datetime,
 )
-from pipeline.sources.simulated.vocabulary import QUERY_TEMPLATES, SUBTOPICS
+from pipeline.sources.simulated.vocabulary import SUBTOPICS
 
 PLACEMENTS = ("search_top", "search_side", "feed", "product_page")
 PLACEMENT_MIX = (0.3, 0.2, 0.35, 0.15)
 PLACEMENT_EFFECT = np.array([0.55, -0.55, -0.25, 0.0])
 POSITION_SLOTS = (3, 5, 8, 4)  # positions per placement
 POSITION_DECAY = np.array([0.45, 0.3, 0.12, 0.2])  # logit drop per position step
-INTENTS = ("buy", "compare", "reviews", "cheap", "info")
-INTENT_MIX = (0.3, 0.2, 0.2, 0.15, 0.15)
-INTENT_CLICK = np.array([0.2, 0.1, 0.0, 0.05, -0.35])
-INTENT_CONVERT = np.array([0.8, -0.1, -0.3, 0.2, -0.9])
-HOUR_WEIGHT = np.array(
+# per intent of query_vocabulary.INTENTS: buy compare reviews cheap info support
+INTENT_MIX = (0.27, 0.18, 0.18, 0.14, 0.13, 0.10)
+INTENT_CLICK = np.array([0.2, 0.1, 0.0, 0.05, -0.35, -0.5])
+INTENT_CONVERT = np.array([0.8, -0.1, -0.3, 0.2, -0.9, -1.6])
+BRAND_MATCH_CLICK = 1.0  # the query names the ad's brand
+BRAND_MATCH_CONVERT = 0.6
+BRAND_MISMATCH_CLICK = -0.5  # the query names another brand
+BRAND_MISMATCH_CONVERT = -0.5
+CAP_MET_CONVERT = 0.3  # the ad's price is within the query's price cap
+CAP_EXCEEDED_CLICK = -0.3  # the ad's price is above it
+CAP_EXCEEDED_CONVERT = -1.2
+HOUR_WEIGHT = np.concatenate(  # by hour of day: 0-11, 12-23
     [
-        1,
-        0.6,
-        0.4,
-        0.3,
-        0.3,
-        0.4,
-        0.8,
-        1.4,
-        1.8,
-        2,
-        2,
-        2,
-        2.2,
-        2,
-        1.9,
-        1.9,
-        2,
-        2.2,
-        2.6,
-        3,
-        3,
-        2.6,
-        2,
-        1.4,
+        [1, 0.6, 0.4, 0.3, 0.3, 0.4, 0.8, 1.4, 1.8, 2, 2, 2],
+        [2.2, 2, 1.9, 1.9, 2, 2.2, 2.6, 3, 3, 2.6, 2, 1.4],
     ]
 )
-QUERIES_PER_INTENT = 4
-
-
-def query_pool(rng: np.random.Generator) -> np.ndarray:
-    """(n_subtopics, n_intents, QUERIES_PER_INTENT) query strings written from the vocabulary."""
-    out = np.empty((len(SUBTOPICS), len(INTENTS), QUERIES_PER_INTENT), dtype=object)
-    for s, sub in enumerate(SUBTOPICS):
-        for i, intent in enumerate(INTENTS):
-            for q in range(QUERIES_PER_INTENT):
-                templates = QUERY_TEMPLATES[intent]
-                text = templates[rng.integers(len(templates))].format(
-                    noun=sub.nouns[rng.integers(len(sub.nouns))],
-                    keyword=sub.keywords[rng.integers(len(sub.keywords))],
-                    attr=sub.attributes[rng.integers(len(sub.attributes))],
-                )
-                out[s, i, q] = text
-    return out
 
 
 def _match(h: Hidden, users: np.ndarray, ads: np.ndarray, sub_cat: np.ndarray) -> tuple:
@@ -176,11 +148,35 @@ def logging_policy(
     return np.where(no_active, rng.choice(oldest, size=n), ad)
 
 
+def query_effects(
+    h: Hidden, ctx: Context, ad: np.ndarray, pool: QueryPool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(click, conversion) logit shifts of each impression from its query's brand and price
+    cap against the ad's (zero off search and for queries that name neither)."""
+    pick = (ctx.target, ctx.intent, ctx.query_pick)
+    named = ctx.is_search & pool.has_brand[pick]
+    same = named & (pool.brand[pick] == h.ad_brand[ad])
+    other = named & ~same
+    cap = pool.price_cap[pick]
+    capped = ctx.is_search & ~np.isnan(cap)
+    within = capped & (h.ad_price[ad] <= cap)  # a nan cap compares False
+    over = capped & ~within
+    click = BRAND_MATCH_CLICK * same + BRAND_MISMATCH_CLICK * other + CAP_EXCEEDED_CLICK * over
+    convert = (
+        BRAND_MATCH_CONVERT * same
+        + BRAND_MISMATCH_CONVERT * other
+        + CAP_MET_CONVERT * within
+        + CAP_EXCEEDED_CONVERT * over
+    )
+    return click, convert
+
+
 def true_probabilities(
-    cfg: MarketConfig, h: Hidden, ctx: Context, ad: np.ndarray
+    cfg: MarketConfig, h: Hidden, ctx: Context, ad: np.ndarray, pool: QueryPool
 ) -> tuple[np.ndarray, np.ndarray]:
     """(p_click, p_conversion after a click) of each impression, from public and hidden state."""
     sub_cat = subtopic_category()
+    q_click, q_convert = query_effects(h, ctx, ad, pool)
     m_sub, m_cat = _match(h, ctx.user, ad, sub_cat)
     is_search, target, user = ctx.is_search, ctx.target, ctx.user
     ad_sub = h.ad_subtopic[ad]
@@ -195,6 +191,7 @@ def true_probabilities(
         + 1.3 * q_same
         + 0.35 * q_cat
         + np.where(is_search, INTENT_CLICK[ctx.intent], 0.0)
+        + q_click
         + PLACEMENT_EFFECT[ctx.placement]
         - POSITION_DECAY[ctx.placement] * (ctx.position - 1)
         + h.ad_quality[ad]
@@ -207,6 +204,7 @@ def true_probabilities(
         + 1.0 * m_sub
         + 0.6 * q_same
         + np.where(is_search, INTENT_CONVERT[ctx.intent], 0.0)
+        + q_convert
         - 1.1 * h.price_sensitivity[user] * h.ad_log_price_z[ad]
         + h.ad_landing[ad]
         + h.buy_propensity[user]
@@ -232,13 +230,13 @@ def simulate_impressions(
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Impressions (canonical schema), the oracle (true probabilities), and extras for behaviour."""
     ctx = draw_context(cfg, h, rng)
+    pool = build_pool(rng)
     ad = logging_policy(cfg, h, ctx, rng)
-    p_click, p_conv = true_probabilities(cfg, h, ctx, ad)
+    p_click, p_conv = true_probabilities(cfg, h, ctx, ad, pool)
     click = rng.random(len(ad)) < p_click
     conversion = click & (rng.random(len(ad)) < p_conv)
     market = market_price(h, ctx.placement, ad, rng)
-    queries = query_pool(rng)
-    query = np.where(ctx.is_search, queries[ctx.target, ctx.intent, ctx.query_pick], None)
+    query = np.where(ctx.is_search, pool.text[ctx.target, ctx.intent, ctx.query_pick], None)
     order = np.lexsort((ctx.user, ctx.ts_s))
     ids = np.arange(1, len(ad) + 1)
     frame = pl.DataFrame(
@@ -270,7 +268,8 @@ def simulate_impressions(
         "target": ctx.target[order],
         "click": click[order],
         "conversion": conversion[order],
-        "queries": queries,
+        "queries": pool,
         "query_text": query[order],
+        "intent": np.where(ctx.is_search, np.array(INTENTS)[ctx.intent], None)[order],
     }
     return frame, oracle, extras

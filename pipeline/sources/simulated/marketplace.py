@@ -49,6 +49,7 @@ class MarketConfig:
     history_events_per_user: float = 12.0
     ctr_bias: float = -6.2  # intercept of the true click logit
     cvr_bias: float = -4.3  # intercept of the true conversion-after-click logit
+    n_annotations: int = 3000  # distinct train-period queries the annotation team labels
 
     def __post_init__(self) -> None:
         for name in ("n_ads", "n_users", "n_impressions", "n_advertisers", "days", "candidates"):
@@ -68,7 +69,7 @@ class MarketConfig:
         for name in ("new_ad_share", "cpa_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"market.{name} must lie in [0, 1], got {getattr(self, name)}")
-        for name in ("history_days", "exploration", "history_events_per_user"):
+        for name in ("history_days", "exploration", "history_events_per_user", "n_annotations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"market.{name} must be >= 0, got {getattr(self, name)}")
         try:
@@ -93,6 +94,8 @@ class Hidden:
     ad_landing: np.ndarray
     ad_log_price_z: np.ndarray  # price relative to its category, standardised
     ad_created_s: np.ndarray  # seconds since start (negative = before)
+    ad_brand: np.ndarray  # (n_ads,) the ad's brand name (public, the ads' `brand`)
+    ad_price: np.ndarray  # (n_ads,) the ad's price (public, the ads' `price`)
     tastes: np.ndarray  # (n_users, n_subtopics) sparse mixture, rows sum to 1
     price_sensitivity: np.ndarray
     click_propensity: np.ndarray
@@ -199,6 +202,8 @@ def make_ads(cfg: MarketConfig, rng: np.random.Generator) -> tuple[pl.DataFrame,
         "ad_landing": rng.normal(0.0, 0.4, cfg.n_ads),
         "ad_log_price_z": price_z,
         "ad_created_s": created_s,
+        "ad_brand": np.array(brands, dtype=object),
+        "ad_price": price,
     }
     return ads, hidden
 

@@ -6,8 +6,8 @@ subtopics of a category are related but clearly different. `marketplace` fills t
 templates from these lists.
 
 Template placeholders: titles and descriptions take `{brand} {noun} {attr} {attr2} {benefit}
-{price}` (`price` is preformatted text such as "$49", see `format_price`); queries take
-`{noun} {keyword} {attr}`. Templates avoid articles and verb agreement, so singular and plural
+{price}` (`price` is preformatted text such as "$49", see `format_price`); the query templates
+live in `query_vocabulary`. Templates avoid articles and verb agreement, so singular and plural
 nouns both read well. Phrases are lowercase; only brand names and template words are capitalised.
 """
 
@@ -1154,49 +1154,6 @@ DESCRIPTION_TEMPLATES: tuple[str, ...] = (
     "Compare {attr} and {attr2} {noun} at {brand}, {benefit}. From {price}.",
     "Why wait? Get {brand} {noun}, {attr} and {benefit}, for {price}.",
 )
-
-QUERY_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "buy": (
-        "buy {noun}",
-        "{keyword} online",
-        "{attr} {noun} for sale",
-        "order {keyword}",
-        "where to buy {noun}",
-        "{noun} shop",
-    ),
-    "compare": (
-        "best {noun}",
-        "{keyword} comparison",
-        "top {attr} {noun}",
-        "which {keyword} is best",
-        "{noun} vs alternatives",
-        "compare {attr} {noun}",
-    ),
-    "reviews": (
-        "{noun} reviews",
-        "{keyword} review",
-        "are {attr} {noun} worth it",
-        "{attr} {noun} ratings",
-        "{keyword} customer reviews",
-        "is {noun} any good",
-    ),
-    "cheap": (
-        "cheap {noun}",
-        "{keyword} discount",
-        "{noun} on sale",
-        "affordable {attr} {noun}",
-        "{keyword} coupon",
-        "budget {noun}",
-    ),
-    "info": (
-        "how to choose {noun}",
-        "what is {keyword}",
-        "{noun} guide",
-        "{attr} {noun} explained",
-        "how does {keyword} work",
-        "{keyword} tips",
-    ),
-}
 
 
 def format_price(value: float) -> str:

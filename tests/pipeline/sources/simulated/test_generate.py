@@ -14,7 +14,7 @@ from pipeline.sources.simulated import generate
 from pipeline.stage import Layout
 
 EXPERIMENTS = Path(__file__).resolve().parents[4] / "experiments"
-HIDDEN_TABLES = ("impressions", "ads_hidden", "user_tastes")
+HIDDEN_TABLES = ("impressions", "ads_hidden", "user_tastes", "queries", "impression_intents")
 
 
 def small(root: Path, *overrides: str) -> Experiment:
@@ -22,9 +22,14 @@ def small(root: Path, *overrides: str) -> Experiment:
 
 
 def read_all(layout: Layout) -> dict[str, pl.DataFrame]:
-    out = {f"raw/{n}": read_table(layout.raw, n, s).collect() for n, s in schema.RAW_TABLES.items()}
+    raw = schema.RAW_TABLES | {"query_annotations": schema.QUERY_ANNOTATIONS}
+    out = {f"raw/{n}": read_table(layout.raw, n, s).collect() for n, s in raw.items()}
     out |= {f"oracle/{n}": read_table(layout.oracle, n).collect() for n in HIDDEN_TABLES}
     return out
+
+
+def oracle_rows(layout: Layout, name: str) -> int:
+    return read_manifest(layout.oracle)["tables"][name]["rows"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,11 @@ def test_raw_and_oracle_have_manifests(generated: tuple) -> None:
     exp, _ = generated
     layout = Layout.of(exp)
     raw = read_manifest(layout.raw)
-    assert set(raw["tables"]) == set(schema.RAW_TABLES)
+    assert set(raw["tables"]) == {*schema.RAW_TABLES, "query_annotations"}
+    annotations = raw["tables"]["query_annotations"]["rows"]
+    assert 0 < annotations <= exp.market.n_annotations
+    assert raw["stats"]["annotations"] == annotations
+    assert raw["stats"]["distinct_queries"] == oracle_rows(layout, "queries")
     assert raw["tables"]["impressions"]["rows"] == exp.market.n_impressions
     assert raw["config_hash"] == exp.digest()
     assert raw["source"] == "simulated"
@@ -57,6 +66,32 @@ def test_raw_tables_have_the_canonical_schema(generated: tuple) -> None:
     for name, expected in schema.RAW_TABLES.items():
         assert dict(tables[f"raw/{name}"].schema) == expected, name
     assert dict(tables["oracle/impressions"].schema) == schema.ORACLE
+    assert dict(tables["raw/query_annotations"].schema) == schema.QUERY_ANNOTATIONS
+    assert dict(tables["oracle/queries"].schema) == schema.ORACLE_QUERIES
+    assert dict(tables["oracle/impression_intents"].schema) == schema.ORACLE_INTENTS
+
+
+def test_annotations_label_logged_queries(generated: tuple) -> None:
+    _, tables = generated
+    truth = tables["oracle/queries"]
+    logged = pl.concat([tables["raw/impressions"]["query"], tables["raw/behaviour"]["query"]])
+    assert set(truth["query"]) == set(logged.drop_nulls())
+    annotations = tables["raw/query_annotations"]
+    assert annotations["query"].is_unique().all()
+    assert annotations["query"].is_in(truth["query"].implode()).all()
+    intents = tables["oracle/impression_intents"]
+    assert intents["impression_id"].sort().equals(tables["raw/impressions"]["impression_id"].sort())
+
+
+def test_no_annotations_when_none_asked(tmp_path: Path) -> None:
+    sizes = ["market.n_impressions=1500", "market.n_users=200", "market.n_ads=80"]
+    exp = small(tmp_path, *sizes, "market.n_annotations=0")
+    generate.run(exp)
+    layout = Layout.of(exp)
+    assert read_manifest(layout.raw)["tables"]["query_annotations"]["rows"] == 0
+    assert (
+        read_table(layout.raw, "query_annotations", schema.QUERY_ANNOTATIONS).collect().height == 0
+    )
 
 
 def test_oracle_is_keyed_by_every_impression(generated: tuple) -> None:

@@ -19,7 +19,6 @@ SAMPLE = {
     "keyword": "jogging shoes",
 }
 AD_FIELDS = {"brand", "noun", "attr", "attr2", "benefit", "price"}
-QUERY_FIELDS = {"noun", "keyword", "attr"}
 
 
 def _fields(template: str) -> set[str]:
@@ -92,19 +91,6 @@ def test_ad_templates_format(templates: tuple[str, ...], minimum: int) -> None:
         assert {"brand", "noun"} <= _fields(template), template
         text = template.format(**SAMPLE)
         assert "{" not in text and "running shoes" in text and "Acme" in text
-
-
-def test_query_templates_format() -> None:
-    assert set(v.QUERY_TEMPLATES) == {"buy", "compare", "reviews", "cheap", "info"}
-    for intent, templates in v.QUERY_TEMPLATES.items():
-        assert len(templates) >= 4, intent
-        for template in templates:
-            fields = _fields(template)
-            assert fields <= QUERY_FIELDS, template
-            assert fields & {"noun", "keyword"}, template
-            assert template == template.lower()
-            text = template.format(**SAMPLE)
-            assert "{" not in text
 
 
 def test_templates_fill_with_every_subtopic() -> None:
