@@ -19,7 +19,7 @@ export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
 .DEFAULT_GOAL := help
-.PHONY: help features finetune embed train tune evaluate export replay ui test realdata bench lint clean distclean
+.PHONY: help features finetune understand embed train tune evaluate export replay ui test realdata bench lint clean distclean
 
 help: ## list the verbs
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -49,11 +49,15 @@ $(RAW): experiments/$(EXP).toml $(RAW_CODE) | $(STAMP)
 
 features: $(STAMP) $(RAW) ## build raw data (when missing), embeddings and feature tables
 	$(PY) -m pipeline finetune --if-needed --experiment $(EXP) $(OVERRIDES)
+	$(PY) -m pipeline understand --if-needed --experiment $(EXP) $(OVERRIDES)
 	$(PY) -m pipeline embed --experiment $(EXP) $(OVERRIDES)
 	$(PY) -m pipeline features --experiment $(EXP) $(OVERRIDES)
 
 finetune: $(STAMP) $(RAW) ## fine-tune the text encoder on train-period clicks (used with embed.encoder=finetuned)
 	$(PY) -m pipeline finetune --experiment $(EXP) $(OVERRIDES)
+
+understand: $(STAMP) $(RAW) ## fine-tune the query tagger on the annotations and label every query
+	$(PY) -m pipeline understand --experiment $(EXP) $(OVERRIDES)
 
 embed: $(STAMP) $(RAW) ## embed ad, query and behaviour texts (cached)
 	$(PY) -m pipeline embed --experiment $(EXP) $(OVERRIDES)

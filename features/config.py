@@ -35,6 +35,9 @@ class FeatureConfig:
     """Which feature families to build and their settings."""
 
     text: bool = True  # the text ablation switch
+    # the query-understanding ablation switch: intent, brand, price-cap and entity features from
+    # the `understand` stage's labels (when it ran)
+    query_understanding: bool = True
     windows_days: tuple[int, ...] = (1, 7, 28)
     prior_strength: float = 20.0  # pseudo-impressions of the Bayesian prior
     behaviour_keys: tuple[str, ...] = tuple(KEYS)

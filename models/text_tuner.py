@@ -19,6 +19,7 @@ Deterministic for a seed and a thread count.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -95,6 +96,21 @@ def layer_list(model: nn.Module) -> tuple[nn.Module, str]:
         f"{type(model).__name__}: no transformer layer list at {', '.join(LAYER_PATHS)}; "
         "use finetune.method = 'lora'"
     )
+
+
+@contextlib.contextmanager
+def top_layers_only(model: nn.Module, top: int) -> Iterator[None]:
+    """Within the block, `model` runs only its top `top` layers on the states that come in as
+    `inputs_embeds` (its embedding module a pass-through, its layer list cut); restored after."""
+    parent, name = layer_list(model)
+    layers, embeddings = getattr(parent, name), model.embeddings
+    setattr(parent, name, nn.ModuleList(list(layers)[-top:]))
+    model.embeddings = _PassThrough()
+    try:
+        yield
+    finally:
+        setattr(parent, name, layers)
+        model.embeddings = embeddings
 
 
 class EncoderTuner:

@@ -17,6 +17,7 @@ STAGES = {
     "generate": "pipeline.sources.simulated.generate",
     "ingest": "pipeline.sources.ingest",
     "finetune": "pipeline.finetune",
+    "understand": "pipeline.understand",
     "embed": "pipeline.embed",
     "features": "pipeline.featurize",
     "train": "pipeline.train",
@@ -30,6 +31,8 @@ HELP = {
     "generate": "simulate the ad marketplace into raw/ (+ oracle/); data.source = simulated",
     "ingest": "map an external dataset (data.source, data.path) into the raw schema",
     "finetune": "fine-tune the text encoder on train-period click pairs (LoRA or top layers)",
+    "understand": "label every query (intent, sentiment, brand / product / price cap) with an "
+    "encoder fine-tuned on the query annotations",
     "embed": "embed ad, query and behaviour texts",
     "features": "build train/valid/test feature tables + feature_spec.json",
     "train": "train LightGBM and neural CTR/CVR models, log and register them in MLflow",
@@ -58,11 +61,13 @@ def main(argv: list[str] | None = None) -> int:
             metavar="SECTION.KEY=VALUE",
             help="override one setting (repeatable), e.g. --set market.n_users=500",
         )
-        if name == "finetune":
+        if name in ("finetune", "understand"):
             p.add_argument(
                 "--if-needed",
                 action="store_true",
-                help="only when embed.encoder = 'finetuned' and encoder/ is missing or stale",
+                help="only when embed.encoder = 'finetuned' and encoder/ is missing or stale"
+                if name == "finetune"
+                else "only when there are annotations and queries/ is missing or stale",
             )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

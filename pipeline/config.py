@@ -27,6 +27,7 @@ from models.finetune_config import FinetuneConfig
 from models.lgbm import LightGBMConfig
 from models.logreg import LogRegConfig
 from models.neural_config import NeuralConfig
+from models.understand_config import UnderstandConfig
 from pipeline.scoring import PREFIXES, TASK_KEYS, metric_mode, metric_names
 from pipeline.sources import KNOWN_SOURCES
 from pipeline.sources.ingest_config import IngestConfig
@@ -211,6 +212,7 @@ class Experiment:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    understand: UnderstandConfig = field(default_factory=UnderstandConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -33,10 +33,15 @@ log = logging.getLogger(__name__)
 
 
 def _slices(test: pl.DataFrame, cfg: Experiment) -> dict[str, np.ndarray]:
-    """Named boolean masks over the test rows: cold start, placement, position bucket, users."""
+    """Named boolean masks over the test rows: cold start, placement (and `search`: the
+    placements named search*), position bucket, users."""
     out = {"cold": test["cold_start"].to_numpy(), "warm": ~test["cold_start"].to_numpy()}
-    for p in sorted(test["placement"].drop_nulls().unique().to_list()):
+    placements = sorted(test["placement"].drop_nulls().unique().to_list())
+    for p in placements:
         out[f"placement_{p}"] = (test["placement"] == p).to_numpy()
+    search = [p for p in placements if p.startswith("search")]
+    if search:  # every search placement together (where a query comes with the impression)
+        out["search"] = test["placement"].is_in(search).fill_null(False).to_numpy()
     pos = test["position"].fill_null(0).to_numpy()
     edges = list(cfg.evaluate.position_buckets)
     for i, lo in enumerate(edges):

@@ -23,6 +23,7 @@ from features import schema
 from features.encoders import encode, fit_vocab
 from features.lookup import attach
 from features.quality import reason_counts, split_quarantine, unusable
+from features.query_features import query_features
 from features.spec import ITEM_TABLE, FeatureSpec
 from features.split import SPLITS, SplitConfig, assign_split, cold_start_flag, new_user_flag
 from features.text_columns import ad_vectors, query_vectors
@@ -192,6 +193,41 @@ def _text(
     return text_features(frame, ads, queries, behaviour, exp.features, exp.data.seed)
 
 
+def _query_skip_reason(layout: Layout, exp: Experiment) -> str | None:
+    """Why the job builds no query-understanding features, or None."""
+    if not exp.features.query_understanding:
+        return "features.query_understanding is false"
+    if not (layout.queries / "_manifest.json").is_file():
+        return f"no understood queries at {layout.queries} (the understand stage did not run)"
+    return None
+
+
+def _query(
+    frame: pl.DataFrame, behaviour: pl.DataFrame, layout: Layout, exp: Experiment
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """The query-understanding columns (row-aligned with `frame`) and their spec entries; (an
+    empty frame, []) when there are none (logged)."""
+    reason = _query_skip_reason(layout, exp)
+    if reason is None and not _has(frame, "query"):
+        reason = "the impressions carry no query"
+    if reason:
+        log.info("no query-understanding features: %s", reason)
+        return pl.DataFrame(), []
+    check_lineage(layout.queries, {"raw": layout.raw}, "make features")
+    queries = read_table(layout.queries, "queries").collect()
+    keywords = read_table(layout.raw, "ads", schema.ADS).select("ad_id", "keywords").collect()
+    searches = behaviour.filter(pl.col("event") == "search").select("user_id", "ts", "query")
+    out, spec = query_features(frame, queries, searches, keywords)
+    train = frame["split"].eq("train")
+    kept = [f for f in spec if out.filter(train)[f["name"]].is_not_null().any()]
+    if len(kept) < len(spec):  # e.g. no price cap in any train query: nothing to learn from
+        log.info("query features without a train value dropped: %s",
+                 sorted({f["name"] for f in spec} - {f["name"] for f in kept}))  # fmt: skip
+        out, spec = out.select(f["name"] for f in kept), kept
+    log.info("query-understanding features: %d columns", len(spec))
+    return out, spec
+
+
 def _spec_entries(
     categorical: list[str], numeric: list[str], vocab: pl.DataFrame, beh_names: set[str]
 ) -> list[dict[str, Any]]:
@@ -265,12 +301,14 @@ def run(exp: Experiment) -> StageSummary:
     del beh, train
     frame = _with_context(frame)
     text, text_spec, items = _text(frame, behaviour, layout, raw_manifest, exp)
+    query, query_spec = _query(frame, behaviour, layout, exp)
     del raw, behaviour
-    frame = _contiguous(frame.hstack(text) if text_spec else frame)
-    del text
+    frame = _contiguous(frame.hstack([*text, *query]) if text_spec or query_spec else frame)
+    del text, query
     log.info("encoding categorical columns (%s columns so far)", f"{frame.width:,}")
     frame, categorical, numeric, vocab = _encode(frame, beh_names)
-    spec_features = _spec_entries(categorical, numeric, vocab, set(beh_names)) + text_spec
+    spec_features = _spec_entries(categorical, numeric, vocab, set(beh_names))
+    spec_features += text_spec + query_spec
     meta = [c for c in META if c in frame.columns]
     frame = frame.select(meta + [f["name"] for f in spec_features])
     rows = {s: int(frame["split"].eq(s).sum()) for s in SPLITS}
@@ -297,6 +335,8 @@ def run(exp: Experiment) -> StageSummary:
         inputs["embeddings"] = layout.embeddings
         emb = read_manifest(layout.embeddings)
         encoder = {k: emb.get(k) for k in ENCODER_FACTS}
+    if query_spec:
+        inputs["queries"] = layout.queries
     write_tables(
         layout.features,
         {**tables, "vocab": vocab},

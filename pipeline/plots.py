@@ -181,6 +181,28 @@ def training_curves(history: Sequence[Mapping[str, float]], title: str = "Traini
     return fig
 
 
+def confusion(matrix: ArrayLike, labels: Sequence[str], title: str) -> Figure:
+    """A confusion matrix (rows true, columns predicted), each row as shares of its total, the
+    counts written in the cells."""
+    counts = np.asarray(matrix, dtype=float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+    size = max(4.5, 0.7 * len(labels) + 2.5)
+    fig = Figure(figsize=(size + 1, size), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (i, j), n in np.ndenumerate(counts):
+        ax.text(j, i, f"{n:.0f}", ha="center", va="center",
+                color="white" if shares[i, j] > 0.5 else "black", fontsize=8)  # fmt: skip
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45, ha="right")
+    ax.set_yticks(ticks, labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("annotated")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, format=PercentFormatter(1.0), label="share of the row")
+    return fig
+
+
 def _figure() -> tuple[Figure, object]:
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.subplots()

@@ -46,6 +46,16 @@ class Layout:
         return self.encoder / "model"
 
     @property
+    def queries(self) -> Path:
+        """The understood queries (`understand`): `queries.parquet`, `model/`, the manifest."""
+        return self.root / "queries"
+
+    @property
+    def queries_model(self) -> Path:
+        """The query tagger (encoder + intent, sentiment and entity heads)."""
+        return self.queries / "model"
+
+    @property
     def features(self) -> Path:
         return self.root / "features"
 
@@ -108,6 +118,11 @@ class Layout:
     def features_quarantine(self) -> Path:
         """Impressions the features stage set aside (with a reason)."""
         return self.quarantine / "features"
+
+    @property
+    def understand_quarantine(self) -> Path:
+        """Annotation rows the understand stage could not use (with a reason)."""
+        return self.quarantine / "understand"
 
     def ingest_quarantine(self, source: str) -> Path:
         """Malformed rows of one ingest source (file, line, reason)."""
