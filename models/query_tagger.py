@@ -2,9 +2,9 @@
 labels in, probabilities and spans out; no file I/O besides loading the base, `save` and `load`).
 
 Intent and sentiment are linear heads on the mean-pooled (attention-masked) last hidden state;
-entities are BIO tags per token (`models.spans`), a linear head on every token state. The token
-offsets of a fast tokenizer map the tags back to character spans. One loss:
-CE(intent) + sentiment_weight · CE(sentiment, unlabelled rows skipped) + entity_weight ·
+entities are BIO tags per word (`models.spans`: on each word's first sub-word token), a linear
+head on every token state. The token offsets of a fast tokenizer map the tags back to character
+spans. One loss: CE(intent, label-smoothed) + sentiment_weight · CE(sentiment, unlabelled rows skipped) + entity_weight ·
 CE(tags, special tokens skipped). AdamW in two groups (encoder, heads), linear warmup then
 linear decay; every `eval_every` steps a check on valid, whose selection `score` is the mean of
 intent macro-F1, sentiment accuracy (when valid has labelled sentiments) and entity micro-F1
@@ -209,7 +209,7 @@ class QueryTagger:
                 else:
                     with top_layers_only(self.net.encoder, self.top):
                         a, b, c = self.net(None, mask, self.bf16, states=_stack(cache, rows))
-                loss = ce(a, intent[rows])
+                loss = ce(a, intent[rows], label_smoothing=cfg.label_smoothing)
                 if (sentiment[rows] >= 0).any():
                     loss = loss + cfg.sentiment_weight * ce(b, sentiment[rows], ignore_index=-1)
                 if (y_tags != IGNORE).any():

@@ -1,13 +1,15 @@
 """Labelled search queries, their entity spans and the scores of query understanding (pure
 python / numpy).
 
-A span is `(start, end, label)` in characters of the query (end exclusive). Token labels are
-BIO tags over a fast tokenizer's offsets (`return_offsets_mapping`; special tokens carry
-`(0, 0)`): `align_labels` turns spans into one tag id per token and `decode_spans` turns tag ids
-back into spans. Scores: exact-match span precision / recall / F1 per type (`span_scores`) and
-per-class classification scores with the confusion matrix (`classification_scores`), and
-both with the selection score of a query labelling (`understanding_scores`, the same for the
-tagger and the baselines). `price_value` reads the amount of a PRICE span.
+A span is `(start, end, label)` in characters of the query (end exclusive). Labels are BIO
+tags of words, over a fast tokenizer's offsets (`return_offsets_mapping`; special tokens carry
+`(0, 0)`): a word is a run of glued tokens (`words`), its first token carries the tag (the
+common recipe for sub-word tokenizers), so a predicted span never starts or ends inside a
+word. `align_labels` turns spans into tag ids and `decode_spans` turns tag ids back into
+spans. Scores: exact-match span precision / recall / F1 per type (`span_scores`) and per-class
+classification scores with the confusion matrix (`classification_scores`), and both with the
+selection score of a query labelling (`understanding_scores`, the same for the tagger and the
+baselines). `price_value` reads the amount of a PRICE span.
 """
 
 from __future__ import annotations
@@ -65,29 +67,42 @@ def _special(start: int, end: int) -> bool:
     return start == end  # (0, 0) for [CLS] / [SEP] / padding: no characters
 
 
+def words(offsets: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """The words of a tokenised text: `(first token, start, end)` for each run of tokens glued
+    together (each starting where the previous one ends: the sub-word pieces of a word, and
+    "$" "50" or "20" "," "000"); special tokens belong to none."""
+    out: list[tuple[int, int, int]] = []
+    for k, (start, end) in enumerate(offsets):
+        if _special(start, end):
+            continue
+        if out and start == out[-1][2]:
+            out[-1] = (out[-1][0], out[-1][1], end)
+        else:
+            out.append((k, start, end))
+    return out
+
+
 def align_labels(
     offsets: Sequence[tuple[int, int]], spans: Sequence[Span], tags: Sequence[str]
 ) -> list[int]:
-    """One tag id per token: -100 for special tokens, `B-<label>` for the first token
-    overlapping a span, `I-<label>` for the span's following tokens (sub-word pieces or words),
-    `O` outside. Spans whose label has no tag are ignored; of overlapping spans the one starting
-    first wins."""
+    """One tag id per token, on the first token of each word (`words`): `B-<label>` for the
+    first word overlapping a span, `I-<label>` for the span's following words, `O` outside;
+    -100 (no loss) for special tokens and a word's later sub-word pieces, which take their
+    word's tag when decoded. Spans whose label has no tag are ignored; of overlapping spans
+    the one starting first wins."""
     index = {t: i for i, t in enumerate(tags)}
     usable = sorted(
         (s for s in spans if f"B-{s[2]}" in index and f"I-{s[2]}" in index and s[1] > s[0]),
         key=lambda s: (s[0], -s[1]),
     )
-    out: list[int] = []
+    out = [IGNORE] * len(offsets)
     previous: Span | None = None
-    for start, end in offsets:
-        if _special(start, end):
-            out.append(IGNORE)
-            continue
+    for first, start, end in words(offsets):
         span = next((s for s in usable if start < s[1] and end > s[0]), None)
         if span is None:
-            out.append(index["O"])
+            out[first] = index["O"]
         else:
-            out.append(index[f"{'I' if span == previous else 'B'}-{span[2]}"])
+            out[first] = index[f"{'I' if span == previous else 'B'}-{span[2]}"]
         previous = span
     return out
 
@@ -95,30 +110,23 @@ def align_labels(
 def decode_spans(
     offsets: Sequence[tuple[int, int]], tag_ids: Sequence[int], tags: Sequence[str]
 ) -> list[Span]:
-    """BIO decoding of per-token tag ids back into character spans, tolerant: an `I-` after `O`
-    or after another type starts a span, and a `B-` of the open span's type glued to the
-    previous token (a sub-word piece: its start is the previous token's end) continues it
-    rather than splitting the word. A span ends at the end of its last token. Special tokens
-    (and ids outside the tag set) are skipped."""
+    """BIO decoding of the tag ids of each word's first token (`words`) back into character
+    spans of whole words, tolerant: an `I-` after `O` or after another type starts a span.
+    The tags of special tokens and later sub-word pieces (and ids outside the tag set) are
+    not read."""
     spans: list[Span] = []
-    current: list | None = None  # [start, end, label]
-    last_end = -1
-    for (start, end), tag_id in zip(offsets, tag_ids, strict=True):
-        if _special(start, end):
-            continue
+    current: str | None = None  # the open span's label
+    for first, start, end in words(offsets):
+        tag_id = tag_ids[first]
         tag = tags[tag_id] if 0 <= tag_id < len(tags) else "O"
         prefix, _, label = tag.partition("-")
-        glued = start == last_end
-        last_end = end
         if prefix == "O" or not label:
             current = None
-            continue
-        if current is not None and current[2] == label and (prefix == "I" or glued):
-            current[1] = end
-            spans[-1] = (current[0], end, label)
-            continue
-        current = [start, end, label]
-        spans.append((start, end, label))
+        elif current == label and prefix == "I":
+            spans[-1] = (spans[-1][0], end, label)
+        else:
+            current = label
+            spans.append((start, end, label))
     return spans
 
 

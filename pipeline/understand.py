@@ -26,6 +26,7 @@ import polars as pl
 
 from features import schema
 from features.text import DEFAULT_ENCODER, bf16_native, model_revision, resolve_model_dir, text_key
+from models.mentions import replace_mentions
 from models.spans import ENTITY_TYPES, Annotated, price_value, understanding_scores
 from models.understand_config import UnderstandConfig
 from pipeline.atomic import atomic_dir
@@ -150,19 +151,25 @@ def _baselines(train: pl.DataFrame, test: Annotated, ads: pl.DataFrame, labels) 
     from models.query_baselines import Gazetteer, TfidfClassifier
 
     intents, sentiments = labels
+    brands, products = _catalog(ads)
     intent = TfidfClassifier().fit(train["query"].to_list(), train["intent"].to_list())
     sentiment = None
     labelled = train.filter(pl.col("sentiment").is_in(sentiments))
     if sentiments and labelled["sentiment"].n_unique() >= 2:
         model = TfidfClassifier().fit(labelled["query"].to_list(), labelled["sentiment"].to_list())
         sentiment = _index(list(model.predict(test.texts)), sentiments)
-    brands = ads["brand"].drop_nulls().unique().to_list() if "brand" in ads.columns else []
-    products = ads["keywords"].explode().drop_nulls().unique().to_list()
     spans = Gazetteer(brands, products).predict(test.texts)
     pred = _index(list(intent.predict(test.texts)), intents)
     tfidf = _scores("tfidf_test_", test, (pred, sentiment, None), labels)[0]
     gazetteer = _scores("gazetteer_test_", test, (pred, None, spans), labels)[0]
     return tfidf | {k: v for k, v in gazetteer.items() if "_entity_" in k}
+
+
+def _catalog(ads: pl.DataFrame) -> tuple[list[str], list[str]]:
+    """The ads' brand names and keyword phrases (sorted, distinct): the gazetteer's lists and
+    the names the tagger's mention replacement draws from."""
+    brands = ads["brand"].drop_nulls().unique().sort().to_list() if "brand" in ads.columns else []
+    return brands, ads["keywords"].explode().drop_nulls().unique().sort().to_list()
 
 
 def _entity(text: str, spans: list, label: str) -> str | None:
@@ -262,7 +269,13 @@ def _fit_and_publish(exp, tagger, data, held, queries, ads, counts, labels) -> d
     with stage_run(exp, "understand", model=TAGGER_KIND) as active:
         mlflow.log_params(counts)
         started = time.perf_counter()
-        checks = tagger.fit(_annotated(data.parts["train"], intents, sentiments), valid, on_check)
+        brands, products = _catalog(ads)
+        train = replace_mentions(
+            _annotated(data.parts["train"], intents, sentiments),
+            {"BRAND": brands, "PRODUCT": products}, exp.understand.mention_copies, tagger.seed,
+        )  # fmt: skip
+        mlflow.log_param("train_with_variants", len(train))
+        checks = tagger.fit(train, valid, on_check)
         fit_s = time.perf_counter() - started
         test = _annotated(held["test"], intents, sentiments)
         found = tagger.predict(test.texts)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.stage import setup_logging
 
-ORDER = ["embed", "finetune", "features", "neural"]
+ORDER = ["embed", "finetune", "understand", "features", "neural"]
 
 
 def main(argv: list[str]) -> int:

@@ -16,33 +16,20 @@ sizes.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from pipeline.bench import measured
 
 log = logging.getLogger(__name__)
 
 SIZES = (1_000_000, 4_000_000)
 MAX_RATIO = 4.5
 MAX_RSS_GB = 8.0
-REPO = Path(__file__).resolve().parents[2]
-
-# runs argv[1:] as its only child; prints wall seconds, CPU seconds and the child's peak RSS
-_WRAPPER = """
-import json, resource, subprocess, sys, time
-t = time.perf_counter()
-proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-wall = time.perf_counter() - t
-use = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(json.dumps({"rc": proc.returncode, "wall": wall, "cpu": use.ru_utime + use.ru_stime,
-                  "rss": use.ru_maxrss * 1024, "out": proc.stdout[-2000:],
-                  "err": proc.stderr[-3000:]}))
-"""
 
 
 def market_overrides(n: int) -> list[str]:
@@ -60,18 +47,7 @@ def measure(stage: str, root: Path, n: int, *extra: str) -> dict:
     """Run one stage of the `small` experiment at size n in a fresh process; its figures."""
     cmd = [sys.executable, "-m", "pipeline", stage, "--experiment", "small"]
     cmd += ["--set", f"data.root={root}", *market_overrides(n), *extra]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", _WRAPPER, *cmd],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result = json.loads(out.stdout)
-    if result["rc"] != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result['err']}")
+    result = measured(cmd)
     found = re.search(r"\] rows in=.* in ([0-9.]+)s ->", result["out"])
     result["stage"] = float(found.group(1)) if found else float("nan")  # the summary line
     return result

@@ -15,6 +15,7 @@ from models.spans import (
     price_value,
     span_scores,
     understanding_scores,
+    words,
 )  # fmt: skip
 
 TAGS = bio_tags(ENTITY_TYPES)
@@ -41,21 +42,25 @@ def test_bio_tags() -> None:
     assert TAGS == ("O", "B-BRAND", "I-BRAND", "B-PRODUCT", "I-PRODUCT", "B-PRICE", "I-PRICE")
 
 
-def test_sub_word_pieces_take_i_tags(tokenizer) -> None:
-    text = "buy zork running shoes"  # zork is not in the tiny vocab: z ##o ##r ##k
+def test_a_word_is_tagged_on_its_first_sub_word_piece(tokenizer) -> None:
+    text = "buy zork running shoes 50"  # zork is not in the tiny vocab: z ##o ##r ##k
     pieces = tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])
-    assert pieces == ["[CLS]", "buy", "z", "##o", "##r", "##k", "running", "shoes", "[SEP]"]
-    spans = [(4, 8, "BRAND"), (9, 22, "PRODUCT"), (0, 3, "COLOUR")]  # COLOUR has no tag
-    got = named(align_labels(offsets_of(tokenizer, text), spans, TAGS))
-    assert got == ["-", "O", "B-BRAND", "I-BRAND", "I-BRAND", "I-BRAND", "B-PRODUCT",
-                   "I-PRODUCT", "-"]  # fmt: skip
+    assert pieces == ["[CLS]", "buy", "z", "##o", "##r", "##k", "running", "shoes", "5", "##0",
+                      "[SEP]"]  # fmt: skip
+    offsets = offsets_of(tokenizer, text)
+    assert words(offsets) == [(1, 0, 3), (2, 4, 8), (6, 9, 16), (7, 17, 22), (8, 23, 25)]
+    spans = [(4, 8, "BRAND"), (9, 22, "PRODUCT"), (23, 25, "PRICE"), (0, 3, "COLOUR")]
+    got = named(align_labels(offsets, spans, TAGS))  # COLOUR has no tag
+    assert got == ["-", "O", "B-BRAND", "-", "-", "-", "B-PRODUCT", "I-PRODUCT", "B-PRICE", "-",
+                   "-"]  # fmt: skip
+    # a span cut inside a word takes the whole word
+    assert named(align_labels(offsets, [(5, 7, "BRAND")], TAGS))[2] == "B-BRAND"
 
 
 def test_adjacent_spans_of_one_type_start_anew(tokenizer) -> None:
     text = "zork vexa"
     got = named(align_labels(offsets_of(tokenizer, text), [(0, 4, "BRAND"), (5, 9, "BRAND")], TAGS))
-    assert got == ["-", "B-BRAND", "I-BRAND", "I-BRAND", "I-BRAND", "B-BRAND", "I-BRAND",
-                   "I-BRAND", "I-BRAND", "-"]  # fmt: skip
+    assert got == ["-", "B-BRAND", "-", "-", "-", "B-BRAND", "-", "-", "-", "-"]
 
 
 @pytest.mark.parametrize(
@@ -76,16 +81,19 @@ def test_decode_inverts_align(tokenizer, text, spans) -> None:
 
 
 def test_decoding_is_tolerant() -> None:
-    offsets = [(0, 0), (0, 3), (4, 5), (5, 8), (9, 12), (13, 16), (0, 0)]
+    offsets = [(0, 0), (0, 3), (4, 5), (5, 8), (9, 12), (13, 16), (0, 0)]  # 4 words
     b, i, o = TAGS.index("B-BRAND"), TAGS.index("I-BRAND"), 0
     ip = TAGS.index("I-PRODUCT")
     # a stray I- after O starts a span; I- of another type starts another one
-    assert decode_spans(offsets, [-100, o, i, i, ip, o, -100], TAGS) == [
+    assert decode_spans(offsets, [-100, o, i, o, ip, o, -100], TAGS) == [
         (4, 8, "BRAND"), (9, 12, "PRODUCT")
     ]  # fmt: skip
-    # a B- on a glued sub-word piece continues the word; B- after a gap splits
-    assert decode_spans(offsets, [o, o, b, b, o, o, o], TAGS) == [(4, 8, "BRAND")]
+    # a word is read from its first piece: the span covers the whole word, whatever the
+    # later pieces say; B- after B- splits
+    assert decode_spans(offsets, [o, o, b, o, o, o, o], TAGS) == [(4, 8, "BRAND")]
+    assert decode_spans(offsets, [o, o, o, b, o, o, o], TAGS) == []
     assert decode_spans(offsets, [o, b, o, o, b, i, o], TAGS) == [(0, 3, "BRAND"), (9, 16, "BRAND")]
+    assert decode_spans(offsets, [o, b, b, o, o, o, o], TAGS) == [(0, 3, "BRAND"), (4, 8, "BRAND")]
     # the tags of special tokens never matter
     assert decode_spans(offsets, [b, o, o, o, o, o, i], TAGS) == []
 
