@@ -116,10 +116,15 @@ def check_annotations(frame: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl
     spans = frame["spans"].to_list() if "spans" in frame.columns else [None] * frame.height
     good, bad, seen = [], [], set()
     for k in range(frame.height):
-        query, intent = text["query"][k], text["intent"][k]
-        query = query.strip() if query else ""
+        raw, intent = text["query"][k] or "", text["intent"][k]
+        query, lead = raw.strip(), len(raw) - len(raw.lstrip())
         intent = intent.strip() if intent else ""
-        parsed = _span_list(spans[k], query) if query else []
+        # spans count characters of the query as written: moved with the stripped whitespace
+        parsed = _span_list(spans[k], raw) if query else []
+        if parsed and lead:
+            parsed = [(s - lead, e - lead, lab) for s, e, lab in parsed]
+        if parsed and not all(0 <= s and e <= len(query) for s, e, _ in parsed):
+            parsed = None  # a span over the stripped whitespace
         reason = (
             "empty_query" if not query
             else "no_intent" if not intent

@@ -185,6 +185,6 @@ def test_bench_names_its_sections_and_refuses_an_unknown_one(capsys) -> None:
     from pipeline.bench.__main__ import main as bench
 
     assert bench(["--help"]) == 0
-    assert "embed, finetune, features, neural" in capsys.readouterr().out
+    assert "embed, finetune, understand, features, neural" in capsys.readouterr().out
     assert bench(["nope"]) == 2
     assert "unknown bench section ['nope']" in capsys.readouterr().err

@@ -77,6 +77,7 @@ def test_each_unusable_row_is_quarantined_with_its_reason(tmp_path: Path) -> Non
         ("smart watch review", "reviews", "", ""),
         ("trail bike", "info", "neutral", span_json((0, 10, "PRODUCT"))),
         ("dog food", "buy", "neutral", None),
+        ("  trail shoes ", "buy", None, span_json((2, 13, "PRODUCT"))),  # offsets as written
     ]
     bad = [
         ("   ", "buy", None, None, "empty_query"),
@@ -85,17 +86,19 @@ def test_each_unusable_row_is_quarantined_with_its_reason(tmp_path: Path) -> Non
         ("green shoes", "buy", None, span_json((0, 99, "PRODUCT")), "bad_spans"),  # past the end
         ("black shoes", "buy", None, span_json((0, 5, "COLOR")), "bad_spans"),  # unknown label
         ("nike running shoes", "info", None, None, "duplicate_query"),
+        (" red hat", "buy", None, span_json((0, 4, "PRODUCT")), "bad_spans"),  # over the space
     ]
     rows = [*good[:3], *[b[:4] for b in bad], *good[3:]]
     frame = pl.DataFrame(rows, schema=["query", "intent", "sentiment", "spans"], orient="row")
     usable, quarantined = check_annotations(frame, tmp_path / "a.csv")
     assert usable.height + quarantined.height == frame.height
-    assert usable["query"].to_list() == [g[0] for g in good]
+    assert usable["query"].to_list() == [g[0].strip() for g in good]
     got = dict(zip(quarantined["row"].to_list(), quarantined["reason"].to_list(), strict=True))
     assert got == {3 + k: b[4] for k, b in enumerate(bad)}
     spans = [[(s["start"], s["end"], s["label"]) for s in row] for row in usable["spans"]]
     assert spans[0] == [(0, 4, "BRAND"), (5, 18, "PRODUCT")]  # sorted by start
     assert spans[1] == [(17, 24, "PRICE")] and spans[2] == spans[3] == spans[4] == []
+    assert spans[-1] == [(0, 11, "PRODUCT")]  # moved with the stripped leading spaces
     assert usable["sentiment"].to_list()[:5] == ["neutral", None, "positive", "negative", None]
 
 
