@@ -10,7 +10,10 @@ The text encoder's rounding depends on the CPU (bf16 where it has native bf16 ma
 else, and the fp32 kernels block differently on AVX2 and AVX-512), and every feature built from
 the embeddings follows it. So there is one record per CPU class, `small-<precision>-<isa>.json`
 (e.g. `small-fp32-avx2.json`); on a class without a record the test skips and says how to make
-one.
+one. An AVX-512 machine with native bf16 makes and checks the fp32-avx2 record too, with every
+library held to AVX2: `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4
+AVX512_ICL"` (checked: so set, such a machine reproduced the record made on an AVX2 one).
 """
 
 from __future__ import annotations
