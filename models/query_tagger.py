@@ -4,12 +4,13 @@ labels in, probabilities and spans out; no file I/O besides loading the base, `s
 Intent and sentiment are linear heads on the mean-pooled (attention-masked) last hidden state;
 entities are BIO tags per word (`models.spans`: on each word's first sub-word token), a linear
 head on every token state. The token offsets of a fast tokenizer map the tags back to character
-spans. One loss: CE(intent, label-smoothed) + sentiment_weight · CE(sentiment, unlabelled rows skipped) + entity_weight ·
-CE(tags, special tokens skipped). AdamW in two groups (encoder, heads), linear warmup then
-linear decay; every `eval_every` steps a check on valid, whose selection `score` is the mean of
-intent macro-F1, sentiment accuracy (when valid has labelled sentiments) and entity micro-F1
-(when valid has spans); the best check's weights are kept. Runs on the CPU, the forward passes
-under bfloat16 autocast when `bf16`. Deterministic for a seed and a thread count (run it under
+spans. One loss: CE(intent, label-smoothed) + sentiment_weight · CE(sentiment, unlabelled rows
+skipped) + entity_weight · CE(tags, special tokens and later sub-word pieces skipped). AdamW
+in two groups (encoder, heads), linear warmup then linear decay; every `eval_every` steps a
+check on valid, whose selection `score` is the mean of intent macro-F1, sentiment accuracy
+(when valid has labelled sentiments) and entity micro-F1 (when valid has spans); the best
+check's weights are kept. Runs on the CPU, the forward passes under bfloat16 autocast when
+`bf16`. Deterministic for a seed and a thread count (run it under
 `models.neural_loop.torch_settings` to fix the latter).
 """
 

@@ -123,7 +123,7 @@ def check_annotations(frame: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl
         parsed = _span_list(spans[k], raw) if query else []
         if parsed and lead:
             parsed = [(s - lead, e - lead, lab) for s, e, lab in parsed]
-        if parsed and not all(0 <= s and e <= len(query) for s, e, _ in parsed):
+        if parsed and not all(s >= 0 and e <= len(query) for s, e, _ in parsed):
             parsed = None  # a span over the stripped whitespace
         reason = (
             "empty_query" if not query
