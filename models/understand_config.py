@@ -47,7 +47,7 @@ class UnderstandConfig:
     # float32 | bfloat16 | auto (= bfloat16 autocast where the CPU has native bf16 matmuls;
     # the weights and the optimiser stay float32)
     dtype: str = "auto"
-    entity_weight: float = 1.0  # loss weights; the intent loss weighs 1
+    entity_weight: float = 2.0  # loss weights; the intent loss weighs 1
     sentiment_weight: float = 0.5
     predict_batch: int = 256  # queries per forward pass when labelling the log
     seed: int | None = None  # None: data.seed
