@@ -145,20 +145,21 @@ def _scores(
     return out, got
 
 
-def _baselines(train: pl.DataFrame, test: Annotated, ads: pl.DataFrame, labels) -> dict:
+def _baselines(
+    train: pl.DataFrame, test: Annotated, catalog: tuple[list[str], list[str]], labels
+) -> dict:
     """The baselines' test metrics: TF-IDF + logistic regression for intent (and sentiment),
     a gazetteer of the ads' brands and keyword phrases for the spans."""
     from models.query_baselines import Gazetteer, TfidfClassifier
 
     intents, sentiments = labels
-    brands, products = _catalog(ads)
     intent = TfidfClassifier().fit(train["query"].to_list(), train["intent"].to_list())
     sentiment = None
     labelled = train.filter(pl.col("sentiment").is_in(sentiments))
     if sentiments and labelled["sentiment"].n_unique() >= 2:
         model = TfidfClassifier().fit(labelled["query"].to_list(), labelled["sentiment"].to_list())
         sentiment = _index(list(model.predict(test.texts)), sentiments)
-    spans = Gazetteer(brands, products).predict(test.texts)
+    spans = Gazetteer(*catalog).predict(test.texts)
     pred = _index(list(intent.predict(test.texts)), intents)
     tfidf = _scores("tfidf_test_", test, (pred, sentiment, None), labels)[0]
     gazetteer = _scores("gazetteer_test_", test, (pred, None, spans), labels)[0]
@@ -268,13 +269,14 @@ def _fit_and_publish(exp, tagger, data, held, queries, ads, counts, labels) -> d
 
     with stage_run(exp, "understand", model=TAGGER_KIND) as active:
         mlflow.log_params(counts)
-        started = time.perf_counter()
-        brands, products = _catalog(ads)
+        catalog = _catalog(ads)
         train = replace_mentions(
             _annotated(data.parts["train"], intents, sentiments),
-            {"BRAND": brands, "PRODUCT": products}, exp.understand.mention_copies, tagger.seed,
+            {"BRAND": catalog[0], "PRODUCT": catalog[1]}, exp.understand.mention_copies,
+            tagger.seed,
         )  # fmt: skip
         mlflow.log_param("train_with_variants", len(train))
+        started = time.perf_counter()
         checks = tagger.fit(train, valid, on_check)
         fit_s = time.perf_counter() - started
         test = _annotated(held["test"], intents, sentiments)
@@ -282,7 +284,7 @@ def _fit_and_publish(exp, tagger, data, held, queries, ads, counts, labels) -> d
         pred = (found.intent_probs.argmax(1), found.sentiment_probs.argmax(1) if sentiments
                 else None, found.spans)  # fmt: skip
         metrics, report = _scores("test_", test, pred, labels)
-        metrics |= _baselines(data.parts["train"], test, ads, labels)
+        metrics |= _baselines(data.parts["train"], test, catalog, labels)
         truth = _truth(layout, held["test"])
         if truth is not None:  # the simulator's noise-free labels of the same test queries
             truth_set = _annotated(truth, intents, sentiments)

@@ -13,10 +13,7 @@
 from __future__ import annotations
 
 import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from features.text import bf16_native
+from pipeline.bench import measured
 from pipeline.config import load_experiment
 
 THREADS = 2
@@ -34,21 +32,14 @@ STEPS = 5
 
 
 def _stage(root: Path) -> tuple[float, float, dict]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    """The finetune stage in its own measured process: wall seconds, peak RSS in MB, manifest."""
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     sets = ["--set", f"data.root={root}", "--set", f"engine.num_threads={THREADS}"]
     base = [sys.executable, "-m", "pipeline"]
-    subprocess.run([*base, "raw", "-e", "default", *sets], env=env, check=True, capture_output=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [*base, "finetune", "-e", "default", *sets], env=env, capture_output=True, text=True
-    )
-    seconds = time.perf_counter() - t0
-    if proc.returncode:
-        raise RuntimeError(f"finetune failed:\n{proc.stderr[-3000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    measured([*base, "raw", "-e", "default", *sets], env)
+    run = measured([*base, "finetune", "-e", "default", *sets], env)
     manifest = json.loads((root / "default" / "encoder" / "_manifest.json").read_text())
-    return seconds, max(peak, before) / 1024, manifest
+    return run["wall"], run["rss"] / 2**20, manifest
 
 
 def _step_times(root: Path) -> list[tuple[str, str, float, int]]:
