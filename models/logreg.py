@@ -22,7 +22,7 @@ from models.matrix import FeatureMatrix
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.npz"
 META_FILE = "logreg.json"
-PREDICT_CHUNK = 32_768  # rows per design matrix at prediction time
+DESIGN_CHUNK = 32_768  # rows per design block (one large block is many times slower to build)
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,25 @@ def hash_codes(categorical: np.ndarray, bits: int) -> np.ndarray:
     return (z >> np.uint64(64 - bits)).astype(np.int64)
 
 
+def _with_dense(dense: np.ndarray, onehot: sparse.csr_matrix) -> sparse.csr_matrix:
+    """[dense | onehot] as CSR, each row's dense values first (zeros kept as explicit
+    entries: they add exact zeros to every product, so X @ w and X.T @ r are unchanged)."""
+    n, d = dense.shape
+    shape = (n, d + onehot.shape[1])
+    shape_fits_int32 = shape[1] < 2**31
+    counts = np.diff(onehot.indptr)
+    indptr = (np.arange(n + 1, dtype=np.int64) * d + onehot.indptr).astype(np.int64)
+    total = int(indptr[-1])
+    hashed_at = np.arange(onehot.nnz, dtype=np.int64) + (np.repeat(np.arange(n), counts) + 1) * d
+    is_dense = np.ones(total, dtype=bool)
+    is_dense[hashed_at] = False
+    data = np.empty(total, dtype=np.float64)
+    indices = np.empty(total, dtype=np.int32 if shape_fits_int32 else np.int64)
+    data[is_dense], indices[is_dense] = dense.ravel(), np.tile(np.arange(d), n)
+    data[hashed_at], indices[hashed_at] = onehot.data, onehot.indices + d
+    return sparse.csr_matrix((data, indices, indptr), shape=shape)
+
+
 class LogRegCTR:
     """scikit-learn style: settings in `__init__`, `fit(...) -> self`, `predict_proba`.
 
@@ -79,18 +98,27 @@ class LogRegCTR:
 
     def _design(self, x: FeatureMatrix) -> sparse.csr_matrix:
         """The model's input matrix: [standardised numerics | missing flags | embeddings |
-        hashed one-hot ids], float64 CSR."""
+        hashed one-hot ids], float64 CSR, stacked from blocks of `DESIGN_CHUNK` rows."""
+        if len(x) <= DESIGN_CHUNK:
+            return self._design_block(x)
+        starts = range(0, len(x), DESIGN_CHUNK)
+        blocks = [
+            self._design_block(x.take(np.arange(s, min(s + DESIGN_CHUNK, len(x))))) for s in starts
+        ]
+        return sparse.vstack(blocks, format="csr")
+
+    def _design_block(self, x: FeatureMatrix) -> sparse.csr_matrix:
+        """`_design` of a few rows, built straight from its arrays (no COO pass)."""
         num = x.numeric.astype(np.float64)
         flags = np.isnan(num[:, self.missing_index_]).astype(np.float64)
         z = np.nan_to_num((num - self.mean_) / self.scale_, nan=0.0)
         blocks = [z, flags, *(x.embeddings[k].astype(np.float64) for k in self.embedding_names_)]
-        dense = sparse.csr_matrix(np.hstack(blocks)) if blocks else None
         n, width = len(x), 1 << self._cfg().hash_bits
         cols = hash_codes(x.categorical, self._cfg().hash_bits).ravel()
         rows = np.repeat(np.arange(n), x.categorical.shape[1])
         onehot = sparse.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(n, width))
         onehot.sum_duplicates()  # two fields hashed to one column add up
-        return sparse.hstack([dense, onehot], format="csr") if dense is not None else onehot
+        return _with_dense(np.hstack(blocks) if blocks else np.zeros((n, 0)), onehot)
 
     def _fit_scaling(self, x: FeatureMatrix) -> None:
         num = x.numeric.astype(np.float64)
@@ -160,9 +188,9 @@ class LogRegCTR:
         """(N, 3): pCTR, pCVR (NaN without a CVR model), pCTCVR; in chunks of rows, so the
         design matrix stays small."""
         out = np.full((len(x), 3), np.nan)
-        for start in range(0, len(x), PREDICT_CHUNK):
-            idx = np.arange(start, min(start + PREDICT_CHUNK, len(x)))
-            design = self._design(x.take(idx))
+        for start in range(0, len(x), DESIGN_CHUNK):
+            idx = np.arange(start, min(start + DESIGN_CHUNK, len(x)))
+            design = self._design_block(x.take(idx))
             out[idx, 0] = self._prob(self.ctr_, design)
             if self.cvr_ is not None:
                 out[idx, 1] = self._prob(self.cvr_, design)

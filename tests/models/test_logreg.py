@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import sparse
 from sklearn.metrics import roc_auc_score
 
 from models.logreg import LogRegConfig, LogRegCTR, hash_codes
@@ -116,8 +117,26 @@ def test_click_only_data_leaves_pcvr_nan(tmp_path: Path) -> None:
 def test_prediction_does_not_depend_on_chunking(fitted, monkeypatch) -> None:
     model, xv = fitted
     whole = model.predict_proba(xv)
-    monkeypatch.setattr("models.logreg.PREDICT_CHUNK", 97)
+    monkeypatch.setattr("models.logreg.DESIGN_CHUNK", 97)
     np.testing.assert_allclose(model.predict_proba(xv), whole, rtol=1e-12)
+
+
+def test_design_blocks_equal_the_matrix_built_in_one_piece(fitted, monkeypatch) -> None:
+    """The stacked blocks hold exactly the values of [dense | hashed one-hot] built by COO."""
+    model, xv = fitted
+    num = xv.numeric.astype(np.float64)
+    z = np.nan_to_num((num - model.mean_) / model.scale_, nan=0.0)
+    flags = np.isnan(num[:, model.missing_index_]).astype(np.float64)
+    embs = [xv.embeddings[k].astype(np.float64) for k in model.embedding_names_]
+    bits = model._cfg().hash_bits
+    cols = hash_codes(xv.categorical, bits)
+    rows = np.repeat(np.arange(len(xv)), cols.shape[1])
+    onehot = sparse.coo_matrix((np.ones(cols.size), (rows, cols.ravel())), (len(xv), 1 << bits))
+    expected = sparse.hstack([sparse.csr_matrix(np.hstack([z, flags, *embs])), onehot]).toarray()
+    monkeypatch.setattr("models.logreg.DESIGN_CHUNK", 97)  # several blocks
+    design = model._design(xv)
+    assert design.shape == expected.shape and design.has_sorted_indices
+    np.testing.assert_array_equal(design.toarray(), expected)
 
 
 def test_hash_codes_are_deterministic_in_range_and_field_aware() -> None:
