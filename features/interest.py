@@ -95,17 +95,18 @@ def _decayed_sums(
     user: np.ndarray,
     ts: np.ndarray,
     w: np.ndarray,
-    emb: np.ndarray,
-    order: np.ndarray,
+    table: np.ndarray,
+    rows: np.ndarray,
     half_life_days: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unit-normalised decayed weighted sums S_k of events, laid out rank-major.
 
-    `user`, `ts` (microseconds) and `w` are sorted by (user, ts); `emb[order]` is. Returns
+    `user`, `ts` (microseconds) and `w` are sorted by (user, ts), and so is `table[rows]` (the
+    events' embeddings). Returns
     (sums, where): `sums[where[k]]` is the direction of S_k of sorted event k; the extra last
     row of `sums` is zero.
     """
-    n, dim = len(user), emb.shape[1]
+    n, dim = len(user), table.shape[1]
     starts = np.flatnonzero(np.diff(user, prepend=user[0] - 1)) if n else np.zeros(0, np.int64)
     lengths = np.diff(np.append(starts, n))
     by_len = np.argsort(-lengths, kind="stable")  # longest histories first
@@ -121,7 +122,7 @@ def _decayed_sums(
     gap_days = np.maximum(np.diff(ts, prepend=ts[:1]), 0) / _DAY_US
     decay = np.exp2(-gap_days / half_life_days).astype(np.float32)[slot_to_row]
     sums = np.empty((n + 1, dim), dtype=np.float32)
-    np.take(emb, order[slot_to_row], axis=0, out=sums[:n])
+    np.take(table, rows[slot_to_row], axis=0, out=sums[:n])
     sums[n] = 0.0
     sums[:n] *= w.astype(np.float32)[slot_to_row, None]
     scratch = np.empty((active[1] if max_len > 1 else 0, dim), dtype=np.float32)
@@ -145,20 +146,9 @@ def user_interest(
     interest (Array(Float32, D), unit norm, zero without prior events) and interest_events
     (UInt32, the number of prior events), in the order of `impressions`.
     """
-    if half_life_days <= 0:
-        raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
-    emb = to_matrix(events["emb"])
-    user = events["user_id"].to_numpy().astype(np.int64)
-    ts = micros(events["ts"])
-    order = _by_user_time(user, ts)
-    user, ts = user[order], ts[order]
-    weight = events["weight"].cast(pl.Float64).fill_null(0.0).to_numpy()[order]
-    sums, where = _decayed_sums(user, ts, weight, emb, order, half_life_days)
-    last, count = last_prior(
-        impressions["user_id"].to_numpy().astype(np.int64), micros(impressions["ts"]), user, ts
-    )
-    index = np.full(len(last), len(sums) - 1, dtype=np.int64)  # the zero row without history
-    index[last >= 0] = where[last[last >= 0]]
+    table = to_matrix(events["emb"])
+    rows = np.arange(events.height, dtype=np.int64)
+    sums, index, count = interest_states(impressions, events, table, rows, half_life_days)
     return pl.DataFrame(
         {
             "impression_id": impressions["impression_id"],
@@ -166,6 +156,33 @@ def user_interest(
             "interest_events": pl.Series(count, dtype=pl.UInt32),
         }
     )
+
+
+def interest_states(
+    impressions: pl.DataFrame,
+    events: pl.DataFrame,
+    table: np.ndarray,
+    rows: np.ndarray,
+    half_life_days: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`user_interest` without a vector per impression: (states, index, count). states (E + 1,
+    D) float32 holds the unit-norm interest after each event (the last row zero); impression i's
+    vector is `states[index[i]]`, from `count[i]` earlier events. Event k's embedding is
+    `table[rows[k]]` (events: user_id, ts, weight), so no per-event copy is made either."""
+    if half_life_days <= 0:
+        raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
+    user = events["user_id"].to_numpy().astype(np.int64)
+    ts = micros(events["ts"])
+    order = _by_user_time(user, ts)
+    user, ts = user[order], ts[order]
+    weight = events["weight"].cast(pl.Float64).fill_null(0.0).to_numpy()[order]
+    sums, where = _decayed_sums(user, ts, weight, table, rows[order], half_life_days)
+    last, count = last_prior(
+        impressions["user_id"].to_numpy().astype(np.int64), micros(impressions["ts"]), user, ts
+    )
+    index = np.full(len(last), len(sums) - 1, dtype=np.int64)  # the zero row without history
+    index[last >= 0] = where[last[last >= 0]]
+    return sums, index, count
 
 
 def recent_click_similarity(

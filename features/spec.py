@@ -21,10 +21,14 @@ KINDS = ("categorical", "numeric", "embedding", "item")
 # item features (neural only): codes into the item table `<ITEM_TABLE>.parquet` of the features
 # folder (item_code, ad_id, vec), 0 = padding; the impressed ad's code and the user's last k
 ITEM_TABLE = "item_vectors"
+# a keyed embedding (an embedding with `table`): its column holds Int32 codes into the table
+# `<table>.parquet` of the features folder (item_code, ad_id, vec), 0 = the zero vector, so each
+# vector is stored once (per ad), not once per impression
+AD_TEXT_TABLE = "ad_text_vectors"
 AD_ITEM = "s_ad_item"
 HISTORY = "s_history"
 REFERENCE_MODEL = "logreg"  # models/logreg.py: reads the shared columns and every embedding
-FEATURE_KEYS = ("name", "kind", "dim", "source", "cardinality", "family", "models")
+FEATURE_KEYS = ("name", "kind", "dim", "source", "cardinality", "family", "models", "table")
 SPLIT_KEYS = ("split_mode", "split_by", "valid_start", "test_start", "test_end")
 SPEC_KEYS = ("features", "labels", "meta", "has_conversion", "has_text", "priors", "split", "rows")
 
@@ -39,7 +43,8 @@ def _unknown(what: str, got: Mapping[str, Any], known: tuple[str, ...]) -> None:
 class Feature:
     """One model input column. `cardinality` (codes incl. the OOV / padding 0) only for
     categorical and item features, `dim` only for embeddings (width) and item features (codes
-    per row); `models=None` means every model."""
+    per row); `models=None` means every model; `table` only for a keyed embedding (the
+    features folder's table its codes index)."""
 
     name: str
     kind: str  # categorical | numeric | embedding | item
@@ -48,6 +53,7 @@ class Feature:
     cardinality: int | None = None
     dim: int | None = None
     models: tuple[str, ...] | None = None
+    table: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -58,6 +64,8 @@ class Feature:
             )
         if (self.kind in ("embedding", "item")) != (self.dim is not None):
             raise ValueError(f"feature {self.name!r}: dim is for embedding and item features")
+        if self.table is not None and self.kind != "embedding":
+            raise ValueError(f"feature {self.name!r}: table is for embedding features")
 
     def feeds(self, model: str | None) -> bool:
         """Whether this column is an input of `model` (None: of any model). The reference
@@ -78,6 +86,7 @@ class Feature:
             cardinality=None if entry.get("cardinality") is None else int(entry["cardinality"]),
             dim=None if entry.get("dim") is None else int(entry["dim"]),
             models=None if models is None else tuple(models),
+            table=entry.get("table"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,6 +99,7 @@ class Feature:
             "cardinality": self.cardinality,
             "family": self.family,
             "models": None if self.models is None else list(self.models),
+            "table": self.table,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -140,6 +150,13 @@ class FeatureSpec:
     def names(self, model: str | None = None) -> list[str]:
         """Input column names of `model`: categorical, numeric, embedding, then item."""
         return [f.name for kind in KINDS for f in self.columns(kind, model)]
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The features folder's lookup tables the inputs index (the item table first)."""
+        keyed = [f.table for f in self.features if f.table is not None]
+        items = [ITEM_TABLE] if any(f.kind == "item" for f in self.features) else []
+        return tuple(dict.fromkeys(items + keyed))
 
     def family(self, family: str) -> tuple[Feature, ...]:
         """The features of one family (id, context, ad, behaviour, text), any model."""

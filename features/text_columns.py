@@ -20,11 +20,11 @@ from features.history import HISTORY_EVENTS, item_table, recent_items
 from features.interest import (
     apply_pca,
     fit_pca,
+    interest_states,
     normalize,
     recent_click_similarity,
     row_dot,
     to_matrix,
-    user_interest,
 )
 from features.lookup import positions
 
@@ -95,14 +95,14 @@ def _pca_dim(wanted: int, rows: int, width: int, what: str) -> int:
 def ad_columns(
     ads: Vectors, train_ads: np.ndarray, dim: int, seed: int
 ) -> tuple[pl.DataFrame, list[str]]:
-    """ad_id, e_ad_text and the PCA columns fitted on the train ads (one row per ad, in the
-    order of `ads`)."""
+    """ad_id and the PCA columns fitted on the train ads (one row per ad, in the order of
+    `ads`)."""
     fit_rows = ads.matrix[train_ads]
     dim = _pca_dim(dim, len(fit_rows), ads.matrix.shape[1], "ad text")
     mean, comps = fit_pca(fit_rows, dim, seed)
     reduced = apply_pca(ads.matrix, mean, comps)
     names = [f"t_ad_pc{i:02d}" for i in range(dim)]
-    table = pl.DataFrame({"ad_id": ads.ids, "e_ad_text": ads.matrix}).with_columns(
+    table = pl.DataFrame({"ad_id": ads.ids}).with_columns(
         pl.Series(n, reduced[:, i]) for i, n in enumerate(names)
     )
     return table, names
@@ -135,14 +135,15 @@ def _events(
 
 
 def _interest_pca(
-    interest: np.ndarray, train: np.ndarray, dim: int, seed: int
+    states: np.ndarray, index: np.ndarray, train: np.ndarray, dim: int, seed: int
 ) -> tuple[np.ndarray, int]:
-    """The interest vectors on a PCA fitted on the `train` rows, in blocks; its width."""
-    dim = _pca_dim(dim, len(train), interest.shape[1], "user interest")
-    mean, comps = fit_pca(interest[train], dim, seed)
-    reduced = np.zeros((len(interest), dim), np.float32)
-    for s in range(0, len(interest), CHUNK):
-        reduced[s : s + CHUNK] = apply_pca(interest[s : s + CHUNK], mean, comps)
+    """Each row's interest vector (`states[index]`) on a PCA fitted on the `train` rows, in
+    blocks (no full-width vector per row is held); its width."""
+    dim = _pca_dim(dim, len(train), states.shape[1], "user interest")
+    mean, comps = fit_pca(states[index[train]], dim, seed)
+    reduced = np.zeros((len(index), dim), np.float32)
+    for s in range(0, len(index), CHUNK):
+        reduced[s : s + CHUNK] = apply_pca(states[index[s : s + CHUNK]], mean, comps)
     return reduced, dim
 
 
@@ -164,25 +165,21 @@ def interest_columns(
         return {}, 0
     table = np.vstack([ads.matrix, q_mat, np.zeros((1, width), np.float32)])
     log.info("user interest from %s events", f"{events.height:,}")
-    emb = pl.Series("emb", np.take(table, events["row"].to_numpy(), axis=0))
-    events = events.drop("row").with_columns(emb)
-    del emb, table
-    out = user_interest(
-        rows.select("impression_id", "user_id", "ts"), events, cfg.interest_half_life_days
+    impressions = rows.select("impression_id", "user_id", "ts")
+    states, index, n_events = interest_states(
+        impressions, events, table, events["row"].to_numpy(), cfg.interest_half_life_days
     )
-    del events
-    interest = to_matrix(out["interest"])
-    n_events = out["interest_events"].to_numpy()
+    del events, table
     has = n_events > 0
     ad_table = np.vstack([ads.matrix, np.zeros((1, width), np.float32)])
-    cos = pl.Series(row_dot(interest, ad_table, b_rows=ad_idx, chunk=CHUNK))
+    cos = pl.Series(row_dot(states, ad_table, a_rows=index, b_rows=ad_idx, chunk=CHUNK))
     cos = cos.set(pl.Series(~has), None)
     train = np.flatnonzero(rows["split"].eq("train").to_numpy() & has)
     train = train[:: max(1, len(train) // PCA_FIT_ROWS)]
     if len(train) == 0:
         log.info("no train impression has an earlier event: no user interest features")
         return {}, 0
-    reduced, dim = _interest_pca(interest, train, cfg.interest_dim, seed)
+    reduced, dim = _interest_pca(states, index, train, cfg.interest_dim, seed)
     reduced[~has] = 0.0  # no history: the train mean
     columns = {
         "e_user_interest": pl.Series("e_user_interest", reduced),

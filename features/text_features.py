@@ -4,7 +4,9 @@ the behaviour log and the impressions in, row-aligned feature columns and their
 
 Columns (every one point in time: only behaviour events strictly before the impression count):
 
-- `e_ad_text` Array(Float32, D): the ad's fused text embedding, full width (neural model).
+- `e_ad_text` Int32: the ad's code into the ad text table (`features.spec.AD_TEXT_TABLE`: code
+  -> the ad's fused text embedding, full width, each ad once; 0 the zero vector); a keyed
+  embedding (neural model, looked up while batching).
 - `t_ad_pc00..` Float32: the ad embedding projected on a PCA fitted on the distinct ads of train
   rows (`features.lgbm_text_dim` columns; LightGBM).
 - `e_user_interest` Array(Float32, features.interest_dim): the user's interest vector at the
@@ -41,9 +43,10 @@ import numpy as np
 import polars as pl
 
 from features.config import FeatureConfig
+from features.history import item_table
 from features.interest import row_dot
 from features.lookup import attach
-from features.spec import AD_ITEM, HISTORY, ITEM_TABLE
+from features.spec import AD_ITEM, AD_TEXT_TABLE, HISTORY, ITEM_TABLE
 from features.text_columns import (
     Vectors,
     ad_columns,
@@ -92,6 +95,7 @@ def _spec(
             "source": "embeddings/ads.emb_fused",
             "family": "text",
             "models": ["neural"],
+            "table": AD_TEXT_TABLE,
         },
         *(
             {
@@ -161,10 +165,11 @@ def text_features(
     behaviour: pl.DataFrame,
     cfg: FeatureConfig,
     seed: int,
-) -> tuple[pl.DataFrame, list[dict[str, Any]], pl.DataFrame | None]:
+) -> tuple[pl.DataFrame, list[dict[str, Any]], dict[str, pl.DataFrame]]:
     """The text feature columns of `frame`'s rows (see the module docstring), row-aligned with
-    it, their spec entries and the item table (None without history columns); (an empty frame,
-    [], None) when the data allows none (logged).
+    it, their spec entries and the lookup tables they index by name (the ad text table, and the
+    item table with history columns); (an empty frame, [], {}) when the data allows none
+    (logged).
 
     frame: impression_id, ts, ad_id, split (+ user_id, query when the data has them; other
     columns are ignored). ads, queries: from `ad_vectors` / `query_vectors`. behaviour: the raw
@@ -173,7 +178,7 @@ def text_features(
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         log.info("no text features: the impressions lack %s", missing)
-        return pl.DataFrame(), [], None
+        return pl.DataFrame(), [], {}
     started = time.perf_counter()
     rows = frame.select([c for c in ROW_COLS if c in frame.columns])
     ads, ad_idx = row_ads(rows, ads)
@@ -183,17 +188,20 @@ def text_features(
     train_ads = train_ads[row_dot(ads.matrix, ads.matrix, train_ads, train_ads) > 0]
     if len(train_ads) == 0:
         log.info("no text features: no train impression's ad has a text embedding")
-        return pl.DataFrame(), [], None
+        return pl.DataFrame(), [], {}
     ad_table, pcs = ad_columns(ads, train_ads, cfg.lgbm_text_dim, seed)
     per_row, interest_dim = _per_row(rows, ads, ad_idx, queries, behaviour, cfg, seed)
     scalars = [n for n in per_row if n.startswith("t_")]
-    out = attach(rows.select("ad_id"), ad_table, "ad_id").drop("ad_id")
+    codes = pl.Series("e_ad_text", ad_idx + 1, dtype=pl.Int32)  # item_table's codes
+    codes = codes.set(pl.Series(ad_idx == len(ads.ids)), None)  # a null ad_id: null
+    out = attach(rows.select("ad_id"), ad_table, "ad_id").drop("ad_id").insert_column(0, codes)
     order = sorted(per_row, key=lambda name: name.startswith("s_"))  # item columns last
     out = out.hstack([per_row[name].alias(name) for name in order])
     spec = _spec(ads.matrix.shape[1], pcs, interest_dim, scalars, cfg)
-    items = item_vectors(ads, ad_table, pcs) if HISTORY in per_row else None
-    if items is not None:
-        spec += _item_spec(items.height, len(pcs), cfg.history_length)
+    tables = {AD_TEXT_TABLE: item_table(ads.ids, ads.matrix)}
+    if HISTORY in per_row:
+        tables[ITEM_TABLE] = item_vectors(ads, ad_table, pcs)
+        spec += _item_spec(tables[ITEM_TABLE].height, len(pcs), cfg.history_length)
     log.info(
         "text features: %d columns (%d-d ad text, %d PCs, %d-d interest) for %s rows in %.1fs",
         len(spec),
@@ -203,4 +211,4 @@ def text_features(
         f"{rows.height:,}",
         time.perf_counter() - started,
     )
-    return out, spec, items
+    return out, spec, tables

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
-from models.matrix import FeatureMatrix
+from models.matrix import FeatureMatrix, KeyedVectors
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.npz"
 META_FILE = "logreg.json"
+TABLE_PREFIX = "table__"  # the keyed embeddings' tables in the npz, by embedding name
 DESIGN_CHUNK = 32_768  # rows per design block (one large block is many times slower to build)
 
 
@@ -112,7 +113,11 @@ class LogRegCTR:
         num = x.numeric.astype(np.float64)
         flags = np.isnan(num[:, self.missing_index_]).astype(np.float64)
         z = np.nan_to_num((num - self.mean_) / self.scale_, nan=0.0)
-        blocks = [z, flags, *(x.embeddings[k].astype(np.float64) for k in self.embedding_names_)]
+        blocks = [
+            z,
+            flags,
+            *(self._embedding(k, x).astype(np.float64) for k in self.embedding_names_),
+        ]
         n, width = len(x), 1 << self._cfg().hash_bits
         cols = hash_codes(x.categorical, self._cfg().hash_bits).ravel()
         rows = np.repeat(np.arange(n), x.categorical.shape[1])
@@ -131,6 +136,22 @@ class LogRegCTR:
         cfg = self._cfg()
         self.embedding_names_ = sorted(x.embeddings) if cfg.text else []
         self.embedding_dims_ = [int(x.embeddings[k].shape[1]) for k in self.embedding_names_]
+        self.vector_tables_ = {}
+        for name in self.embedding_names_:
+            values = x.embeddings[name]
+            if isinstance(values, KeyedVectors):
+                if values.table is None:
+                    raise ValueError(f"keyed embedding '{name}' without its table: pass tables")
+                self.vector_tables_[name] = np.asarray(values.table, dtype=np.float32)
+
+    def _embedding(self, name: str, x: FeatureMatrix) -> np.ndarray:
+        """Embedding `name`'s (N, D) rows; a keyed one gathered from the fitted table."""
+        values = x.embeddings[name]
+        if not isinstance(values, KeyedVectors):
+            return values
+        if name not in self.vector_tables_:
+            raise ValueError(f"embedding '{name}' comes as codes, but the model has no table")
+        return values.with_table(self.vector_tables_[name]).dense()
 
     def _logreg(self, design: sparse.csr_matrix, y: np.ndarray, name: str) -> dict:
         from sklearn.linear_model import LogisticRegression  # lazy: configs import this module
@@ -203,6 +224,7 @@ class LogRegCTR:
         arrays = {"mean": self.mean_, "scale": self.scale_, "ctr_coef": self.ctr_["coef"]}
         if self.cvr_ is not None:
             arrays["cvr_coef"] = self.cvr_["coef"]
+        arrays |= {TABLE_PREFIX + k: v for k, v in self.vector_tables_.items()}
         np.savez(directory / WEIGHTS_FILE, **arrays)
         meta = {
             "config": asdict(self._cfg()),
@@ -228,6 +250,9 @@ class LogRegCTR:
             model.cvr_ = None
             if meta["cvr_intercept"] is not None:
                 model.cvr_ = {"coef": w["cvr_coef"], "intercept": meta["cvr_intercept"]}
+            model.vector_tables_ = {
+                k.removeprefix(TABLE_PREFIX): w[k] for k in w.files if k.startswith(TABLE_PREFIX)
+            }
         model.missing_index_ = meta["missing_index"]
         model.embedding_names_ = meta["embedding_names"]
         model.embedding_dims_ = meta["embedding_dims"]

@@ -8,12 +8,50 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class KeyedVectors:
+    """An embedding column stored once per key: `codes` (N,) int rows into `table` ((M + 1, D)
+    float32, row 0 the zero padding). Behaves as the (N, D) matrix `table[codes]` where a model
+    asks for rows, so per-row memory is one int. `table` is None where the caller does not have
+    it (scoring with a fitted model, which keeps its own copy: `with_table`)."""
+
+    codes: np.ndarray
+    table: np.ndarray | None
+    dim: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.codes), self.dim)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, idx: np.ndarray | slice) -> KeyedVectors:
+        """Rows `idx` (index array, boolean mask or slice): their codes, the same table."""
+        return KeyedVectors(self.codes[idx], self.table, self.dim)
+
+    def with_table(self, table: np.ndarray | None) -> KeyedVectors:
+        return KeyedVectors(self.codes, table, self.dim)
+
+    def dense(self) -> np.ndarray:
+        """The (N, D) float32 rows: a gather from the table."""
+        if self.table is None:
+            raise ValueError("keyed vectors without their table: nothing to gather")
+        return np.take(self.table, self.codes, axis=0)
+
+
+def dense_rows(values: np.ndarray | KeyedVectors) -> np.ndarray:
+    """An embedding's (N, D) rows, gathered when it is keyed."""
+    return values.dense() if isinstance(values, KeyedVectors) else values
+
+
+@dataclass(frozen=True)
 class FeatureMatrix:
     """Columnar model input. Row i of every array is the same impression.
 
     categorical: (N, C) int64 codes, 0 reserved for unseen / missing; `cardinalities[j]` counts
     the codes of column j including 0. numeric: (N, K) float32 (NaN = missing). embeddings:
-    name -> (N, D) float32 dense vectors (text embeddings, user interest vectors). items:
+    name -> (N, D) float32 dense vectors (user interest vectors) or `KeyedVectors` (the ad's
+    text embedding, stored once per ad). items:
     name -> (N, w) int64 codes into `item_vectors` ((M + 1, d) float32, row 0 the padding),
     the impressed ad's item (w = 1), then the user's recent items (in that order: the neural
     model reads them so); `item_vectors` is shared by all rows (None where the caller does not
@@ -25,7 +63,7 @@ class FeatureMatrix:
     categorical_names: tuple[str, ...]
     numeric_names: tuple[str, ...]
     cardinalities: tuple[int, ...]
-    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    embeddings: dict[str, np.ndarray | KeyedVectors] = field(default_factory=dict)
     items: dict[str, np.ndarray] = field(default_factory=dict)
     item_vectors: np.ndarray | None = None
 

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.dcn_esmm import DCNESMM, embedding_width, esmm_loss, numeric_statistics
-from models.matrix import FeatureMatrix
+from models.matrix import FeatureMatrix, KeyedVectors
 from models.neural_config import NeuralConfig
 from models.neural_loop import auc, fmt, optimizers, torch_settings, train_epoch
 from models.sizing import neural_defaults, resolve
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "adctr-neural/1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+VECTORS_FILE = "vectors.safetensors"  # the keyed embeddings' tables, when there are any
 DEFAULT_CONFIG = NeuralConfig()
 
 
@@ -136,6 +137,14 @@ class NeuralCTR:
         )
         self.embedding_names_ = tuple(sorted(X.embeddings))
         self.embedding_dims_ = tuple(int(X.embeddings[k].shape[1]) for k in self.embedding_names_)
+        self.vector_tables_ = {}
+        for name, values in X.embeddings.items():
+            if isinstance(values, KeyedVectors):
+                if values.table is None:
+                    raise ValueError(f"keyed embedding '{name}' without its table: pass tables")
+                self.vector_tables_[name] = torch.from_numpy(
+                    np.ascontiguousarray(values.table, dtype=np.float32)
+                )
         attend = cfg.attention and len(X.items) == 2
         if attend and X.item_vectors is None:
             raise ValueError("item features without the item table: pass item_vectors")
@@ -229,7 +238,7 @@ class NeuralCTR:
             raise ValueError(f"numeric columns {X.numeric_names} != fitted {self.numeric_names_}")
         if tuple(sorted(X.embeddings)) != self.embedding_names_:
             raise ValueError(f"embeddings {sorted(X.embeddings)} != fitted {self.embedding_names_}")
-        vectors = [_tensor(X.embeddings[k], np.float32) for k in self.embedding_names_]
+        vectors = [self._vectors(k, X.embeddings[k]) for k in self.embedding_names_]
         for name, v, d in zip(self.embedding_names_, vectors, self.embedding_dims_, strict=True):
             if v.shape[1] != d:
                 raise ValueError(f"embedding '{name}' has width {v.shape[1]}, fitted on {d}")
@@ -243,6 +252,15 @@ class NeuralCTR:
             items[0] = items[0][:, 0]
         return codes, numeric, vectors, items
 
+    def _vectors(self, name: str, values: np.ndarray | KeyedVectors) -> Any:
+        """An embedding input: a tensor of rows, or for a keyed embedding a `_Gather` from the
+        fitted table (the model's own copy), looked up batch by batch."""
+        if not isinstance(values, KeyedVectors):
+            return _tensor(values, np.float32)
+        if name not in self.vector_tables_:
+            raise ValueError(f"embedding '{name}' comes as codes, but the model has no table")
+        return _Gather(_tensor(values.codes, np.int64), self.vector_tables_[name])
+
     # ---------------------------------------------------------- save / load
     def save(self, directory: str | Path) -> Path:
         """Write `model.safetensors` (weights and buffers) and `config.json`; no pickle."""
@@ -252,6 +270,8 @@ class NeuralCTR:
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.module_.state_dict().items()}
         save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT})
+        if self.vector_tables_:
+            save_file(self.vector_tables_, str(directory / VECTORS_FILE))
         meta = {
             "format": FORMAT,
             "random_state": self.random_state,
@@ -308,6 +328,8 @@ class NeuralCTR:
         est.history_ = meta["history"]
         est.module_ = est._build_module()
         est.module_.load_state_dict(load_file(str(directory / WEIGHTS_FILE)), strict=True)
+        tables = directory / VECTORS_FILE
+        est.vector_tables_ = load_file(str(tables)) if tables.is_file() else {}
         est.module_.eval()
         return est
 
@@ -323,6 +345,18 @@ def _labels(click: np.ndarray, conversion: np.ndarray, n: int) -> tuple[np.ndarr
     if (v > c).any():
         raise ValueError(f"{int((v > c).sum())} rows have conversion=1 without a click")
     return c, v
+
+
+class _Gather:
+    """The rows `table[codes]` of a keyed embedding, gathered only for the rows a batch slices
+    (`g[idx]` -> (B, D) tensor), so a full-width vector is held once per key."""
+
+    def __init__(self, codes: torch.Tensor, table: torch.Tensor) -> None:
+        self.codes, self.table = codes, table
+        self.shape = (codes.shape[0], table.shape[1])
+
+    def __getitem__(self, idx: torch.Tensor | slice) -> torch.Tensor:
+        return self.table[self.codes[idx]]
 
 
 def _tensor(a: np.ndarray, dtype: type) -> torch.Tensor:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from features.history import table_matrix
-from features.spec import ITEM_TABLE, FeatureSpec
-from models.matrix import FeatureMatrix
+from features.spec import ITEM_TABLE, Feature, FeatureSpec
+from models.matrix import FeatureMatrix, KeyedVectors
 from pipeline.io import read_manifest, read_table
 
 if TYPE_CHECKING:  # the MLflow model imports this module: keep its imports light
@@ -32,12 +33,10 @@ def _dense(series: pl.Series) -> np.ndarray:
     return np.asarray(series.to_list(), dtype=np.float32)
 
 
-def load_item_vectors(layout: Layout, spec: FeatureSpec) -> np.ndarray | None:
-    """The (M + 1, d) item table of the spec's item features (row = code, 0 the padding),
-    None when the spec has none."""
-    if not spec.columns("item"):
-        return None
-    return table_matrix(read_table(layout.features, ITEM_TABLE).collect())
+def load_tables(layout: Layout, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """The (M + 1, d) lookup tables the spec's inputs index, by name (row = code, 0 the
+    padding): the item table of the item features, and each keyed embedding's table."""
+    return {name: table_matrix(read_table(layout.features, name).collect()) for name in spec.tables}
 
 
 def _codes(series: pl.Series, width: int) -> np.ndarray:
@@ -50,14 +49,28 @@ def _codes(series: pl.Series, width: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def _keyed(series: pl.Series, feature: Feature, tables: Mapping[str, np.ndarray]) -> KeyedVectors:
+    """A keyed embedding's codes (and its table where the caller has it)."""
+    codes = series.fill_null(0).to_numpy().astype(np.int64, copy=False)
+    table = tables.get(feature.table or "")
+    if table is not None and (table.shape[1] != feature.dim or codes.max(initial=0) >= len(table)):
+        raise ValueError(
+            f"'{feature.name}': codes up to {codes.max(initial=0)} into a table of shape "
+            f"{table.shape}, spec width {feature.dim}"
+        )
+    return KeyedVectors(codes, table, int(feature.dim or 0))
+
+
 def to_matrix(
     frame: pl.DataFrame,
     spec: FeatureSpec,
     model: str,
-    item_vectors: np.ndarray | None = None,
+    tables: Mapping[str, np.ndarray] | None = None,
 ) -> FeatureMatrix:
-    """Slice the spec's columns of `frame` into a FeatureMatrix for `model` (`item_vectors`:
-    `load_item_vectors`, needed to fit a model on item features, not to score with one)."""
+    """Slice the spec's columns of `frame` into a FeatureMatrix for `model` (`tables`:
+    `load_tables`, needed to fit a model on item features or keyed embeddings, not to score
+    with one: a fitted model holds its own copies)."""
+    tables = tables or {}
     cols = spec.by_kind(model)
     cat_names = tuple(f.name for f in cols["categorical"])
     num_names = tuple(f.name for f in cols["numeric"])
@@ -80,7 +93,10 @@ def to_matrix(
         if num_names
         else np.zeros((n, 0), dtype=np.float32)
     )
-    embeddings = {f.name: _dense(frame[f.name]) for f in cols["embedding"]}
+    embeddings = {
+        f.name: _dense(frame[f.name]) if f.table is None else _keyed(frame[f.name], f, tables)
+        for f in cols["embedding"]
+    }
     items = {f.name: _codes(frame[f.name], int(f.dim or 1)) for f in cols["item"]}
     return FeatureMatrix(
         categorical=np.ascontiguousarray(categorical),
@@ -90,7 +106,7 @@ def to_matrix(
         cardinalities=cards,
         embeddings=embeddings,
         items=items,
-        item_vectors=item_vectors if items else None,
+        item_vectors=tables.get(ITEM_TABLE) if items else None,
     )
 
 

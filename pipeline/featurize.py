@@ -24,7 +24,7 @@ from features.encoders import encode, fit_vocab
 from features.lookup import attach
 from features.quality import reason_counts, split_quarantine, unusable
 from features.query_features import query_features
-from features.spec import ITEM_TABLE, FeatureSpec
+from features.spec import FeatureSpec
 from features.split import SPLITS, SplitConfig, assign_split, cold_start_flag, new_user_flag
 from features.text_columns import ad_vectors, query_vectors
 from features.text_features import text_features
@@ -172,14 +172,14 @@ def _text(
     layout: Layout,
     raw_manifest: dict[str, Any],
     exp: Experiment,
-) -> tuple[pl.DataFrame, list[dict[str, Any]], pl.DataFrame | None]:
+) -> tuple[pl.DataFrame, list[dict[str, Any]], dict[str, pl.DataFrame]]:
     """Reads the embeddings (once each) and returns the text feature columns (row-aligned with
-    `frame`), their spec entries and the item table (None without history columns); (an empty
-    frame, [], None) when there are none (logged)."""
+    `frame`), their spec entries and their lookup tables by name (`text_features`); (an empty
+    frame, [], {}) when there are none (logged)."""
     reason = _text_skip_reason(layout, raw_manifest, exp.features.text)
     if reason:
         log.info("no text features: %s", reason)
-        return pl.DataFrame(), [], None
+        return pl.DataFrame(), [], {}
     # embed runs first; a tuned encoder's embeddings also name the encoder they came from
     upstream = {"raw": layout.raw}
     if "encoder" in (read_manifest(layout.embeddings).get("inputs") or {}):
@@ -300,7 +300,7 @@ def run(exp: Experiment) -> StageSummary:
     frame = frame.hstack(beh)
     del beh, train
     frame = _with_context(frame)
-    text, text_spec, items = _text(frame, behaviour, layout, raw_manifest, exp)
+    text, text_spec, lookups = _text(frame, behaviour, layout, raw_manifest, exp)
     query, query_spec = _query(frame, behaviour, layout, exp)
     del raw, behaviour
     frame = _contiguous(frame.hstack([*text, *query]) if text_spec or query_spec else frame)
@@ -327,9 +327,7 @@ def run(exp: Experiment) -> StageSummary:
     log.info(
         "writing %s rows x %s columns to %s", f"{frame.height:,}", frame.width, layout.features
     )
-    tables = {s: frame.lazy().filter(pl.col("split") == s) for s in SPLITS}
-    if items is not None:
-        tables[ITEM_TABLE] = items
+    tables = {s: frame.lazy().filter(pl.col("split") == s) for s in SPLITS} | lookups
     inputs, encoder = {"raw": layout.raw}, None
     if text_spec:  # the text features name the embeddings (and so the encoder) they came from
         inputs["embeddings"] = layout.embeddings

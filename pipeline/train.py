@@ -10,6 +10,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from models.lgbm import LightGBMCTR
 from pipeline import registry
 from pipeline.atomic import atomic_dir
 from pipeline.config import MODEL_KINDS, Experiment
-from pipeline.datasets import labels, load_item_vectors, load_spec, load_split, to_matrix
+from pipeline.datasets import labels, load_spec, load_split, load_tables, to_matrix
 from pipeline.io import write_file_manifest, write_tables_into
 from pipeline.lineage import check_lineage
 from pipeline.mlflow_model import ESTIMATOR_DIR, HISTORY_FILE, META_FILE, ModelMeta, calibrate
@@ -37,12 +38,16 @@ PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
 
 
 def fit_model(
-    kind: str, exp: Experiment, frames: dict, spec: FeatureSpec, items: np.ndarray | None = None
+    kind: str,
+    exp: Experiment,
+    frames: dict,
+    spec: FeatureSpec,
+    tables: Mapping[str, np.ndarray] | None = None,
 ) -> Any:
-    """Fit one model family on train with early stopping on valid (`items`: the item table of
-    the spec's item features, `load_item_vectors`)."""
-    xt = to_matrix(frames["train"], spec, kind, items)
-    xv = to_matrix(frames["valid"], spec, kind, items)
+    """Fit one model family on train with early stopping on valid (`tables`: the lookup
+    tables of the spec's item features and keyed embeddings, `load_tables`)."""
+    xt = to_matrix(frames["train"], spec, kind, tables)
+    xv = to_matrix(frames["valid"], spec, kind, tables)
     (ct, vt), (cv, vv) = labels(frames["train"], spec), labels(frames["valid"], spec)
     seed, threads = exp.data.seed, exp.engine.num_threads
     log.info(
@@ -243,7 +248,7 @@ def train_one(
     layout: Layout,
     frames: dict,
     spec: FeatureSpec,
-    items: np.ndarray | None = None,
+    tables: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
     tags = {
         "split_mode": spec.split.split_mode,
@@ -251,7 +256,7 @@ def train_one(
         "has_conversion": str(spec.has_conversion).lower(),
     }
     with stage_run(exp, "train", model=kind, tags=tags) as run:
-        model = fit_model(kind, exp, frames, spec, items)
+        model = fit_model(kind, exp, frames, spec, tables)
         _log_derived(kind, getattr(model, "derived_", {}))
         raw = {s: model.predict_proba(to_matrix(frames[s], spec, kind)) for s in ("valid", "test")}
         cals = fit_calibrators(raw["valid"], frames["valid"], spec, exp)
@@ -287,9 +292,9 @@ def run(exp: Experiment) -> StageSummary:
     spec = load_spec(layout)
     frames = {s: load_split(layout, s) for s in ("train", "valid", "test")}
     summary.rows_in = sum(f.height for f in frames.values())
-    items = load_item_vectors(layout, spec)
+    tables = load_tables(layout, spec)
     for kind in exp.train.models:
-        metrics = train_one(kind, exp, layout, frames, spec, items)
+        metrics = train_one(kind, exp, layout, frames, spec, tables)
         summary.notes[f"{kind}_test_ctr_auc"] = round(metrics.get("test_ctr_auc", float("nan")), 4)
     summary.rows_out = frames["test"].height
     return summary

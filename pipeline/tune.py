@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ from models.metrics import binary_metrics
 from models.sizing import lightgbm_defaults, neural_defaults, resolve
 from pipeline.atomic import atomic_file
 from pipeline.config import ConfigError, Experiment
-from pipeline.datasets import labels, load_item_vectors, load_spec, load_split, to_matrix
+from pipeline.datasets import labels, load_spec, load_split, load_tables, to_matrix
 from pipeline.lineage import check_lineage
 from pipeline.stage import Layout, StageSummary
 from pipeline.tracking import child_run, log_metrics, stage_run
@@ -153,10 +154,14 @@ class Study:
 
 
 def tune_model(
-    kind: str, exp: Experiment, frames: dict, spec: FeatureSpec, items: np.ndarray | None = None
+    kind: str,
+    exp: Experiment,
+    frames: dict,
+    spec: FeatureSpec,
+    tables: Mapping[str, np.ndarray] | None = None,
 ) -> Study:
     """Search `kind`'s space within `tune.trials` and `tune.timeout_s`; one parent MLflow run
-    with a nested run per trial (`items`: the item table, see `train.fit_model`)."""
+    with a nested run per trial (`tables`: the lookup tables, see `train.fit_model`)."""
     import optuna
 
     cfg = exp.tune
@@ -170,7 +175,7 @@ def tune_model(
     if baseline:
         study.enqueue_trial(baseline)
     click, _ = labels(frames["valid"], spec)
-    x_valid = to_matrix(frames["valid"], spec, kind, items)
+    x_valid = to_matrix(frames["valid"], spec, kind, tables)
     started = time.perf_counter()
 
     def objective(trial: Any) -> float:
@@ -179,7 +184,7 @@ def tune_model(
         tags = {"trial": str(trial.number), "baseline": str(trial.number == 0).lower()}
         with child_run(exp, "tune", f"tune-{kind}-{trial.number}", model=kind, tags=tags):
             t0 = time.perf_counter()
-            model = fit_model(kind, trial_exp, frames, spec, items)
+            model = fit_model(kind, trial_exp, frames, spec, tables)
             scores = valid_scores(model.predict_proba(x_valid)[:, 0], click, exp)
             scores["duration_s"] = time.perf_counter() - t0
             mlflow.log_params(
@@ -297,12 +302,12 @@ def run(exp: Experiment) -> StageSummary:
     check_lineage(layout.features, {"raw": layout.raw}, "make features")
     spec = load_spec(layout)
     frames = {s: load_split(layout, s) for s in ("train", "valid")}  # never test
-    items = load_item_vectors(layout, spec)  # the history items' vectors, as train uses them
+    tables = load_tables(layout, spec)  # the lookup tables, as train uses them
     summary.rows_in = sum(f.height for f in frames.values())
     kinds = exp.tune.models if exp.tune.models is not None else exp.train.models
     studies = []
     for kind in kinds:
-        study = tune_model(kind, exp, frames, spec, items)
+        study = tune_model(kind, exp, frames, spec, tables)
         studies.append(study)
         summary.notes[f"{kind}_trials"] = study.trials
         log.info("tune %s: %d trials in %.1fs", kind, study.trials, study.seconds)

@@ -11,7 +11,9 @@ import pytest
 
 from features import schema
 from features.config import FeatureConfig
+from features.history import table_matrix
 from features.interest import normalize
+from features.spec import AD_TEXT_TABLE
 from features.text_columns import Vectors, ad_vectors, query_vectors
 from features.text_features import text_features
 
@@ -87,16 +89,35 @@ def _run(
     **overrides,
 ) -> tuple[pl.DataFrame, list[dict]]:
     """The impressions with their text columns beside them, and the spec entries."""
+    out, spec, _ = _run_with_tables(ads, extra_events, frame, behaviour, **overrides)
+    return out, spec
+
+
+def _run_with_tables(
+    ads: np.ndarray | None = None,
+    extra_events: list[tuple] = (),
+    frame: pl.DataFrame | None = None,
+    behaviour: pl.DataFrame | None = None,
+    **overrides,
+) -> tuple[pl.DataFrame, list[dict], dict[str, pl.DataFrame]]:
+    """`_run`, and the lookup tables by name."""
     frame = _impressions() if frame is None else frame
     behaviour = _behaviour(_impressions(), extra_events) if behaviour is None else behaviour
     ad_vecs, query_vecs = _vectors(ads)
-    cols, spec, _ = text_features(frame, ad_vecs, query_vecs, behaviour, _cfg(**overrides), SEED)
+    cols, spec, tables = text_features(
+        frame, ad_vecs, query_vecs, behaviour, _cfg(**overrides), SEED
+    )
     assert cols.height == (frame.height if spec else 0)
-    return frame.hstack(cols), spec
+    return frame.hstack(cols), spec, tables
+
+
+def _ad_text(out: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> np.ndarray:
+    """Each row's ad text vector: its code looked up in the ad text table."""
+    return table_matrix(tables[AD_TEXT_TABLE])[out["e_ad_text"].fill_null(0).to_numpy()]
 
 
 def test_columns_spec_and_values():
-    out, spec = _run()
+    out, spec, tables = _run_with_tables()
     imps = _impressions()
     by_name = {e["name"]: e for e in spec}
     assert set(by_name) == {
@@ -123,15 +144,16 @@ def test_columns_spec_and_values():
         "source": "",
         "family": "text",
         "models": ["neural"],
+        "table": AD_TEXT_TABLE,
     }
     assert by_name["e_user_interest"]["dim"] == 2
     assert by_name["t_ad_pc00"]["models"] == ["lightgbm"]
-    assert out.schema["e_ad_text"] == pl.Array(pl.Float32, D)
+    assert out.schema["e_ad_text"] == pl.Int32  # a code: each ad's vector is stored once
     assert out.schema["e_user_interest"] == pl.Array(pl.Float32, 2)
     # the ad embedding is the row's ad (rows stay in frame order), unit norm
     ads = normalize(_ad_vectors())
-    got = out["e_ad_text"].to_numpy()
-    np.testing.assert_allclose(got, ads[imps["ad_id"].to_numpy() - 1], rtol=1e-6)
+    assert tables[AD_TEXT_TABLE]["ad_id"].n_unique() == tables[AD_TEXT_TABLE].height
+    np.testing.assert_allclose(_ad_text(out, tables), ads[imps["ad_id"].to_numpy() - 1], rtol=1e-6)
     # query cosine: null without a query, the dot product of unit vectors with one
     q = _query_vectors()
     has_q = imps["query"].is_not_null().to_numpy()
@@ -215,10 +237,10 @@ def test_ad_without_embedding_gets_zero_vector():
     frame = _impressions().with_columns(
         pl.when(pl.col("impression_id") == 130).then(99).otherwise(pl.col("ad_id")).alias("ad_id")
     )
-    out, _ = _run(frame=frame)
-    row = out.filter(pl.col("impression_id") == 130)
-    assert row["e_ad_text"].to_numpy().tolist() == [[0.0] * D]
-    assert row["t_user_ad_cos"][0] == 0.0
+    out, _, tables = _run_with_tables(frame=frame)
+    vectors = _ad_text(out, tables)[(out["impression_id"] == 130).to_numpy()]
+    assert vectors.tolist() == [[0.0] * D]
+    assert out.filter(pl.col("impression_id") == 130)["t_user_ad_cos"][0] == 0.0
 
 
 def test_null_ad_gets_null_ad_columns():

@@ -4,6 +4,7 @@ pickle, click-only data, hashed ids, missing numerics and embeddings."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from scipy import sparse
 from sklearn.metrics import roc_auc_score
 
 from models.logreg import LogRegConfig, LogRegCTR, hash_codes
-from models.matrix import FeatureMatrix
+from models.matrix import FeatureMatrix, KeyedVectors
 
 CFG = LogRegConfig(hash_bits=10, max_iter=300)
 
@@ -156,3 +157,26 @@ def test_hash_codes_are_deterministic_in_range_and_field_aware() -> None:
 def test_config_rejects_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):
         LogRegConfig(**bad)
+
+
+def test_keyed_embedding_fits_and_scores_as_its_rows(tmp_path: Path) -> None:
+    """An embedding as codes into a table gives the fit of its rows, bit for bit; the saved
+    model scores codes alone."""
+    x, c, v = _data(3000, 0)
+    xv, cv, vv = _data(1000, 1)
+    zero = np.zeros((1, 4), np.float32)
+    table = np.vstack([zero, x.embeddings["e_text"], xv.embeddings["e_text"]])
+
+    def keyed(m: FeatureMatrix, first: int, with_table: bool) -> FeatureMatrix:
+        codes = np.arange(first, first + len(m))
+        return replace(
+            m, embeddings={"e_text": KeyedVectors(codes, table if with_table else None, 4)}
+        )
+
+    dense = LogRegCTR(CFG, random_state=3).fit(x, c, v, xv, cv, vv)
+    model = LogRegCTR(CFG, random_state=3).fit(keyed(x, 1, True), c, v, xv, cv, vv)
+    np.testing.assert_array_equal(model.ctr_["coef"], dense.ctr_["coef"])
+    model.save(tmp_path)
+    loaded = LogRegCTR.load(tmp_path)
+    scored = loaded.predict_proba(keyed(xv, 1 + len(x), False))  # its own copy of the table
+    np.testing.assert_array_equal(scored, dense.predict_proba(xv))

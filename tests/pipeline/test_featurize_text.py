@@ -13,10 +13,10 @@ import pytest
 from features.config import FeatureConfig
 from features.interest import normalize
 from features.schema import RAW_TABLES
-from features.spec import FeatureSpec
+from features.spec import AD_TEXT_TABLE, FeatureSpec
 from pipeline import featurize
 from pipeline.config import DataConfig, Experiment
-from pipeline.datasets import to_matrix
+from pipeline.datasets import load_tables, to_matrix
 from pipeline.io import DataError, write_tables
 from pipeline.sources.simulated.market import simulate_market
 from pipeline.sources.simulated.marketplace import MarketConfig
@@ -108,11 +108,13 @@ def test_text_features_are_built_from_each_table_read_once(market, tmp_path, rea
     # each row carries its own ad's unit-norm embedding
     row_of = {a: i for i, a in enumerate(market["ads"]["ad_id"])}
     want = normalize(ads)[[row_of[a] for a in frame["ad_id"]]]
-    np.testing.assert_allclose(frame["e_ad_text"].to_numpy(), want, rtol=1e-6)
-    # the spec feeds each model its columns
-    neural = to_matrix(frame, spec, "neural")
+    # the spec feeds each model its columns; the ad text is a code into a table of one row per ad
+    tables = load_tables(Layout.of(exp), spec)
+    assert tables[AD_TEXT_TABLE].shape == (len(ads) + 1, D)
+    neural = to_matrix(frame, spec, "neural", tables)
     assert sorted(neural.embeddings) == ["e_ad_text", "e_user_interest"]
     assert neural.embeddings["e_ad_text"].shape == (frame.height, D)
+    np.testing.assert_allclose(neural.embeddings["e_ad_text"].dense(), want, rtol=1e-6)
     assert "t_ad_pc00" not in neural.numeric_names
     gbm = spec.by_kind("lightgbm")
     assert gbm["embedding"] == ()

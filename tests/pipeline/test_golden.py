@@ -49,6 +49,7 @@ FEATURE_FILES = (
     "test.parquet",
     "vocab.parquet",
     "item_vectors.parquet",
+    "ad_text_vectors.parquet",
 )
 QUARANTINE = "quarantine/features/impressions.parquet"
 

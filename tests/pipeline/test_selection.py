@@ -10,7 +10,7 @@ import mlflow
 import pytest
 
 from pipeline.config import MODEL_KINDS, load_experiment
-from pipeline.datasets import load_item_vectors, load_spec, load_split
+from pipeline.datasets import load_spec, load_split, load_tables
 from pipeline.mlflow_model import ESTIMATOR_DIR
 from pipeline.registry import BASE_RATE_METRIC
 from pipeline.stage import Layout
@@ -42,7 +42,7 @@ def test_fitting_and_early_stopping_never_read_the_test_split(small_pipeline, ki
     spec = load_spec(layout)
     frames = _NoTest({s: load_split(layout, s) for s in ("train", "valid")})
     frames["test"] = None  # present, so a read is caught rather than a KeyError
-    model = fit_model(kind, exp, frames, spec, load_item_vectors(layout, spec))
+    model = fit_model(kind, exp, frames, spec, load_tables(layout, spec))
     assert model.predict_proba is not None
 
 
