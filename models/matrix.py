@@ -39,11 +39,6 @@ class KeyedVectors:
         return np.take(self.table, self.codes, axis=0)
 
 
-def dense_rows(values: np.ndarray | KeyedVectors) -> np.ndarray:
-    """An embedding's (N, D) rows, gathered when it is keyed."""
-    return values.dense() if isinstance(values, KeyedVectors) else values
-
-
 @dataclass(frozen=True)
 class FeatureMatrix:
     """Columnar model input. Row i of every array is the same impression.
