@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import sparse
 
-from models.matrix import FeatureMatrix, KeyedVectors
+from models.matrix import FeatureMatrix, KeyedVectors, fitted_table, keyed_tables
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.npz"
@@ -56,6 +57,12 @@ def hash_codes(categorical: np.ndarray, bits: int) -> np.ndarray:
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(64 - bits)).astype(np.int64)
+
+
+def _row_blocks(n: int) -> Iterator[np.ndarray]:
+    """Row indices 0..n-1 in blocks of `DESIGN_CHUNK`."""
+    for start in range(0, n, DESIGN_CHUNK):
+        yield np.arange(start, min(start + DESIGN_CHUNK, n))
 
 
 def _with_dense(dense: np.ndarray, onehot: sparse.csr_matrix) -> sparse.csr_matrix:
@@ -102,10 +109,7 @@ class LogRegCTR:
         hashed one-hot ids], float64 CSR, stacked from blocks of `DESIGN_CHUNK` rows."""
         if len(x) <= DESIGN_CHUNK:
             return self._design_block(x)
-        starts = range(0, len(x), DESIGN_CHUNK)
-        blocks = [
-            self._design_block(x.take(np.arange(s, min(s + DESIGN_CHUNK, len(x))))) for s in starts
-        ]
+        blocks = [self._design_block(x.take(idx)) for idx in _row_blocks(len(x))]
         return sparse.vstack(blocks, format="csr")
 
     def _design_block(self, x: FeatureMatrix) -> sparse.csr_matrix:
@@ -136,22 +140,14 @@ class LogRegCTR:
         cfg = self._cfg()
         self.embedding_names_ = sorted(x.embeddings) if cfg.text else []
         self.embedding_dims_ = [int(x.embeddings[k].shape[1]) for k in self.embedding_names_]
-        self.vector_tables_ = {}
-        for name in self.embedding_names_:
-            values = x.embeddings[name]
-            if isinstance(values, KeyedVectors):
-                if values.table is None:
-                    raise ValueError(f"keyed embedding '{name}' without its table: pass tables")
-                self.vector_tables_[name] = np.asarray(values.table, dtype=np.float32)
+        self.vector_tables_ = keyed_tables(x.embeddings, self.embedding_names_)
 
     def _embedding(self, name: str, x: FeatureMatrix) -> np.ndarray:
         """Embedding `name`'s (N, D) rows; a keyed one gathered from the fitted table."""
         values = x.embeddings[name]
         if not isinstance(values, KeyedVectors):
             return values
-        if name not in self.vector_tables_:
-            raise ValueError(f"embedding '{name}' comes as codes, but the model has no table")
-        return values.with_table(self.vector_tables_[name]).dense()
+        return values.with_table(fitted_table(self.vector_tables_, name)).dense()
 
     def _logreg(self, design: sparse.csr_matrix, y: np.ndarray, name: str) -> dict:
         from sklearn.linear_model import LogisticRegression  # lazy: configs import this module
@@ -209,8 +205,7 @@ class LogRegCTR:
         """(N, 3): pCTR, pCVR (NaN without a CVR model), pCTCVR; in chunks of rows, so the
         design matrix stays small."""
         out = np.full((len(x), 3), np.nan)
-        for start in range(0, len(x), DESIGN_CHUNK):
-            idx = np.arange(start, min(start + DESIGN_CHUNK, len(x)))
+        for idx in _row_blocks(len(x)):
             design = self._design_block(x.take(idx))
             out[idx, 0] = self._prob(self.ctr_, design)
             if self.cvr_ is not None:

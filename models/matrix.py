@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -22,9 +24,6 @@ class KeyedVectors:
     def shape(self) -> tuple[int, int]:
         return (len(self.codes), self.dim)
 
-    def __len__(self) -> int:
-        return len(self.codes)
-
     def __getitem__(self, idx: np.ndarray | slice) -> KeyedVectors:
         """Rows `idx` (index array, boolean mask or slice): their codes, the same table."""
         return KeyedVectors(self.codes[idx], self.table, self.dim)
@@ -37,6 +36,27 @@ class KeyedVectors:
         if self.table is None:
             raise ValueError("keyed vectors without their table: nothing to gather")
         return np.take(self.table, self.codes, axis=0)
+
+
+def keyed_tables(embeddings: dict[str, Any], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The tables of the keyed embeddings among `names`, float32: the copies a model keeps at
+    fit, so it scores rows that carry only the codes."""
+    tables = {}
+    for name in names:
+        values = embeddings[name]
+        if isinstance(values, KeyedVectors):
+            if values.table is None:
+                raise ValueError(f"keyed embedding '{name}' without its table: pass tables")
+            tables[name] = np.ascontiguousarray(values.table, dtype=np.float32)
+    return tables
+
+
+def fitted_table(tables: dict, name: str):
+    """A model's own table (numpy or torch) of keyed embedding `name`; an error when the model
+    was fitted on its rows."""
+    if name not in tables:
+        raise ValueError(f"embedding '{name}' comes as codes, but the model has no table")
+    return tables[name]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.dcn_esmm import DCNESMM, embedding_width, esmm_loss, numeric_statistics
-from models.matrix import FeatureMatrix, KeyedVectors
+from models.matrix import FeatureMatrix, KeyedVectors, fitted_table, keyed_tables
 from models.neural_config import NeuralConfig
 from models.neural_loop import auc, fmt, optimizers, torch_settings, train_epoch
 from models.sizing import neural_defaults, resolve
@@ -137,14 +137,10 @@ class NeuralCTR:
         )
         self.embedding_names_ = tuple(sorted(X.embeddings))
         self.embedding_dims_ = tuple(int(X.embeddings[k].shape[1]) for k in self.embedding_names_)
-        self.vector_tables_ = {}
-        for name, values in X.embeddings.items():
-            if isinstance(values, KeyedVectors):
-                if values.table is None:
-                    raise ValueError(f"keyed embedding '{name}' without its table: pass tables")
-                self.vector_tables_[name] = torch.from_numpy(
-                    np.ascontiguousarray(values.table, dtype=np.float32)
-                )
+        self.vector_tables_ = {
+            k: torch.from_numpy(t)
+            for k, t in keyed_tables(X.embeddings, self.embedding_names_).items()
+        }
         attend = cfg.attention and len(X.items) == 2
         if attend and X.item_vectors is None:
             raise ValueError("item features without the item table: pass item_vectors")
@@ -257,9 +253,7 @@ class NeuralCTR:
         fitted table (the model's own copy), looked up batch by batch."""
         if not isinstance(values, KeyedVectors):
             return _tensor(values, np.float32)
-        if name not in self.vector_tables_:
-            raise ValueError(f"embedding '{name}' comes as codes, but the model has no table")
-        return _Gather(_tensor(values.codes, np.int64), self.vector_tables_[name])
+        return _Gather(_tensor(values.codes, np.int64), fitted_table(self.vector_tables_, name))
 
     # ---------------------------------------------------------- save / load
     def save(self, directory: str | Path) -> Path:
