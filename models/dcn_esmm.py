@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -110,28 +110,36 @@ def signed_log1p(x: torch.Tensor) -> torch.Tensor:
 
 
 def numeric_statistics(
-    x: torch.Tensor, log_transform: bool, chunk: int = 65_536
+    x: torch.Tensor | Iterable[torch.Tensor], log_transform: bool, chunk: int = 65_536
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-column (mean, std, any missing) of `NumericInput`'s input, NaN = missing.
+    """Per-column (mean, std, any missing) of `NumericInput`'s input, NaN = missing; `x` one
+    tensor or its row slabs in turn (a table read in parts).
 
     Mean and std are over the present values after the optional signed log1p (float64 sums
     over row chunks, no full-size copies); std < 1e-6 (constant or empty columns) becomes 1.
     """
-    k = x.shape[1]
-    count, total, squares = (torch.zeros(k, dtype=torch.float64) for _ in range(3))
-    for start in range(0, x.shape[0], chunk):
-        v = x[start : start + chunk].double()
-        v = signed_log1p(v) if log_transform else v
-        present = ~torch.isnan(v)
-        v = v.masked_fill(~present, 0.0)
-        count += present.sum(0)
-        total += v.sum(0)
-        squares += (v * v).sum(0)
+    count = total = squares = None
+    rows = 0
+    for part in [x] if isinstance(x, torch.Tensor) else x:
+        if count is None:
+            k = part.shape[1]
+            count, total, squares = (torch.zeros(k, dtype=torch.float64) for _ in range(3))
+        for start in range(0, part.shape[0], chunk):
+            v = part[start : start + chunk].double()
+            v = signed_log1p(v) if log_transform else v
+            present = ~torch.isnan(v)
+            v = v.masked_fill(~present, 0.0)
+            count += present.sum(0)
+            total += v.sum(0)
+            squares += (v * v).sum(0)
+        rows += part.shape[0]
+    if count is None:
+        raise ValueError("numeric_statistics of no rows")
     n = count.clamp(min=1.0)
     mean = total / n
     std = (squares / n - mean**2).clamp(min=0.0).sqrt()
     std = torch.where(std > 1e-6, std, torch.ones_like(std))
-    return mean.float(), std.float(), count < x.shape[0]
+    return mean.float(), std.float(), count < rows
 
 
 class TextTower(nn.Module):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from models.matrix import FeatureMatrix
+from models.sampling import check_rate, corrected
 from models.sizing import lightgbm_defaults, resolve
 
 if TYPE_CHECKING:
@@ -35,6 +36,9 @@ class LightGBMConfig:
     max_cat_cardinality: int = 5000  # id columns with more codes are left to the counts
     cvr_num_leaves: int = 15
     cvr_min_data_in_leaf: int = 50
+    # share of the train negatives the CTR booster is fitted on (predictions recalibrated,
+    # models.sampling); None: derived from train.max_in_memory_rows (models.sizing)
+    negative_rate: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_leaves", "cvr_num_leaves"):  # LightGBM: 1 < num_leaves <= 131072
@@ -52,6 +56,8 @@ class LightGBMConfig:
         for name in ("lambda_l2", "cat_smooth", "max_cat_cardinality"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.negative_rate is not None:
+            check_rate(self.negative_rate)
 
 
 def _design(x: FeatureMatrix, keep_cat: list[int]) -> np.ndarray:
@@ -133,7 +139,12 @@ class LightGBMCTR:
         x_valid: FeatureMatrix,
         click_valid: np.ndarray,
         conversion_valid: np.ndarray | None,
+        negative_rate: float = 1.0,
     ) -> LightGBMCTR:
+        """Fit on rows that hold every click and the non-clicks sampled at `negative_rate`
+        (`models.sampling.negative_sample`; 1.0: every row), train and valid alike, so early
+        stopping compares like with like; `predict_proba` undoes the sampling."""
+        self.negative_rate_ = check_rate(negative_rate)
         self.config_, self.derived_ = resolve(
             self.config or LightGBMConfig(), lightgbm_defaults(len(x), int(np.sum(click)))
         )
@@ -160,7 +171,7 @@ class LightGBMCTR:
     def predict_proba(self, x: FeatureMatrix) -> np.ndarray:
         """(N, 3): pCTR, pCVR (NaN without a CVR booster), pCTCVR."""
         design = _design(x, self.categorical_index_)
-        pctr = self._predict(self.ctr_booster_, design)
+        pctr = corrected(self._predict(self.ctr_booster_, design), self.negative_rate_)
         if self.cvr_booster_ is None:
             pcvr = np.full(len(pctr), np.nan)
         else:
@@ -189,6 +200,7 @@ class LightGBMCTR:
             "config": asdict(self.config_),
             "random_state": self.random_state,
             "num_threads": self.num_threads,
+            "negative_rate": self.negative_rate_,
             "categorical_index": self.categorical_index_,
             "feature_names": self.feature_names_,
         }
@@ -203,6 +215,7 @@ class LightGBMCTR:
         threads = meta.get("num_threads") if num_threads is None else num_threads
         model = cls(LightGBMConfig(**meta["config"]), meta["random_state"], threads)
         model.config_, model.derived_ = model.config, {}
+        model.negative_rate_ = float(meta.get("negative_rate", 1.0))
         model.categorical_index_ = meta["categorical_index"]
         model.feature_names_ = meta["feature_names"]
         model.ctr_booster_ = lgb.Booster(model_file=str(directory / "ctr.txt"))

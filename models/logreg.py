@@ -19,6 +19,7 @@ import numpy as np
 from scipy import sparse
 
 from models.matrix import FeatureMatrix, KeyedVectors, fitted_table, keyed_tables
+from models.sampling import check_rate, corrected
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.npz"
@@ -35,6 +36,9 @@ class LogRegConfig:
     hash_bits: int = 18  # the hashed one-hot ids span 2**hash_bits columns
     text: bool = True  # take the embedding columns the spec gives this model
     max_train_rows: int = 100_000  # seeded subsample of the CTR fit rows above this; 0 = all
+    # share of the train negatives loaded to fit on (predictions recalibrated,
+    # models.sampling); None: derived from train.max_in_memory_rows (models.sizing)
+    negative_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.C <= 0 or self.tol <= 0:
@@ -45,6 +49,8 @@ class LogRegConfig:
             raise ValueError(f"hash_bits must lie in [1, 26], got {self.hash_bits}")
         if self.max_train_rows < 0:
             raise ValueError(f"max_train_rows must be >= 0, got {self.max_train_rows}")
+        if self.negative_rate is not None:
+            check_rate(self.negative_rate)
 
 
 def hash_codes(categorical: np.ndarray, bits: int) -> np.ndarray:
@@ -182,8 +188,12 @@ class LogRegCTR:
         x_valid: FeatureMatrix,
         click_valid: np.ndarray,
         conversion_valid: np.ndarray | None,
+        negative_rate: float = 1.0,
     ) -> LogRegCTR:
-        """`x_valid` is not used (lbfgs runs to convergence); it keeps the common interface."""
+        """`x_valid` is not used (lbfgs runs to convergence); it keeps the common interface.
+        `x` holds every click and the non-clicks sampled at `negative_rate`
+        (`models.sampling.negative_sample`; 1.0: every row); `predict_proba` undoes it."""
+        self.negative_rate_ = check_rate(negative_rate)
         rows = self._rows(len(x))
         sub = x.take(rows)
         self._fit_scaling(sub)
@@ -207,7 +217,7 @@ class LogRegCTR:
         out = np.full((len(x), 3), np.nan)
         for idx in _row_blocks(len(x)):
             design = self._design_block(x.take(idx))
-            out[idx, 0] = self._prob(self.ctr_, design)
+            out[idx, 0] = corrected(self._prob(self.ctr_, design), self.negative_rate_)
             if self.cvr_ is not None:
                 out[idx, 1] = self._prob(self.cvr_, design)
         out[:, 2] = out[:, 0] * out[:, 1]
@@ -225,6 +235,7 @@ class LogRegCTR:
             "config": asdict(self._cfg()),
             "random_state": self.random_state,
             "num_threads": self.num_threads,
+            "negative_rate": self.negative_rate_,
             "missing_index": self.missing_index_,
             "embedding_names": self.embedding_names_,
             "embedding_dims": self.embedding_dims_,
@@ -248,6 +259,7 @@ class LogRegCTR:
             model.vector_tables_ = {
                 k.removeprefix(TABLE_PREFIX): w[k] for k in w.files if k.startswith(TABLE_PREFIX)
             }
+        model.negative_rate_ = float(meta.get("negative_rate", 1.0))
         model.missing_index_ = meta["missing_index"]
         model.embedding_names_ = meta["embedding_names"]
         model.embedding_dims_ = meta["embedding_dims"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,30 @@ class FeatureMatrix:
     def __len__(self) -> int:
         return self.categorical.shape[0]
 
+    @classmethod
+    def concat(cls, parts: Sequence[FeatureMatrix]) -> FeatureMatrix:
+        """The rows of `parts` in order (same columns and tables; at least one part)."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+
+        def stack(values: list) -> np.ndarray | KeyedVectors:
+            if isinstance(values[0], KeyedVectors):
+                codes = np.concatenate([v.codes for v in values])
+                return KeyedVectors(codes, values[0].table, values[0].dim)
+            return np.concatenate(values)
+
+        return cls(
+            categorical=np.concatenate([p.categorical for p in parts]),
+            numeric=np.concatenate([p.numeric for p in parts]),
+            categorical_names=first.categorical_names,
+            numeric_names=first.numeric_names,
+            cardinalities=first.cardinalities,
+            embeddings={k: stack([p.embeddings[k] for p in parts]) for k in first.embeddings},
+            items={k: np.concatenate([p.items[k] for p in parts]) for k in first.items},
+            item_vectors=first.item_vectors,
+        )
+
     def take(self, idx: np.ndarray) -> FeatureMatrix:
         """Rows `idx` (an index array or boolean mask) of every array."""
         return FeatureMatrix(
@@ -107,3 +131,43 @@ class FeatureMatrix:
             items={k: v[idx] for k, v in self.items.items()},
             item_vectors=self.item_vectors,
         )
+
+
+class MatrixChunks:
+    """A FeatureMatrix too large to hold at once, as consecutive slabs of rows: `chunks[i]`
+    loads slab i (rows `offsets[i]` to `offsets[i + 1]`), `len(chunks)` is the number of slabs
+    and `chunks.rows` the number of rows. Every slab has the same columns and tables."""
+
+    def __init__(self, sizes: Sequence[int], load: Callable[[int], FeatureMatrix]) -> None:
+        self.sizes = tuple(int(s) for s in sizes)
+        self.offsets = tuple(np.concatenate([[0], np.cumsum(self.sizes, dtype=np.int64)]).tolist())
+        self._load = load
+
+    @property
+    def rows(self) -> int:
+        return self.offsets[-1]
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, i: int) -> FeatureMatrix:
+        part = self._load(i)
+        if len(part) != self.sizes[i]:
+            raise ValueError(f"slab {i} has {len(part)} rows, expected {self.sizes[i]}")
+        return part
+
+    def __iter__(self) -> Iterator[FeatureMatrix]:
+        return (self[i] for i in range(len(self)))
+
+
+def rows_of(x: FeatureMatrix | MatrixChunks) -> int:
+    return x.rows if isinstance(x, MatrixChunks) else len(x)
+
+
+def first_part(x: FeatureMatrix | MatrixChunks) -> FeatureMatrix:
+    """The matrix itself, or a chunked matrix's first slab (for its columns and tables)."""
+    if isinstance(x, MatrixChunks):
+        if not len(x):
+            raise ValueError("a chunked matrix without slabs")
+        return x[0]
+    return x

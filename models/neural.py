@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.dcn_esmm import DCNESMM, embedding_width, esmm_loss, numeric_statistics
-from models.matrix import FeatureMatrix, KeyedVectors, fitted_table, keyed_tables
+from models.matrix import (
+    FeatureMatrix,
+    KeyedVectors,
+    MatrixChunks,
+    first_part,
+    fitted_table,
+    keyed_tables,
+    rows_of,
+)
 from models.neural_config import NeuralConfig
 from models.neural_loop import auc, fmt, optimizers, torch_settings, train_epoch
 from models.sizing import neural_defaults, resolve
@@ -67,24 +76,26 @@ class NeuralCTR:
     # ------------------------------------------------------------------ fit
     def fit(
         self,
-        X: FeatureMatrix,
+        X: FeatureMatrix | MatrixChunks,
         click: np.ndarray,
         conversion: np.ndarray,
-        X_valid: FeatureMatrix | None = None,
+        X_valid: FeatureMatrix | MatrixChunks | None = None,
         click_valid: np.ndarray | None = None,
         conversion_valid: np.ndarray | None = None,
     ) -> NeuralCTR:
-        """Train on the whole impression space; early-stop on the valid CTR + CTCVR log loss."""
-        y_click, y_conv = _labels(click, conversion, len(X))
+        """Train on the whole impression space; early-stop on the valid CTR + CTCVR log loss.
+        `X` in memory, or as `MatrixChunks` (slabs loaded in turn, shuffled within and across
+        slabs: a table larger than memory); the labels are whole arrays either way."""
+        n = rows_of(X)
+        y_click, y_conv = _labels(click, conversion, n)
         has_valid = X_valid is not None
         if has_valid:
             if click_valid is None or conversion_valid is None:
                 raise ValueError("X_valid needs click_valid and conversion_valid")
-            yv_click, yv_conv = _labels(click_valid, conversion_valid, len(X_valid))
-        self.config_, self.derived_ = resolve(
-            self.config, neural_defaults(len(X), int(y_click.sum()))
-        )
-        self._fit_schema(X)
+            yv_click, yv_conv = _labels(click_valid, conversion_valid, rows_of(X_valid))
+        self.config_, self.derived_ = resolve(self.config, neural_defaults(n, int(y_click.sum())))
+        first = first_part(X)
+        self._fit_schema(first, [X] if isinstance(X, FeatureMatrix) else X)
         with torch_settings(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             self.module_ = self._build_module()
@@ -92,14 +103,30 @@ class NeuralCTR:
                 float(y_click.mean()), float(y_conv.sum() / max(y_click.sum(), 1.0))
             )
             if self.item_table_shape_ is not None:
-                self.module_.attention.set_table(torch.from_numpy(X.item_vectors))
-            train = (*self._columns(X), torch.from_numpy(y_click), torch.from_numpy(y_conv))
-            self._train(train, (X_valid, yv_click, yv_conv) if has_valid else None)
+                self.module_.attention.set_table(torch.from_numpy(first.item_vectors))
+            loader = self._loader(X, torch.from_numpy(y_click), torch.from_numpy(y_conv))
+            self._train(loader, (X_valid, yv_click, yv_conv) if has_valid else None)
         self.module_.eval()
         logger.info("neural: best epoch %d of %d", self.best_epoch_, len(self.history_))
         return self
 
-    def _train(self, train: tuple, valid: tuple | None) -> None:
+    def _loader(
+        self, X: FeatureMatrix | MatrixChunks, click: torch.Tensor, conv: torch.Tensor
+    ) -> tuple[int, Callable[[list[int]], tuple]]:
+        """The train rows as groups for `train_epoch`: one of every row in memory, or one per
+        slab, the slabs of a window loaded (and joined) when its turn comes."""
+        if isinstance(X, FeatureMatrix):
+            return 1, lambda _: (*self._columns(X), click, conv)
+
+        def load(slabs: list[int]) -> tuple:
+            rows = [torch.arange(X.offsets[i], X.offsets[i + 1]) for i in slabs]
+            part = FeatureMatrix.concat([X[i] for i in slabs])
+            at = torch.cat(rows)
+            return (*self._columns(part), click[at], conv[at])
+
+        return len(X), load
+
+    def _train(self, train: tuple[int, Callable[[list[int]], tuple]], valid: tuple | None) -> None:
         """Epoch loop; with `valid`, keep the weights of the epoch with the lowest valid loss
         (CTR + `ctcvr_weight` x CTCVR log loss: bids need calibrated probabilities, and a ranking
         metric such as AUC keeps improving while the probabilities grow overconfident)."""
@@ -109,7 +136,7 @@ class NeuralCTR:
         self.history_: list[dict[str, float]] = []
         best, best_state, since_best = -math.inf, None, 0
         for epoch in range(1, cfg.epochs + 1):
-            row = {"epoch": epoch, **train_epoch(self.module_, train, opts, generator, cfg)}
+            row = {"epoch": epoch, **train_epoch(self.module_, *train, opts, generator, cfg)}
             if valid is not None:
                 row |= self._validate(*valid)
                 score = -row["valid_loss"]
@@ -127,7 +154,9 @@ class NeuralCTR:
         else:
             self.module_.load_state_dict(best_state)
 
-    def _fit_schema(self, X: FeatureMatrix) -> None:
+    def _fit_schema(self, X: FeatureMatrix, parts: Iterable[FeatureMatrix]) -> None:
+        """Columns, widths and tables from `X` (the first slab), numeric statistics over every
+        row of `parts`."""
         cfg = self.config_
         self.categorical_names_ = tuple(X.categorical_names)
         self.numeric_names_ = tuple(X.numeric_names)
@@ -146,7 +175,8 @@ class NeuralCTR:
             raise ValueError("item features without the item table: pass item_vectors")
         self.item_names_ = tuple(X.items) if attend else ()
         self.item_table_shape_ = tuple(X.item_vectors.shape) if attend else None
-        mean, std, missing = numeric_statistics(_tensor(X.numeric, np.float32), cfg.log_numeric)
+        numeric = (_tensor(p.numeric, np.float32) for p in parts)
+        mean, std, missing = numeric_statistics(numeric, cfg.log_numeric)
         self.numeric_mean_, self.numeric_std_ = mean.numpy(), std.numpy()
         self.numeric_with_indicator_ = missing.numpy()
 
@@ -176,7 +206,9 @@ class NeuralCTR:
         module.numeric.with_indicator.copy_(torch.from_numpy(self.numeric_with_indicator_))
         return module
 
-    def _validate(self, X: FeatureMatrix, click: np.ndarray, conv: np.ndarray) -> dict[str, float]:
+    def _validate(
+        self, X: FeatureMatrix | MatrixChunks, click: np.ndarray, conv: np.ndarray
+    ) -> dict[str, float]:
         ctr_logit, cvr_logit = self._logits(X)
         _, ctr_bce, ctcvr_bce = esmm_loss(
             ctr_logit, cvr_logit, torch.from_numpy(click), torch.from_numpy(conv)
@@ -192,7 +224,7 @@ class NeuralCTR:
         }
 
     # -------------------------------------------------------------- predict
-    def predict_proba(self, X: FeatureMatrix) -> np.ndarray:
+    def predict_proba(self, X: FeatureMatrix | MatrixChunks) -> np.ndarray:
         """(N, 3) float64 columns [pctr, pcvr, pctcvr] with pctcvr = pctr * pcvr."""
         with torch_settings(self.num_threads):
             ctr_logit, cvr_logit = self._logits(X)
@@ -200,9 +232,14 @@ class NeuralCTR:
         pcvr = torch.sigmoid(cvr_logit).numpy().astype(np.float64)
         return np.column_stack([pctr, pcvr, pctr * pcvr])
 
-    def _logits(self, X: FeatureMatrix) -> tuple[torch.Tensor, torch.Tensor]:
+    def _logits(self, X: FeatureMatrix | MatrixChunks) -> tuple[torch.Tensor, torch.Tensor]:
         if not hasattr(self, "module_"):
             raise RuntimeError("NeuralCTR is not fitted: call fit() or load() first")
+        if isinstance(X, MatrixChunks):  # slab by slab; the batches start at each slab's top
+            parts = [self._logits(part) for part in X]
+            if not parts:
+                return torch.zeros(0), torch.zeros(0)
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         codes, numeric, vectors, items = self._columns(X)
         self.module_.eval()
         out_ctr, out_cvr = [], []

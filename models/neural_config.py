@@ -32,6 +32,9 @@ class NeuralConfig:
     # number = none); smaller tables update faster with dense Adam (measured in `make bench`)
     sparse_min_rows: int = 50_000
     predict_batch_size: int = 4096
+    # a train split streamed in slabs (time-ordered rows): each step's rows are shuffled over
+    # this many slabs drawn at random, so no batch comes from one stretch of time only
+    shuffle_slabs: int = 4
     # DIN target attention over the user's recent items (where the features have them)
     attention: bool = True
     attention_dim: int = 16  # the item vectors' projected width
@@ -39,7 +42,7 @@ class NeuralConfig:
 
     def __post_init__(self) -> None:
         positive = ("embedding_dim", "batch_size", "epochs", "patience", "predict_batch_size")
-        positive += ("attention_dim",)
+        positive += ("attention_dim", "shuffle_slabs")
         for name in positive:
             if _set(self, name) and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -39,37 +39,46 @@ def optimizers(module: DCNESMM, cfg: NeuralConfig) -> list[torch.optim.Optimizer
 
 def train_epoch(
     module: DCNESMM,
-    train: tuple,
+    groups: int,
+    load: Callable[[list[int]], tuple],
     opts: list[torch.optim.Optimizer],
     generator: torch.Generator,
     cfg: NeuralConfig,
 ) -> dict[str, float]:
-    """One pass over a seeded permutation; batches are slices of the column tensors
-    `train = (codes, numeric, vectors, items, click, conversion)`."""
-    codes, numeric, vectors, items, click, conversion = train
-    n = codes.shape[0]
+    """One pass over the train rows, held in `groups` groups (slabs of a table too large to
+    hold, or one group of every row): the groups in a seeded order, taken `shuffle_slabs` at a
+    time, and in each such window a seeded permutation of its rows. `load(groups)` returns the
+    window's column tensors `(codes, numeric, vectors, items, click, conversion)`, batches
+    are slices of them. With one group, the order draws nothing."""
     module.train()
     started = time.perf_counter()
-    perm = torch.randperm(n, generator=generator)
     sums = torch.zeros(3, dtype=torch.float64)
-    for start in range(0, n, cfg.batch_size):
-        idx = perm[start : start + cfg.batch_size]
-        batch = [v[idx] for v in vectors], [v[idx] for v in items]
-        ctr_logit, cvr_logit, lookups = module(codes[idx], numeric[idx], *batch)
-        loss, ctr_bce, ctcvr_bce = esmm_loss(
-            ctr_logit, cvr_logit, click[idx], conversion[idx], cfg.ctcvr_weight
-        )
-        total = loss
-        if cfg.embedding_l2 > 0 and lookups:
-            total = loss + cfg.embedding_l2 * sum(e.pow(2).sum(1).mean() for e in lookups)
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        total.backward()
-        for opt in opts:
-            opt.step()
-        sums += torch.tensor([loss.item(), ctr_bce.item(), ctcvr_bce.item()]) * len(idx)
+    n = 0
+    order = torch.randperm(groups, generator=generator).tolist() if groups > 1 else [0]
+    mix = cfg.shuffle_slabs
+    for w in range(0, len(order), mix):
+        codes, numeric, vectors, items, click, conversion = load(order[w : w + mix])
+        rows = codes.shape[0]
+        perm = torch.randperm(rows, generator=generator)
+        for start in range(0, rows, cfg.batch_size):
+            idx = perm[start : start + cfg.batch_size]
+            batch = [v[idx] for v in vectors], [v[idx] for v in items]
+            ctr_logit, cvr_logit, lookups = module(codes[idx], numeric[idx], *batch)
+            loss, ctr_bce, ctcvr_bce = esmm_loss(
+                ctr_logit, cvr_logit, click[idx], conversion[idx], cfg.ctcvr_weight
+            )
+            total = loss
+            if cfg.embedding_l2 > 0 and lookups:
+                total = loss + cfg.embedding_l2 * sum(e.pow(2).sum(1).mean() for e in lookups)
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            total.backward()
+            for opt in opts:
+                opt.step()
+            sums += torch.tensor([loss.item(), ctr_bce.item(), ctcvr_bce.item()]) * len(idx)
+        n += rows
     seconds = time.perf_counter() - started
-    means = (sums / n).tolist()
+    means = (sums / max(n, 1)).tolist()
     return {
         "train_loss": means[0],
         "train_ctr_loss": means[1],

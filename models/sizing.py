@@ -19,7 +19,10 @@ tables):
   tables have the data to fill them (not measured here);
 - LightGBM: `num_leaves` about positives / 100 (a power of two minus one in [7, 255]: 15 on the
   small logs, where 15 beat 63 on valid) and `min_data_in_leaf` about 20 expected positives a
-  leaf (20 / click rate, in [20, 2000], and at most a tenth of the rows).
+  leaf (20 / click rate, in [20, 2000], and at most a tenth of the rows);
+- negative downsampling (models fitted in memory: LightGBM, logreg): none up to the train
+  stage's `max_in_memory_rows`; above, the rate that keeps about that many rows (every
+  positive plus a share of the negatives), at least `MIN_NEGATIVE_RATE`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, TypeVar
 SMALL_POSITIVES = 5_000  # fewer train positives: stronger regularisation of the neural model
 WIDE_ROWS = 10_000_000  # this many train rows or more: wider id embeddings
 TARGET_STEPS = 2_000  # the epoch cap allows about this many optimiser steps
+MIN_NEGATIVE_RATE = 0.01
 
 C = TypeVar("C")
 
@@ -65,6 +69,15 @@ def lightgbm_defaults(rows: int, positives: int) -> dict[str, Any]:
     rate = positives / rows if rows else 0.0
     per_leaf = _clamp(round(20 / rate), 20, 2000) if rate > 0 else 20
     return {"num_leaves": leaves, "min_data_in_leaf": max(1, min(per_leaf, rows // 10))}
+
+
+def negative_rate(rows: int, positives: int, max_rows: int) -> float:
+    """The share of negatives to keep so that about `max_rows` of `rows` remain (all positives
+    kept); 1.0 when the rows fit."""
+    negatives = rows - positives
+    if rows <= max_rows or negatives <= 0:
+        return 1.0
+    return min(1.0, max((max_rows - positives) / negatives, MIN_NEGATIVE_RATE))
 
 
 def resolve(config: C, derived: dict[str, Any]) -> tuple[C, dict[str, Any]]:

@@ -76,8 +76,19 @@ class EngineConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     models: tuple[str, ...] = MODEL_KINDS
+    # splits up to this many rows are held in memory whole; the neural model streams larger
+    # train / valid splits slab by slab, and the models fitted in memory (LightGBM, logreg)
+    # take a share of the negatives that keeps about this many rows (models.sizing)
+    max_in_memory_rows: int = 2_000_000
+    # rows per slab of a split read from disk in parts; a power of two, so the neural model's
+    # prediction batches (powers of two up to this) fall on the same rows as in one pass
+    slab_rows: int = 131_072
 
     def __post_init__(self) -> None:
+        if self.max_in_memory_rows < 1:
+            raise ValueError(f"max_in_memory_rows must be >= 1, got {self.max_in_memory_rows}")
+        if self.slab_rows < 1 or self.slab_rows & (self.slab_rows - 1):
+            raise ValueError(f"slab_rows must be a power of two, got {self.slab_rows}")
         unknown = [m for m in self.models if m not in MODEL_KINDS]
         if not self.models or unknown:
             raise ValueError(

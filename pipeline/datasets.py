@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,7 +12,7 @@ import polars as pl
 
 from features.history import table_matrix
 from features.spec import ITEM_TABLE, Feature, FeatureSpec
-from models.matrix import FeatureMatrix, KeyedVectors
+from models.matrix import FeatureMatrix, KeyedVectors, MatrixChunks
 from pipeline.io import read_manifest, read_table
 
 if TYPE_CHECKING:  # the MLflow model imports this module: keep its imports light
@@ -113,6 +115,86 @@ def to_matrix(
 def load_split(layout: Layout, split: str) -> pl.DataFrame:
     """One split's feature table (train, valid or test), in memory."""
     return read_table(layout.features, split).collect()
+
+
+def load_meta(layout: Layout, spec: FeatureSpec, split: str) -> pl.DataFrame:
+    """One split's meta columns (ids, slices, labels, money), every row: what scoring reads."""
+    return read_table(layout.features, split).select(spec.meta).collect()
+
+
+@dataclass(frozen=True)
+class SplitTable:
+    """One split's feature table on disk, read a few columns or a slab of rows at a time, for
+    tables larger than memory."""
+
+    path: Path
+    rows: int
+
+    @classmethod
+    def of(cls, layout: Layout, split: str) -> SplitTable:
+        rows = read_table(layout.features, split).select(pl.len()).collect().item()
+        return cls(layout.features / f"{split}.parquet", int(rows))
+
+    def columns(self, names: list[str]) -> pl.DataFrame:
+        """Every row of some columns (labels, ids)."""
+        return pl.scan_parquet(self.path).select(names).collect()
+
+    def slab(self, i: int, names: list[str], slab_rows: int) -> pl.DataFrame:
+        """Rows [i * slab_rows, (i + 1) * slab_rows) of some columns."""
+        return pl.scan_parquet(self.path).slice(i * slab_rows, slab_rows).select(names).collect()
+
+    def slabs(self, slab_rows: int) -> list[int]:
+        """The slabs' row counts."""
+        full, rest = divmod(self.rows, slab_rows)
+        return [slab_rows] * full + ([rest] if rest else [])
+
+    def frame(self) -> pl.DataFrame:
+        return pl.scan_parquet(self.path).collect()
+
+
+def spec_columns(spec: FeatureSpec, model: str) -> list[str]:
+    """The columns `to_matrix` reads for `model`."""
+    cols = spec.by_kind(model)
+    return [f.name for kind in ("categorical", "numeric", "embedding", "item") for f in cols[kind]]
+
+
+def chunked_matrix(
+    table: SplitTable,
+    spec: FeatureSpec,
+    model: str,
+    tables: Mapping[str, np.ndarray] | None,
+    slab_rows: int,
+) -> MatrixChunks:
+    """The split's model input as slabs, each read and converted when asked for."""
+    names = spec_columns(spec, model)
+
+    def load(i: int) -> FeatureMatrix:
+        return to_matrix(table.slab(i, names, slab_rows), spec, model, tables)
+
+    return MatrixChunks(table.slabs(slab_rows), load)
+
+
+def sampled_matrix(
+    table: SplitTable,
+    spec: FeatureSpec,
+    model: str,
+    keep: np.ndarray | None,
+    tables: Mapping[str, np.ndarray] | None,
+    slab_rows: int,
+) -> FeatureMatrix:
+    """The model input of the rows where `keep` (a boolean mask over the split; None: every
+    row) is true, read slab by slab, so only the kept rows' input is ever held whole."""
+    names = spec_columns(spec, model)
+    parts, start = [], 0
+    for i, size in enumerate(table.slabs(slab_rows)):
+        rows = table.slab(i, names, slab_rows)
+        if keep is not None:
+            rows = rows.filter(pl.Series(keep[start : start + size]))
+        parts.append(to_matrix(rows, spec, model, tables))
+        start += size
+    if not parts:  # an empty split
+        return to_matrix(table.slab(0, names, slab_rows), spec, model, tables)
+    return FeatureMatrix.concat(parts)
 
 
 def labels(frame: pl.DataFrame, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray | None]:

@@ -20,7 +20,7 @@ from features.spec import FeatureSpec
 from pipeline import plots, registry, report
 from pipeline.atomic import atomic_dir
 from pipeline.config import Experiment
-from pipeline.datasets import labels, load_spec, load_split
+from pipeline.datasets import labels, load_meta, load_spec
 from pipeline.io import MANIFEST, DataError, read_manifest, read_table, write_file_manifest
 from pipeline.lineage import check_lineage, check_same_run
 from pipeline.mlflow_model import HISTORY_FILE, load_estimator
@@ -109,7 +109,7 @@ def _selection_metrics(
     """What the champion is chosen on, per model: valid metrics only, of the valid predictions
     calibrated out of fold (`train.held_out_valid`, the same values train logged). No test
     metric is in here, so none can choose."""
-    valid = load_split(layout, "valid")
+    valid = load_meta(layout, spec, "valid")
     everything = np.ones(valid.height, dtype=bool)
     out = {}
     for kind in kinds:
@@ -189,7 +189,7 @@ def run(exp: Experiment) -> StageSummary:
     layout = Layout.of(exp)
     summary = StageSummary("evaluate", output=str(layout.evaluation))
     spec = load_spec(layout)
-    test = load_split(layout, "test")
+    test = load_meta(layout, spec, "test")
     kinds = [k for k in exp.train.models if (layout.prediction_dir(k) / MANIFEST).exists()]
     if not kinds:
         raise DataError(f"{layout.models}: no model predictions; run `make train` first")

@@ -22,16 +22,27 @@ import polars as pl
 from features.spec import FeatureSpec
 from models.calibration import Calibrator, out_of_fold_calibrated
 from models.lgbm import LightGBMCTR
+from models.matrix import MatrixChunks, first_part, rows_of
+from models.sampling import CORRECTION, negative_sample
 from pipeline import registry
 from pipeline.atomic import atomic_dir
 from pipeline.config import MODEL_KINDS, Experiment
-from pipeline.datasets import labels, load_spec, load_split, load_tables, to_matrix
+from pipeline.datasets import SplitTable, labels, load_spec, load_tables
 from pipeline.io import write_file_manifest, write_tables_into
 from pipeline.lineage import check_lineage
 from pipeline.mlflow_model import ESTIMATOR_DIR, HISTORY_FILE, META_FILE, ModelMeta, calibrate
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
 from pipeline.tracking import log_metrics, model_requirements, stage_run
+from pipeline.train_inputs import (
+    Source,
+    fit_negative_rate,
+    head_of,
+    labels_of,
+    meta_of,
+    model_input,
+    predict,
+)
 
 log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
@@ -40,26 +51,41 @@ PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
 def fit_model(
     kind: str,
     exp: Experiment,
-    frames: dict,
+    frames: Mapping[str, Source],
     spec: FeatureSpec,
     tables: Mapping[str, np.ndarray] | None = None,
 ) -> Any:
     """Fit one model family on train with early stopping on valid (`tables`: the lookup
-    tables of the spec's item features and keyed embeddings, `load_tables`)."""
-    xt = to_matrix(frames["train"], spec, kind, tables)
-    xv = to_matrix(frames["valid"], spec, kind, tables)
-    (ct, vt), (cv, vv) = labels(frames["train"], spec), labels(frames["valid"], spec)
+    tables of the spec's item features and keyed embeddings, `load_tables`). A model fitted in
+    memory takes every click and a seeded share of the non-clicks of train and valid
+    (`fit_negative_rate`), and is told the share, so its predictions undo it."""
+    (ct, vt), (cv, vv) = labels_of(frames["train"], spec), labels_of(frames["valid"], spec)
     seed, threads = exp.data.seed, exp.engine.num_threads
+    rate, _ = fit_negative_rate(kind, exp, ct)
+    keep_t = keep_v = None
+    if rate < 1.0:
+        keep_t, keep_v = negative_sample(ct, rate, seed), negative_sample(cv, rate, seed + 1)
+        ct, cv = ct[keep_t], cv[keep_v]
+        vt = None if vt is None else vt[keep_t]
+        vv = None if vv is None else vv[keep_v]
+        log.info(
+            "%s: fitted on every click and %.4f of the non-clicks (%s train rows, %s valid; "
+            "predictions corrected by %s)", kind, rate, f"{len(ct):,}", f"{len(cv):,}", CORRECTION
+        )  # fmt: skip
+    xt = model_input(frames["train"], spec, kind, tables, keep_t, exp)
+    xv = model_input(frames["valid"], spec, kind, tables, keep_v, exp)
+    first = first_part(xt)
     log.info(
-        "training %s on %s rows (%d categorical, %d numeric, %d dense inputs)",
+        "training %s on %s rows%s (%d categorical, %d numeric, %d dense inputs)",
         kind,
-        f"{len(xt):,}",
-        xt.categorical.shape[1],
-        xt.numeric.shape[1],
-        len(xt.embeddings),
+        f"{rows_of(xt):,}",
+        f" in {len(xt)} slabs" if isinstance(xt, MatrixChunks) else "",
+        first.categorical.shape[1],
+        first.numeric.shape[1],
+        len(first.embeddings),
     )
     if kind == "lightgbm":
-        return LightGBMCTR(exp.lightgbm, seed, threads).fit(xt, ct, vt, xv, cv, vv)
+        return LightGBMCTR(exp.lightgbm, seed, threads).fit(xt, ct, vt, xv, cv, vv, rate)
     if kind == "neural":
         from models.neural import NeuralCTR
 
@@ -70,7 +96,7 @@ def fit_model(
     if kind == "logreg":
         from models.logreg import LogRegCTR
 
-        return LogRegCTR(exp.logreg, seed, threads).fit(xt, ct, vt, xv, cv, vv)
+        return LogRegCTR(exp.logreg, seed, threads).fit(xt, ct, vt, xv, cv, vv, rate)
     raise ValueError(f"unknown model '{kind}' in train.models (known: {', '.join(MODEL_KINDS)})")
 
 
@@ -89,6 +115,21 @@ def _log_derived(kind: str, derived: dict[str, Any]) -> None:
     if derived:
         log.info("%s settings derived from the data size: %s", kind, derived)
         mlflow.log_params({f"derived.{kind}.{k}": v for k, v in derived.items()})
+
+
+def _log_sampling(
+    kind: str, exp: Experiment, model: Any, sources: Mapping[str, Source], spec: FeatureSpec
+) -> None:
+    """The share of negatives a model fitted in memory took (`fit_negative_rate`) as the
+    param `negative_rate`, with the correction of its predictions as a tag."""
+    if not hasattr(model, "negative_rate_"):
+        return
+    rate = model.negative_rate_
+    _, derived = fit_negative_rate(kind, exp, labels_of(sources["train"], spec)[0])
+    mlflow.log_params(
+        {"negative_rate": rate} | ({f"derived.{kind}.negative_rate": rate} if derived else {})
+    )
+    mlflow.set_tag("negative_correction", CORRECTION if rate < 1.0 else "none")
 
 
 def fit_calibrators(
@@ -135,12 +176,12 @@ def _log_model(
     kind: str,
     exp: Experiment,
     model_dir: Path,
-    frame: pl.DataFrame,
+    example: pd.DataFrame,
     spec: FeatureSpec,
-    pred: np.ndarray,
+    cal: dict[str, np.ndarray],
 ):
-    example = frame.head(5).select(spec.names(kind)).to_pandas()
-    output = pd.DataFrame(pred[:5], columns=["pctr", "pcvr", "pctcvr"])
+    """The pyfunc model, its signature from the first test rows and their predictions."""
+    output = pd.DataFrame(cal["test"][: len(example)], columns=["pctr", "pcvr", "pctcvr"])
     with warnings.catch_warnings():  # integer id codes and no input example are intended
         warnings.simplefilter("ignore", UserWarning)
         signature = mlflow.models.infer_signature(example, output)
@@ -246,19 +287,24 @@ def train_one(
     kind: str,
     exp: Experiment,
     layout: Layout,
-    frames: dict,
+    sources: Mapping[str, Source],
     spec: FeatureSpec,
     tables: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
+    """Fit `kind`, calibrate it on valid, score valid and test, log and register its run and
+    publish `models/<kind>/`. `sources`: the splits in memory or on disk (`SplitTable`)."""
     tags = {
         "split_mode": spec.split.split_mode,
         "text_features": str(spec.has_text).lower(),
         "has_conversion": str(spec.has_conversion).lower(),
     }
     with stage_run(exp, "train", model=kind, tags=tags) as run:
-        model = fit_model(kind, exp, frames, spec, tables)
+        model = fit_model(kind, exp, sources, spec, tables)
         _log_derived(kind, getattr(model, "derived_", {}))
-        raw = {s: model.predict_proba(to_matrix(frames[s], spec, kind)) for s in ("valid", "test")}
+        _log_sampling(kind, exp, model, sources, spec)
+        slab = exp.train.slab_rows
+        raw = {s: predict(model, sources[s], spec, kind, slab) for s in ("valid", "test")}
+        frames = {s: meta_of(sources[s], spec) for s in ("valid", "test")}
         cals = fit_calibrators(raw["valid"], frames["valid"], spec, exp)
         cal = {s: calibrate(r, cals) for s, r in raw.items()}
         _log_curves(kind, model)
@@ -267,7 +313,7 @@ def train_one(
         meta, run_id = ModelMeta(kind, spec, cals), run.info.run_id
         with tempfile.TemporaryDirectory() as staging:  # logged as `<kind>/`, then published
             files = _save_model(kind, model, meta, exp, layout, run_id, Path(staging, kind))
-            info = _log_model(kind, exp, files, frames["test"], spec, cal["test"])
+            info = _log_model(kind, exp, files, head_of(sources["test"], spec, kind), spec, cal)
             extra = {
                 "run_id": run_id,
                 "model_uri": info.model_uri,
@@ -290,11 +336,12 @@ def run(exp: Experiment) -> StageSummary:
     summary = StageSummary("train", output=str(layout.models))
     check_lineage(layout.features, {"raw": layout.raw}, "make features")
     spec = load_spec(layout)
-    frames = {s: load_split(layout, s) for s in ("train", "valid", "test")}
-    summary.rows_in = sum(f.height for f in frames.values())
+    # on disk, read a few columns or one slab at a time: the models hold only their inputs
+    sources = {s: SplitTable.of(layout, s) for s in ("train", "valid", "test")}
+    summary.rows_in = sum(t.rows for t in sources.values())
     tables = load_tables(layout, spec)
     for kind in exp.train.models:
-        metrics = train_one(kind, exp, layout, frames, spec, tables)
+        metrics = train_one(kind, exp, layout, sources, spec, tables)
         summary.notes[f"{kind}_test_ctr_auc"] = round(metrics.get("test_ctr_auc", float("nan")), 4)
-    summary.rows_out = frames["test"].height
+    summary.rows_out = sources["test"].rows
     return summary
