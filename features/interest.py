@@ -185,6 +185,32 @@ def interest_states(
     return sums, index, count
 
 
+def user_blocks(
+    ev_user: np.ndarray, imp_user: np.ndarray, max_events: int
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Blocks of whole users of about `max_events` events each (a user with more is a block of
+    its own), as (event positions, impression positions), both ascending; None when all the
+    events fit one block. Every impression is in exactly one block. A user's interest never
+    depends on another user's events, so `interest_states` block by block gives the values of
+    one call over everything, while holding only one block's (E_b + 1, D) states."""
+    if max_events < 1:
+        raise ValueError(f"max_events must be >= 1, got {max_events}")
+    if len(ev_user) <= max_events:
+        return None
+    users, per_user = np.unique(ev_user, return_counts=True)
+    # a block starts at the user whose running event count passes a multiple of max_events
+    firsts = users[np.flatnonzero(np.diff(np.cumsum(per_user) // max_events, prepend=-1))]
+    ev_block = np.searchsorted(firsts, ev_user, side="right") - 1
+    imp_block = np.maximum(np.searchsorted(firsts, imp_user, side="right") - 1, 0)
+    ev_order, imp_order = np.argsort(ev_block, kind="stable"), np.argsort(imp_block, kind="stable")
+    ev_at = np.searchsorted(ev_block[ev_order], np.arange(len(firsts) + 1))
+    imp_at = np.searchsorted(imp_block[imp_order], np.arange(len(firsts) + 1))
+    return [
+        (ev_order[ev_at[b] : ev_at[b + 1]], imp_order[imp_at[b] : imp_at[b + 1]])
+        for b in range(len(firsts))
+    ]
+
+
 def recent_click_similarity(
     impressions: pl.DataFrame, clicks: pl.DataFrame, ad_emb: pl.DataFrame, k: int = 5
 ) -> pl.DataFrame:

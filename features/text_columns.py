@@ -9,6 +9,7 @@ against them by index (`features.interest.row_dot`), in blocks of `CHUNK` rows.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from features.interest import (
     recent_click_similarity,
     row_dot,
     to_matrix,
+    user_blocks,
 )
 from features.lookup import positions
 
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 EVENT_WEIGHTS = {"search": 1.0, "view": 1.0, "click": 1.0}  # purchases repeat their click
 PCA_FIT_ROWS = 200_000  # at most this many train rows (evenly spaced) fit the interest PCA
 CHUNK = 65_536  # rows per block of row-wise products (bounded temporary memory)
+# interest events per block of users whose full-width states are held at once (about 1.5 GB
+# at 384-d); logs with fewer events are one block
+INTEREST_BLOCK_EVENTS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -134,17 +139,11 @@ def _events(
     ).filter(pl.Series(keep))
 
 
-def _interest_pca(
-    states: np.ndarray, index: np.ndarray, train: np.ndarray, dim: int, seed: int
-) -> tuple[np.ndarray, int]:
-    """Each row's interest vector (`states[index]`) on a PCA fitted on the `train` rows, in
-    blocks (no full-width vector per row is held); its width."""
-    dim = _pca_dim(dim, len(train), states.shape[1], "user interest")
-    mean, comps = fit_pca(states[index[train]], dim, seed)
-    reduced = np.zeros((len(index), dim), np.float32)
-    for s in range(0, len(index), CHUNK):
-        reduced[s : s + CHUNK] = apply_pca(states[index[s : s + CHUNK]], mean, comps)
-    return reduced, dim
+def _pca_sample(train: np.ndarray, has: np.ndarray) -> np.ndarray:
+    """The train rows with a history that fit the interest PCA: at most about `PCA_FIT_ROWS`,
+    evenly spaced."""
+    rows = np.flatnonzero(train & has)
+    return rows[:: max(1, len(rows) // PCA_FIT_ROWS)]
 
 
 def interest_columns(
@@ -156,7 +155,12 @@ def interest_columns(
     cfg: FeatureConfig,
     seed: int,
 ) -> tuple[dict[str, pl.Series], int]:
-    """e_user_interest (PCA on train), t_user_ad_cos and t_interest_events, row-aligned."""
+    """e_user_interest (PCA on train), t_user_ad_cos and t_interest_events, row-aligned.
+
+    The full-width interest states are held for one block of users at a time (`user_blocks`
+    of `INTEREST_BLOCK_EVENTS` events): a first pass gives the cosines and the PCA's fit rows,
+    a second the projections. With one block (every log up to that size) the states are
+    computed once and kept between the passes."""
     width = ads.matrix.shape[1]
     q_mat = queries.matrix if queries.matrix.size else np.zeros((0, width), np.float32)
     events = _events(behaviour, ads.ids, queries.ids, rows["user_id"], rows["ts"].max())
@@ -164,26 +168,64 @@ def interest_columns(
         log.info("no search, view or click events: no user interest features")
         return {}, 0
     table = np.vstack([ads.matrix, q_mat, np.zeros((1, width), np.float32)])
-    log.info("user interest from %s events", f"{events.height:,}")
     impressions = rows.select("impression_id", "user_id", "ts")
-    states, index, n_events = interest_states(
-        impressions, events, table, events["row"].to_numpy(), cfg.interest_half_life_days
+    ev_rows, half_life = events["row"].to_numpy(), cfg.interest_half_life_days
+    plan = user_blocks(
+        events["user_id"].to_numpy().astype(np.int64),
+        impressions["user_id"].to_numpy().astype(np.int64),
+        INTEREST_BLOCK_EVENTS,
     )
-    del events, table
-    has = n_events > 0
+    log.info(
+        "user interest from %s events%s", f"{events.height:,}",
+        f" in {len(plan)} blocks of users" if plan else "",
+    )  # fmt: skip
+    everything = np.arange(rows.height)
+
+    def states_of(block: tuple[np.ndarray, np.ndarray] | None) -> tuple:
+        if block is None:
+            return everything, *interest_states(impressions, events, table, ev_rows, half_life)
+        ev, imp = block
+        return imp, *interest_states(impressions[imp], events[ev], table, ev_rows[ev], half_life)
+
     ad_table = np.vstack([ads.matrix, np.zeros((1, width), np.float32)])
-    cos = pl.Series(row_dot(states, ad_table, a_rows=index, b_rows=ad_idx, chunk=CHUNK))
-    cos = cos.set(pl.Series(~has), None)
+    cos = np.zeros(rows.height, np.float32)
+    n_events = np.zeros(rows.height, np.int64)
+    blocks = plan or [None]
+    kept = None
+    for block in blocks:  # pass 1: cosines and history counts
+        imp, states, index, count = states_of(block)
+        cos[imp] = row_dot(states, ad_table, a_rows=index, b_rows=ad_idx[imp], chunk=CHUNK)
+        n_events[imp] = count
+        kept = (imp, states, index) if plan is None else None
+        del states, index
+    has = n_events > 0
     train = np.flatnonzero(rows["split"].eq("train").to_numpy() & has)
     train = train[:: max(1, len(train) // PCA_FIT_ROWS)]
     if len(train) == 0:
         log.info("no train impression has an earlier event: no user interest features")
         return {}, 0
-    reduced, dim = _interest_pca(states, index, train, cfg.interest_dim, seed)
+    dim = _pca_dim(cfg.interest_dim, len(train), width, "user interest")
+
+    def passes() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for block in blocks:
+            yield kept if kept is not None else states_of(block)[:3]
+
+    fit = np.zeros((len(train), width), np.float32)
+    for imp, states, index in passes():  # pass 2a: the fit rows (imp is ascending)
+        at = np.flatnonzero(np.isin(train, imp))
+        fit[at] = states[index[np.searchsorted(imp, train[at])]]
+    mean, comps = fit_pca(fit, dim, seed)
+    del fit
+    reduced = np.zeros((rows.height, dim), np.float32)
+    for imp, states, index in passes():  # pass 2b: every row's projection, in row blocks
+        for s in range(0, len(imp), CHUNK):
+            reduced[imp[s : s + CHUNK]] = apply_pca(states[index[s : s + CHUNK]], mean, comps)
+    kept = None
     reduced[~has] = 0.0  # no history: the train mean
+    cos_series = pl.Series(cos).set(pl.Series(~has), None).cast(pl.Float32)
     columns = {
         "e_user_interest": pl.Series("e_user_interest", reduced),
-        "t_user_ad_cos": cos.cast(pl.Float32).alias("t_user_ad_cos"),
+        "t_user_ad_cos": cos_series.alias("t_user_ad_cos"),
         "t_interest_events": pl.Series("t_interest_events", n_events.astype(np.float32)),
     }
     return columns, dim
