@@ -50,7 +50,7 @@ def test_negative_rate_is_one_until_the_rows_exceed_the_cap() -> None:
     assert negative_rate(10, 10, 5) == 1.0  # no negatives to sample
 
 
-def test_lightgbm_fitted_on_a_negative_sample_predicts_the_full_rate() -> None:
+def test_lightgbm_fitted_on_a_negative_sample_predicts_the_full_rate(tmp_path) -> None:
     rng = np.random.default_rng(1)
     n = 60_000
     x0 = rng.normal(size=n).astype(np.float32)
@@ -75,6 +75,12 @@ def test_lightgbm_fitted_on_a_negative_sample_predicts_the_full_rate() -> None:
     rate = click[valid].mean()
     assert abs(pctr.mean() / rate - 1.0) < 0.15  # corrected: the full data's rate
     assert raw.mean() / rate > 3.0  # uncorrected: the sample's, several times higher
+    model.save(tmp_path / "m")  # the rate travels with the model: a loaded one corrects too
+    loaded = LightGBMCTR.load(tmp_path / "m", num_threads=THREADS)
+    assert loaded.negative_rate_ == w
+    np.testing.assert_array_equal(
+        loaded.predict_proba(X.take(valid)), model.predict_proba(X.take(valid))
+    )
 
 
 def _chunks(X: FeatureMatrix, size: int) -> MatrixChunks:
@@ -131,3 +137,21 @@ def test_neural_fit_from_slabs_is_seeded_and_learns() -> None:
     assert not np.array_equal(p[0], memory)  # the slab order and in-slab shuffles differ
     slab_auc, memory_auc = roc_auc_score(hc, p[0][:, 0]), roc_auc_score(hc, memory[:, 0])
     assert slab_auc > 0.7 and abs(slab_auc - memory_auc) < 0.03
+
+
+def test_logreg_keeps_its_negative_rate_through_save_and_load(tmp_path) -> None:
+    from models.logreg import LogRegConfig, LogRegCTR
+
+    X, click, conv = make_data(n=600, embeddings=False)
+    model = LogRegCTR(LogRegConfig(max_iter=50), 0, THREADS).fit(
+        X, click, conv, X, click, conv, 0.5
+    )
+    p = model.predict_proba(X)
+    raw = 1.0 / (
+        1.0 + np.exp(-(model._design_block(X) @ model.ctr_["coef"] + model.ctr_["intercept"]))
+    )
+    np.testing.assert_allclose(p[:, 0], corrected(raw, 0.5))
+    model.save(tmp_path / "m")
+    loaded = LogRegCTR.load(tmp_path / "m", num_threads=THREADS)
+    assert loaded.negative_rate_ == 0.5
+    np.testing.assert_array_equal(loaded.predict_proba(X), p)
