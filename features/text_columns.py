@@ -199,8 +199,7 @@ def interest_columns(
         kept = (imp, states, index) if plan is None else None
         del states, index
     has = n_events > 0
-    train = np.flatnonzero(rows["split"].eq("train").to_numpy() & has)
-    train = train[:: max(1, len(train) // PCA_FIT_ROWS)]
+    train = _pca_sample(rows["split"].eq("train").to_numpy(), has)
     if len(train) == 0:
         log.info("no train impression has an earlier event: no user interest features")
         return {}, 0

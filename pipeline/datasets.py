@@ -148,9 +148,6 @@ class SplitTable:
         full, rest = divmod(self.rows, slab_rows)
         return [slab_rows] * full + ([rest] if rest else [])
 
-    def frame(self) -> pl.DataFrame:
-        return pl.scan_parquet(self.path).collect()
-
 
 def spec_columns(spec: FeatureSpec, model: str) -> list[str]:
     """The columns `to_matrix` reads for `model`."""

@@ -61,7 +61,7 @@ def fit_model(
     (`fit_negative_rate`), and is told the share, so its predictions undo it."""
     (ct, vt), (cv, vv) = labels_of(frames["train"], spec), labels_of(frames["valid"], spec)
     seed, threads = exp.data.seed, exp.engine.num_threads
-    rate, _ = fit_negative_rate(kind, exp, ct)
+    rate = fit_negative_rate(kind, exp, ct)
     keep_t = keep_v = None
     if rate < 1.0:
         keep_t, keep_v = negative_sample(ct, rate, seed), negative_sample(cv, rate, seed + 1)
@@ -117,15 +117,14 @@ def _log_derived(kind: str, derived: dict[str, Any]) -> None:
         mlflow.log_params({f"derived.{kind}.{k}": v for k, v in derived.items()})
 
 
-def _log_sampling(
-    kind: str, exp: Experiment, model: Any, sources: Mapping[str, Source], spec: FeatureSpec
-) -> None:
+def _log_sampling(kind: str, exp: Experiment, model: Any) -> None:
     """The share of negatives a model fitted in memory took (`fit_negative_rate`) as the
-    param `negative_rate`, with the correction of its predictions as a tag."""
+    param `negative_rate` (and `derived.<kind>.negative_rate` when the config left it to the
+    size rule), with the correction of its predictions as a tag."""
     if not hasattr(model, "negative_rate_"):
         return
     rate = model.negative_rate_
-    _, derived = fit_negative_rate(kind, exp, labels_of(sources["train"], spec)[0])
+    derived = getattr(exp, kind).negative_rate is None
     mlflow.log_params(
         {"negative_rate": rate} | ({f"derived.{kind}.negative_rate": rate} if derived else {})
     )
@@ -301,7 +300,7 @@ def train_one(
     with stage_run(exp, "train", model=kind, tags=tags) as run:
         model = fit_model(kind, exp, sources, spec, tables)
         _log_derived(kind, getattr(model, "derived_", {}))
-        _log_sampling(kind, exp, model, sources, spec)
+        _log_sampling(kind, exp, model)
         slab = exp.train.slab_rows
         raw = {s: predict(model, sources[s], spec, kind, slab) for s in ("valid", "test")}
         frames = {s: meta_of(sources[s], spec) for s in ("valid", "test")}

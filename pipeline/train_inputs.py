@@ -30,16 +30,16 @@ def labels_of(source: Source, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray
     return labels(frame, spec)
 
 
-def fit_negative_rate(kind: str, exp: Experiment, click: np.ndarray) -> tuple[float, bool]:
-    """The share of train negatives `kind` is fitted on and whether it was derived from the
-    data's size (None in the model's config); 1.0 for the models that stream instead."""
+def fit_negative_rate(kind: str, exp: Experiment, click: np.ndarray) -> float:
+    """The share of train negatives `kind` is fitted on: the model's config, or (None there)
+    derived from the data's size; 1.0 for the models that stream instead."""
     if kind in SLAB_MODELS:
-        return 1.0, False
+        return 1.0
     configured = getattr(exp, kind).negative_rate
     if configured is not None:
-        return float(configured), False
+        return float(configured)
     rows, positives = len(click), int(np.sum(click > 0))
-    return negative_rate(rows, positives, exp.train.max_in_memory_rows), True
+    return negative_rate(rows, positives, exp.train.max_in_memory_rows)
 
 
 def model_input(
@@ -70,10 +70,11 @@ def predict(model: Any, source: Source, spec: FeatureSpec, kind: str, slab_rows:
 
 
 def meta_of(source: Source, spec: FeatureSpec) -> pl.DataFrame:
-    """The columns the metrics and the predictions table read, every row."""
+    """The meta columns (ids, slices, labels) the metrics and the predictions table read,
+    every row."""
     if isinstance(source, pl.DataFrame):
         return source
-    return source.columns(["impression_id", "user_id", "cold_start", *spec.labels])
+    return source.columns(list(spec.meta))
 
 
 def head_of(source: Source, spec: FeatureSpec, kind: str, rows: int = 5) -> pd.DataFrame:
