@@ -35,6 +35,7 @@ where `join_asof(by=...)` (a hash lookup per row) grew ~5.5x from 1M to 4M rows.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import polars as pl
@@ -223,15 +224,15 @@ def key_features(
     return pl.DataFrame([v.cast(pl.Float32).alias(k) for k, v in out.items()]).rechunk()
 
 
-def behaviour_features(
+def behaviour_blocks(
     frame: pl.DataFrame,
     behaviour: pl.LazyFrame | None,
     cfg: FeatureConfig,
     priors: Priors,
     has_conv: bool,
-) -> pl.DataFrame:
-    """Every behaviour column of the keys present in `frame`, row-aligned with it (no columns
-    when no key is present).
+) -> Iterator[tuple[str, pl.DataFrame]]:
+    """(key name, its behaviour columns) for each key present in `frame`, row-aligned with it,
+    one key at a time: a caller that writes each block away holds one key's columns at once.
 
     `frame` (impressions with user_id, ad_id, ts, click, conversion and the key columns) must be
     sorted by ts; `behaviour` is the raw behaviour log (None: no log, every outcome is known at
@@ -243,10 +244,24 @@ def behaviour_features(
     logger.info("behaviour features: keys %s, windows %s days", keys, list(cfg.windows_days))
     outcomes = outcome_events(frame, behaviour, cfg)
     tl = timeline(frame, outcomes, has_conv, cfg.windows_days)
-    blocks = [
-        key_features(frame, tl, name, cfg.windows_days, priors, cfg.prior_strength, has_conv)
-        for name in tqdm(keys, desc="behaviour keys", unit="key", disable=frame.height < 100_000)
-    ]
+    del outcomes
+    for name in tqdm(keys, desc="behaviour keys", unit="key", disable=frame.height < 100_000):
+        yield (
+            name,
+            key_features(frame, tl, name, cfg.windows_days, priors, cfg.prior_strength, has_conv),
+        )
+
+
+def behaviour_features(
+    frame: pl.DataFrame,
+    behaviour: pl.LazyFrame | None,
+    cfg: FeatureConfig,
+    priors: Priors,
+    has_conv: bool,
+) -> pl.DataFrame:
+    """Every behaviour column of the keys present in `frame`, row-aligned with it (no columns
+    when no key is present); the blocks of `behaviour_blocks` side by side."""
+    blocks = [block for _, block in behaviour_blocks(frame, behaviour, cfg, priors, has_conv)]
     return pl.concat(blocks, how="horizontal") if blocks else pl.DataFrame()
 
 
