@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -135,27 +136,29 @@ def _per_row(
     behaviour: pl.DataFrame,
     cfg: FeatureConfig,
     seed: int,
-) -> tuple[dict[str, pl.Series], int]:
-    """The user and query columns the data allows (row-aligned), and the interest PCA width."""
-    per_row: dict[str, pl.Series] = {}
-    interest_dim = 0
-    if "user_id" in rows.columns and rows["user_id"].null_count() < rows.height:
-        cols, interest_dim = interest_columns(rows, behaviour, ads, ad_idx, queries, cfg, seed)
-        per_row |= cols
-        per_row["t_recent_click_sim"] = recent_clicks(rows, behaviour, ads, cfg.recent_clicks)
-        if cfg.history_length:
-            per_row |= history_columns(rows, behaviour, ads, ad_idx, cfg.history_length)
+) -> Iterator[dict[str, pl.Series]]:
+    """The user and query columns the data allows (row-aligned), one family at a time (the
+    item columns last)."""
+    has_users = "user_id" in rows.columns and rows["user_id"].null_count() < rows.height
+    if has_users:
+        yield interest_columns(rows, behaviour, ads, ad_idx, queries, cfg, seed)[0]
+        yield {"t_recent_click_sim": recent_clicks(rows, behaviour, ads, cfg.recent_clicks)}
     else:
         log.info("no user ids: no user interest or recent-click features")
     if "query" in rows.columns and len(queries.ids):
         zero_ad = np.vstack([ads.matrix, np.zeros((1, ads.matrix.shape[1]), np.float32)])
-        per_row |= query_columns(rows, queries, zero_ad, ad_idx, cfg.lgbm_text_dim, seed)
-    is_train = rows["split"].eq("train")
-    for name in [n for n in per_row if n.startswith("t_")]:
-        if per_row[name].filter(is_train).null_count() == int(is_train.sum()):
+        yield query_columns(rows, queries, zero_ad, ad_idx, cfg.lgbm_text_dim, seed)
+    if has_users and cfg.history_length:
+        yield history_columns(rows, behaviour, ads, ad_idx, cfg.history_length)
+
+
+def _trained(columns: dict[str, pl.Series], is_train: pl.Series) -> pl.DataFrame:
+    """The family's columns as a frame, less the scalar ones without a value on train rows."""
+    for name in [n for n in columns if n.startswith("t_")]:
+        if columns[name].filter(is_train).null_count() == int(is_train.sum()):
             log.info("%s: no value on train rows, left out", name)
-            del per_row[name]
-    return per_row, interest_dim
+            del columns[name]
+    return pl.DataFrame([col.alias(name) for name, col in columns.items()])
 
 
 def text_features(
@@ -165,6 +168,7 @@ def text_features(
     behaviour: pl.DataFrame,
     cfg: FeatureConfig,
     seed: int,
+    emit: Callable[[pl.DataFrame], None] | None = None,
 ) -> tuple[pl.DataFrame, list[dict[str, Any]], dict[str, pl.DataFrame]]:
     """The text feature columns of `frame`'s rows (see the module docstring), row-aligned with
     it, their spec entries and the lookup tables they index by name (the ad text table, and the
@@ -174,6 +178,9 @@ def text_features(
     frame: impression_id, ts, ad_id, split (+ user_id, query when the data has them; other
     columns are ignored). ads, queries: from `ad_vectors` / `query_vectors`. behaviour: the raw
     behaviour log (user_id, ts, event, ad_id, query), possibly empty. seed: the PCA fits'.
+    emit: given, each family's columns (row-aligned) are handed to it as soon as they are
+    built and not kept (a caller writing them away holds one family at a time); the frame
+    returned is then empty.
     """
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
@@ -182,7 +189,8 @@ def text_features(
     started = time.perf_counter()
     rows = frame.select([c for c in ROW_COLS if c in frame.columns])
     ads, ad_idx = row_ads(rows, ads)
-    known = rows["split"].eq("train").to_numpy() & (ad_idx < len(ads.ids))
+    is_train = rows["split"].eq("train")
+    known = is_train.to_numpy() & (ad_idx < len(ads.ids))
     train_ads = np.unique(ad_idx[known])
     # an ad without text (a zero vector) neither fits the PCA nor counts as embedded
     train_ads = train_ads[row_dot(ads.matrix, ads.matrix, train_ads, train_ads) > 0]
@@ -190,16 +198,34 @@ def text_features(
         log.info("no text features: no train impression's ad has a text embedding")
         return pl.DataFrame(), [], {}
     ad_table, pcs = ad_columns(ads, train_ads, cfg.lgbm_text_dim, seed)
-    per_row, interest_dim = _per_row(rows, ads, ad_idx, queries, behaviour, cfg, seed)
-    scalars = [n for n in per_row if n.startswith("t_")]
     codes = pl.Series("e_ad_text", ad_idx + 1, dtype=pl.Int32)  # item_table's codes
     codes = codes.set(pl.Series(ad_idx == len(ads.ids)), None)  # a null ad_id: null
-    out = attach(rows.select("ad_id"), ad_table, "ad_id").drop("ad_id").insert_column(0, codes)
-    order = sorted(per_row, key=lambda name: name.startswith("s_"))  # item columns last
-    out = out.hstack([per_row[name].alias(name) for name in order])
+    kept: list[pl.DataFrame] = []
+    names: list[str] = []
+
+    def take(block: pl.DataFrame) -> None:
+        if block.width == 0:  # a family the data rules out
+            return
+        names.extend(block.columns)
+        if emit is None:
+            kept.append(block)
+        else:
+            emit(block)
+
+    take(attach(rows.select("ad_id"), ad_table, "ad_id").drop("ad_id").insert_column(0, codes))
+    del codes
+    interest_dim = 0
+    for columns in _per_row(rows, ads, ad_idx, queries, behaviour, cfg, seed):
+        block = _trained(columns, is_train)
+        del columns
+        if "e_user_interest" in block.columns:
+            interest_dim = block.schema["e_user_interest"].size
+        take(block)
+        del block
+    scalars = [n for n in names if n.startswith("t_") and n not in pcs]
     spec = _spec(ads.matrix.shape[1], pcs, interest_dim, scalars, cfg)
     tables = {AD_TEXT_TABLE: item_table(ads.ids, ads.matrix)}
-    if HISTORY in per_row:
+    if HISTORY in names:
         tables[ITEM_TABLE] = item_vectors(ads, ad_table, pcs)
         spec += _item_spec(tables[ITEM_TABLE].height, len(pcs), cfg.history_length)
     log.info(
@@ -211,4 +237,5 @@ def text_features(
         f"{rows.height:,}",
         time.perf_counter() - started,
     )
+    out = pl.concat(kept, how="horizontal") if kept else pl.DataFrame()
     return out, spec, tables
