@@ -80,8 +80,10 @@ def clean_stale(parent: Path, name: str) -> None:
                 log.debug("not restoring %s: %s", old, exc)
         else:
             shutil.rmtree(old, ignore_errors=True)
-    for tmp in parent.glob(f".tmp-{name}-*"):
-        if owner_dead(tmp, f".tmp-{name}-"):
+    for kind in ("tmp", "work"):  # temporaries of `atomic_dir` / `atomic_file`, `scratch_dir`
+        for tmp in parent.glob(f".{kind}-{name}-*"):
+            if not owner_dead(tmp, f".{kind}-{name}-"):
+                continue
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
@@ -115,6 +117,22 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_dir(target: Path) -> Iterator[Path]:
+    """Yield a scratch folder beside `target` (`.work-<name>-<pid>-<uuid>`) for a stage's
+    intermediate files; removed when the block ends, and by the next write of `target` when
+    a killed process left it behind."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target.parent, target.name)
+    work = owned_name(target, "work")
+    work.mkdir()
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 _RENAME_EXCHANGE, _AT_FDCWD = 2, -100
