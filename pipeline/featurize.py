@@ -13,13 +13,15 @@ Every impression is accounted for: rows in = train + valid + test + quarantined.
 
 from __future__ import annotations
 
+import itertools
 import logging
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from features import behaviour as bf
-from features import schema
+from features import schema, tabular
 from features.encoders import encode, fit_vocab
 from features.lookup import attach
 from features.quality import reason_counts, split_quarantine, unusable
@@ -27,66 +29,22 @@ from features.query_features import query_features
 from features.spec import FeatureSpec
 from features.split import SPLITS, SplitConfig, assign_split, cold_start_flag, new_user_flag
 from features.text_columns import ad_vectors, query_vectors
-from features.text_features import text_features
+from features.text_features import ROW_COLS, text_features
+from pipeline.atomic import scratch_dir
 from pipeline.config import Experiment
 from pipeline.io import DataError, read_manifest, read_table, write_tables
 from pipeline.lineage import check_lineage
+from pipeline.spill import ColumnSpill, assemble
 from pipeline.stage import Layout, StageSummary
 
 log = logging.getLogger(__name__)
 
+# rows per chunk of the output put together at once (~170 MB at ~1.3 KB a row); the files
+# written are the same for any chunk size
+ASSEMBLY_ROWS = 131_072
+
 # what the features manifest (and so the export's) records of the encoder behind the text
 ENCODER_FACTS = ("encoder_id", "revision", "encoder", "precision", "variant")
-
-# kept in every split table beside the features: ids for slicing, labels, money for bidding
-META = [
-    "impression_id",
-    "ts",
-    "user_id",
-    "ad_id",
-    "placement",
-    "position",
-    "device",
-    "split",
-    "cold_start",
-    "new_user",
-    "click",
-    "conversion",
-    "market_price",
-    "cost",
-    "goal",
-    "max_cpc",
-    "target_cpa",
-]
-AD_COLUMNS = [
-    "ad_id",
-    "advertiser_id",
-    "campaign_id",
-    "category",
-    "brand",
-    "price",
-    "goal",
-    "max_cpc",
-    "target_cpa",
-    "created_at",
-]
-CATEGORICAL = [
-    "user_id",
-    "ad_id",
-    "advertiser_id",
-    "campaign_id",
-    "category",
-    "brand",
-    "goal",
-    "placement",
-    "device",
-    "age_bucket",
-    "gender",
-    "region",
-    "hour",
-    "weekday",
-]
-AD_NUMERIC = ["position", "log_price", "max_cpc", "target_cpa", "ad_age_days"]
 
 
 def _has(frame: pl.DataFrame, col: str) -> bool:
@@ -112,7 +70,7 @@ def _read_raw(layout: Layout) -> dict[str, pl.DataFrame]:
     raw = layout.raw
     return {
         "impressions": read_table(raw, "impressions", schema.IMPRESSIONS).collect(),
-        "ads": read_table(raw, "ads", schema.ADS).select(AD_COLUMNS).collect(),
+        "ads": read_table(raw, "ads", schema.ADS).select(tabular.AD_COLUMNS).collect(),
         "users": read_table(raw, "users", schema.USERS).collect(),
         "behaviour": read_table(raw, "behaviour", schema.BEHAVIOUR).collect(),
     }
@@ -172,14 +130,15 @@ def _text(
     layout: Layout,
     raw_manifest: dict[str, Any],
     exp: Experiment,
-) -> tuple[pl.DataFrame, list[dict[str, Any]], dict[str, pl.DataFrame]]:
-    """Reads the embeddings (once each) and returns the text feature columns (row-aligned with
-    `frame`), their spec entries and their lookup tables by name (`text_features`); (an empty
-    frame, [], {}) when there are none (logged)."""
+    spill: ColumnSpill,
+) -> tuple[list[dict[str, Any]], dict[str, pl.DataFrame]]:
+    """Reads the embeddings (once each) and spills the text feature columns (row-aligned with
+    `frame`, one family at a time); returns their spec entries and their lookup tables by name
+    (`text_features`); ([], {}) when there are none (logged)."""
     reason = _text_skip_reason(layout, raw_manifest, exp.features.text)
     if reason:
         log.info("no text features: %s", reason)
-        return pl.DataFrame(), [], {}
+        return [], {}
     # embed runs first; a tuned encoder's embeddings also name the encoder they came from
     upstream = {"raw": layout.raw}
     if "encoder" in (read_manifest(layout.embeddings).get("inputs") or {}):
@@ -190,7 +149,15 @@ def _text(
     except ValueError as exc:
         raise DataError(f"{layout.embeddings}/ads.parquet: {exc}") from exc
     queries = query_vectors(read_table(layout.embeddings, "queries").collect())
-    return text_features(frame, ads, queries, behaviour, exp.features, exp.data.seed)
+    count = itertools.count()
+
+    def emit(block: pl.DataFrame) -> None:
+        spill.add(f"text-{next(count)}", block)
+
+    _, spec, tables = text_features(
+        frame, ads, queries, behaviour, exp.features, exp.data.seed, emit=emit
+    )
+    return spec, tables
 
 
 def _query_skip_reason(layout: Layout, exp: Experiment) -> str | None:
@@ -228,53 +195,43 @@ def _query(
     return out, spec
 
 
-def _spec_entries(
-    categorical: list[str], numeric: list[str], vocab: pl.DataFrame, beh_names: set[str]
-) -> list[dict[str, Any]]:
-    cats = [
-        {
-            "name": f"c_{c}",
-            "kind": "categorical",
-            "source": c,
-            "cardinality": int(vocab.filter(pl.col("column") == c).height) + 1,
-            "family": "id" if c.endswith("_id") or c in ("category", "brand") else "context",
-        }
-        for c in categorical
-    ]
-    nums = [
-        {
-            "name": f"n_{c}",
-            "kind": "numeric",
-            "source": c,
-            "family": "behaviour"
-            if c in beh_names
-            else ("context" if c == "position" or c.startswith("num_") else "ad"),
-        }
-        for c in numeric
-    ]
-    return cats + nums
-
-
-def _encode(
-    frame: pl.DataFrame, beh_names: list[str]
-) -> tuple[pl.DataFrame, list[str], list[str], pl.DataFrame]:
-    """Fit vocabularies on train, add `c_*` codes and `n_*` numerics; drop what train lacks."""
-    names = frame.columns
+def _encoding(
+    frame: pl.DataFrame, beh_names: list[str], spill: ColumnSpill
+) -> tuple[list[pl.Expr], list[str], list[str], pl.DataFrame]:
+    """Fit vocabularies on train; the expressions adding the `c_*` codes and `n_*` numerics
+    (of `frame` or the spilled columns), the categorical and numeric sources kept (what train
+    has values of), and the vocabulary."""
+    names = frame.columns + spill.columns
     train = frame.lazy().filter(pl.col("split") == "train")  # lazy: only the needed columns
-    candidates = [c for c in CATEGORICAL if c in names] + [c for c in names if c.startswith("cat_")]
+    candidates = tabular.categorical_sources(names)
     vocabs = [v for v in (fit_vocab(train, c) for c in candidates) if v.height > 0]
     categorical = [v["column"][0] for v in vocabs]
     vocab = pl.concat(vocabs) if vocabs else pl.DataFrame()
-    numeric = [c for c in [*AD_NUMERIC, *beh_names] if c in names]
-    numeric += [c for c in names if c.startswith("num_")]
-    if numeric:
-        has_values = train.select(pl.col(numeric).is_not_null().any()).collect().row(0, named=True)
-        numeric = [c for c in numeric if has_values[c]]
-    frame = frame.with_columns(
-        [encode(c, vocab, f"c_{c}", frame.schema[c]) for c in categorical]
-        + [pl.col(c).cast(pl.Float32).alias(f"n_{c}") for c in numeric]
-    )
-    return frame, categorical, numeric, vocab
+    numeric = tabular.numeric_sources(names, beh_names)
+    base = [c for c in numeric if c in frame.columns]
+    has_values = {}
+    if base:
+        has_values = train.select(pl.col(base).is_not_null().any()).collect().row(0, named=True)
+    numeric = [c for c in numeric if (has_values[c] if c in has_values else spill.trained(c))]
+    exprs = [encode(c, vocab, f"c_{c}", frame.schema[c]) for c in categorical]
+    exprs += [pl.col(c).cast(pl.Float32).alias(f"n_{c}") for c in numeric]
+    return exprs, categorical, numeric, vocab
+
+
+def _inputs(layout: Layout, text: bool, query: bool) -> dict[str, Path]:
+    """The upstream folders the features manifest names: the text features name the embeddings
+    (and so the encoder) they came from, the query features the understood queries."""
+    inputs = {"raw": layout.raw}
+    if text:
+        inputs["embeddings"] = layout.embeddings
+    if query:
+        inputs["queries"] = layout.queries
+    return inputs
+
+
+def _encoder_facts(layout: Layout) -> dict[str, Any]:
+    emb = read_manifest(layout.embeddings)
+    return {k: emb.get(k) for k in ENCODER_FACTS}
 
 
 def run(exp: Experiment) -> StageSummary:
@@ -295,61 +252,64 @@ def run(exp: Experiment) -> StageSummary:
     priors = bf.fit_priors(train)
     log.info("%s impressions to featurise, %s quarantined", f"{frame.height:,}", f"{bad.height:,}")
     behaviour = raw["behaviour"]
-    beh = bf.behaviour_features(frame, behaviour.lazy(), exp.features, priors, has_conv)
-    beh_names = beh.columns
-    frame = frame.hstack(beh)
-    del beh, train
-    frame = _with_context(frame)
-    text, text_spec, lookups = _text(frame, behaviour, layout, raw_manifest, exp)
-    query, query_spec = _query(frame, behaviour, layout, exp)
-    del raw, behaviour
-    frame = _contiguous(frame.hstack([*text, *query]) if text_spec or query_spec else frame)
-    del text, query
-    log.info("encoding categorical columns (%s columns so far)", f"{frame.width:,}")
-    frame, categorical, numeric, vocab = _encode(frame, beh_names)
-    spec_features = _spec_entries(categorical, numeric, vocab, set(beh_names))
-    spec_features += text_spec + query_spec
-    meta = [c for c in META if c in frame.columns]
-    frame = frame.select(meta + [f["name"] for f in spec_features])
-    rows = {s: int(frame["split"].eq(s).sum()) for s in SPLITS}
-    spec = {
-        "features": spec_features,
-        "labels": ["click", "conversion"] if has_conv else ["click"],
-        "meta": meta,
-        "has_conversion": has_conv,
-        "has_text": bool(text_spec),
-        "priors": {"ctr": priors.ctr, "cvr": priors.cvr},
-        "split": bounds,
-        "rows": rows,
-    }
-    reasons = reason_counts(bad)
-    write_tables(layout.features_quarantine, {"impressions": bad}, config_digest=exp.digest())
-    log.info(
-        "writing %s rows x %s columns to %s", f"{frame.height:,}", frame.width, layout.features
-    )
-    tables = {s: frame.lazy().filter(pl.col("split") == s) for s in SPLITS} | lookups
-    inputs, encoder = {"raw": layout.raw}, None
-    if text_spec:  # the text features name the embeddings (and so the encoder) they came from
-        inputs["embeddings"] = layout.embeddings
-        emb = read_manifest(layout.embeddings)
-        encoder = {k: emb.get(k) for k in ENCODER_FACTS}
-    if query_spec:
-        inputs["queries"] = layout.queries
-    write_tables(
-        layout.features,
-        {**tables, "vocab": vocab},
-        config_digest=exp.digest(),
-        inputs=inputs,
-        files={layout.feature_spec.name: FeatureSpec.from_dict(spec).to_json().encode()},
-        extra={
-            "quarantined": bad.height,
-            "quarantine_reasons": reasons,
-            "rows_in": rows_in,
-            "encoder": encoder,
-        },
-    )
+    with scratch_dir(layout.features) as work:
+        spill = ColumnSpill(work, frame.height, ASSEMBLY_ROWS, frame["split"].eq("train"))
+        blocks = bf.behaviour_blocks(frame, behaviour.lazy(), exp.features, priors, has_conv)
+        for name, block in blocks:  # one key's columns in memory at a time
+            spill.add(f"behaviour-{name}", block)
+        beh_names = spill.columns
+        del blocks, train
+        frame = _with_context(frame)
+        query, query_spec = _query(frame, behaviour, layout, exp)
+        spill.add("query", query)
+        del query
+        exprs, categorical, numeric, vocab = _encoding(frame, beh_names, spill)
+        meta = [c for c in tabular.META if c in frame.columns]
+        rows = {s: int(frame["split"].eq(s).sum()) for s in SPLITS}
+        # the joined impressions go to the spill too: the text phase, the stage's largest,
+        # holds only the columns it reads
+        text_rows = frame.select(c for c in ROW_COLS if c in frame.columns)
+        needed = [*meta, *categorical, *(c for c in numeric if c in frame.columns)]
+        spill.add("impressions", frame.select(list(dict.fromkeys(needed))))
+        del frame, raw
+        text_spec, lookups = _text(text_rows, behaviour, layout, raw_manifest, exp, spill)
+        del text_rows, behaviour
+        spec_features = tabular.spec_entries(categorical, numeric, vocab, set(beh_names))
+        spec_features += text_spec + query_spec
+        columns = meta + [f["name"] for f in spec_features]
+        log.info("assembling %s rows x %s columns", f"{spill.height:,}", len(columns))
+        parts = assemble(spill, exprs, columns, work)
+        spec = {
+            "features": spec_features,
+            "labels": ["click", "conversion"] if has_conv else ["click"],
+            "meta": meta,
+            "has_conversion": has_conv,
+            "has_text": bool(text_spec),
+            "priors": {"ctr": priors.ctr, "cvr": priors.cvr},
+            "split": bounds,
+            "rows": rows,
+        }
+        reasons = reason_counts(bad)
+        write_tables(layout.features_quarantine, {"impressions": bad}, config_digest=exp.digest())
+        inputs = _inputs(layout, bool(text_spec), bool(query_spec))
+        shape = f"{sum(rows.values()):,} rows x {len(columns)} columns"
+        log.info("writing %s to %s", shape, layout.features)
+        scan = pl.scan_parquet(parts)
+        write_tables(
+            layout.features,
+            {s: scan.filter(pl.col("split") == s) for s in SPLITS} | lookups | {"vocab": vocab},
+            config_digest=exp.digest(),
+            inputs=inputs,
+            files={layout.feature_spec.name: FeatureSpec.from_dict(spec).to_json().encode()},
+            extra={
+                "quarantined": bad.height,
+                "quarantine_reasons": reasons,
+                "rows_in": rows_in,
+                "encoder": _encoder_facts(layout) if text_spec else None,
+            },
+        )
     summary.rows_in = rows_in
-    summary.rows_out = frame.height
+    summary.rows_out = sum(rows.values())
     summary.rows_quarantined = bad.height
     if summary.rows_in != summary.rows_out + summary.rows_quarantined:
         raise RuntimeError(f"row accounting broken: {summary.line()}")

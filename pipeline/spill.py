@@ -3,9 +3,10 @@
 Each family of feature columns (one behaviour key, the text columns, the query columns) is
 computed over the whole log at once, since its point-in-time state needs every earlier event,
 and is written straight to a scratch Parquet file in row groups of `chunk_rows` rows. Only the
-family being computed is held in memory. The output is then put together one row chunk at a
-time: row group i of every spill file, side by side (`ColumnSpill.chunks`). The rows are in
-time order, so a chunk is a stretch of time.
+family being computed is held in memory. The joined impressions themselves (ids, labels, the
+tabular columns) are spilled the same way before the text columns are built. The output is then
+put together one row chunk at a time: row group i of every spill file, side by side
+(`ColumnSpill.chunks`). The rows are in time order, so a chunk is a stretch of time.
 
 The scratch folder is the caller's (`pipeline.atomic.scratch_dir`): removed when the stage ends,
 and by the next run when a killed one left it behind.
@@ -57,7 +58,9 @@ class ColumnSpill:
         clash = sorted(set(block.columns) & set(self._trained))
         if clash:
             raise ValueError(f"spill {name!r}: columns already spilled: {clash}")
-        has = block.filter(self._train).select(pl.all().is_not_null().any()).row(0, named=True)
+        # a mask, not a filter: a filtered copy of a wide block would double it in memory
+        train = pl.lit(self._train)
+        has = block.select((pl.all().is_not_null() & train).any()).row(0, named=True)
         path = self.directory / f"{len(self._files):03d}-{name}.parquet"
         pq.write_table(block.to_arrow(), path, row_group_size=self.chunk_rows, compression="lz4")
         self._files.append(path)
@@ -73,22 +76,13 @@ class ColumnSpill:
 
 
 def assemble(
-    frame: pl.DataFrame,
-    spill: ColumnSpill,
-    exprs: list[pl.Expr],
-    columns: list[str],
-    directory: Path,
+    spill: ColumnSpill, exprs: list[pl.Expr], columns: list[str], directory: Path
 ) -> list[Path]:
-    """Write the output one row chunk at a time: `frame`'s rows of the chunk beside the
-    spilled columns, with `exprs` added and `columns` kept, to `part-<n>.parquet` files in
-    `directory` (returned in row order). Their concatenation is the whole output, whatever the
-    chunk size."""
-    if frame.height != spill.height:
-        raise ValueError(f"frame has {frame.height} rows, the spill {spill.height}")
+    """Write the output one row chunk at a time: the spilled columns of the chunk, with `exprs`
+    added and `columns` kept, to `part-<n>.parquet` files in `directory` (returned in row
+    order). Their concatenation is the whole output, whatever the chunk size."""
     parts = []
-    for n, (start, spilled) in enumerate(spill.chunks()):
-        chunk = frame.slice(start, spill.chunk_rows)
-        chunk = chunk.hstack(spilled) if spilled.width else chunk
+    for n, (_, chunk) in enumerate(spill.chunks()):
         path = Path(directory) / f"part-{n:06d}.parquet"
         chunk.with_columns(exprs).select(columns).write_parquet(path)
         parts.append(path)

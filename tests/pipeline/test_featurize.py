@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from features import tabular
 from features.config import FeatureConfig
 from features.schema import ADS, BEHAVIOUR, IMPRESSIONS, RAW_TABLES, USERS
 from pipeline import featurize
@@ -134,7 +135,7 @@ def test_rebuilding_gives_equal_frames(market, built, tmp_path) -> None:
 def test_feature_spec_contract(built) -> None:
     exp, _ = built
     tables, spec = _read(exp)
-    meta = featurize.META
+    meta = tabular.META
     assert spec["meta"] == meta and spec["labels"] == ["click", "conversion"]
     for s in SPLITS:
         assert tables[s].columns[: len(meta)] == meta

@@ -77,19 +77,14 @@ def test_a_block_of_the_wrong_height_or_a_repeated_column_is_refused(tmp_path) -
 def test_assemble_adds_expressions_and_keeps_the_columns(tmp_path) -> None:
     frame = pl.DataFrame({"row": range(N), "split": ["a", "b"] * (N // 2)})
     spill = ColumnSpill(tmp_path, N, 300, _train())
+    spill.add("frame", frame)
     spill.add("b", _block(1))
     exprs = [(pl.col("int1") + pl.col("row")).alias("sum")]
-    parts = assemble(frame, spill, exprs, ["row", "sum", "vec1"], tmp_path)
+    parts = assemble(spill, exprs, ["row", "sum", "vec1"], tmp_path)
     assert [p.name for p in parts] == [f"part-{i:06d}.parquet" for i in range(4)]
     got = pl.read_parquet(parts)
     want = frame.hstack(_block(1)).with_columns(exprs).select("row", "sum", "vec1")
     assert got.equals(want)
-
-
-def test_without_spilled_columns_the_frame_alone_is_written(tmp_path) -> None:
-    frame = pl.DataFrame({"row": range(10)})
-    parts = assemble(frame, ColumnSpill(tmp_path, 10, 4, _train(10)), [], ["row"], tmp_path)
-    assert pl.read_parquet(parts).equals(frame)
 
 
 # ------------------------------------------------------------- the features stage, any chunk size
