@@ -3,12 +3,17 @@ EXP ?= default
 # SET="section.key=value ..." overrides settings for the stages run, e.g. an ablation:
 # make features train evaluate SET=features.text=false
 SET ?=
-OVERRIDES := $(foreach s,$(SET),--set $(s))
+# ENGINE=ray runs the stages that have a Ray version on Ray (engine.kind = "ray"; RAY_ADDRESS
+# names a cluster, else a local Ray starts); the `ray` extra is installed on first use
+ENGINE ?= local
+OVERRIDES := $(foreach s,$(SET),--set $(s)) $(if $(filter ray,$(ENGINE)),--set engine.kind=ray)
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TUNE_STAMP := $(VENV)/.tune-stamp
+RAY_STAMP := $(VENV)/.ray-stamp
+ENGINE_STAMP := $(if $(filter ray,$(ENGINE)),$(RAY_STAMP))
 RAW := data/$(EXP)/raw/_manifest.json
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -33,13 +38,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# the pins of the `tune` extra (optuna), installed on top without reinstalling the project;
+# an extra's pins (`$(1)`: tune, ray), installed on top without reinstalling the project;
 # `make test` has them already through the `dev` extra
-$(TUNE_STAMP): pyproject.toml $(STAMP)
+define install_extra
 	$(PY) -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); \
-	  print("\n".join(d["project"]["optional-dependencies"]["tune"]))' | \
+	  print("\n".join(d["project"]["optional-dependencies"]["$(1)"]))' | \
 	  $(PY) -m pip install --quiet -r /dev/stdin
+endef
+
+$(TUNE_STAMP): pyproject.toml $(STAMP)
+	$(call install_extra,tune)
 	@touch $(TUNE_STAMP)
+
+$(RAY_STAMP): pyproject.toml $(STAMP)
+	$(call install_extra,ray)
+	@touch $(RAY_STAMP)
+
+# with ENGINE=ray, every stage verb installs the extra first
+features finetune understand embed train tune evaluate export replay: $(ENGINE_STAMP)
 
 # raw data is rebuilt when its config or the code that writes it changes (a pulled simulator
 # change must not leave last month's data in place)

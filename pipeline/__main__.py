@@ -86,6 +86,7 @@ def run_stage(stage: str, experiment: str, overrides: list[str], entry: str = "r
     from pipeline.config import ConfigError, load_experiment
     from pipeline.io import DataError
     from pipeline.lock import LockError, stage_lock
+    from pipeline.ray_engine import preflight
     from pipeline.stage import Layout, setup_logging
 
     setup_logging()
@@ -93,6 +94,7 @@ def run_stage(stage: str, experiment: str, overrides: list[str], entry: str = "r
         with _signals_unwind():
             exp = load_experiment(experiment, overrides)
             module = importlib.import_module(STAGES[stage])
+            preflight(exp.engine, stage)
             with stage_lock(Layout.of(exp).root, stage):
                 summary = getattr(module, entry)(exp)
     except (ConfigError, DataError, LockError) as exc:

@@ -62,15 +62,30 @@ class DataConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
 
 
+ENGINES = ("local", "ray")
+# where the data lives and the jobs run: not in the config digest
+PLACEMENT_KEYS = frozenset({"data.root", "engine.kind", "engine.address", "engine.workers"})
+
+
 @dataclass(frozen=True)
 class EngineConfig:
-    """How the jobs run: the one thread count of LightGBM, torch and the text encoder."""
+    """How the jobs run: the one thread count of LightGBM, torch and the text encoder, and
+    where: this process (`local`) or a Ray cluster (`ray`: `address`, else `RAY_ADDRESS`, else
+    a Ray started for the job on this machine with `num_threads` CPUs), with `workers` actors
+    or training workers."""
 
     num_threads: int = 2
+    kind: str = "local"  # local | ray
+    address: str = ""  # a Ray cluster: host:port, ray://host:port or auto
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        if self.kind not in ENGINES:
+            raise ValueError(f"kind must be one of {', '.join(ENGINES)}, got {self.kind!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -248,8 +263,9 @@ class Experiment:
 
     def digest(self) -> str:
         """A short hash of the effective settings (goes into every manifest). Where the data
-        lives (`data.root`) is not a setting of the data, so it is left out."""
-        settings = {k: v for k, v in self.flat().items() if k != "data.root"}
+        lives (`data.root`) and where the jobs run (`engine.kind`, `address`, `workers`, on the
+        runs' tags) are not settings of the data, so they are left out."""
+        settings = {k: v for k, v in self.flat().items() if k not in PLACEMENT_KEYS}
         blob = json.dumps(settings, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

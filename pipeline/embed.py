@@ -34,10 +34,11 @@ from features.text import (
     variant,
 )
 from pipeline.atomic import atomic_file
-from pipeline.config import Experiment
+from pipeline.config import EngineConfig, Experiment
 from pipeline.finetune import FINETUNED, tuned_model_dir
 from pipeline.io import DataError, one_line, read_table, write_tables
 from pipeline.lock import file_lock
+from pipeline.ray_engine import encode_on_ray
 from pipeline.stage import Layout, StageSummary
 
 log = logging.getLogger(__name__)
@@ -146,16 +147,30 @@ def encoder_dir(exp: Experiment) -> Path:
         raise DataError(f"embed.encoder: {exc}") from None
 
 
+def _encode_here(
+    texts: list[str], cfg: EmbedConfig, model_dir: Path, revision: str, num_threads: int | None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(vectors, truncated, seconds encoding) of `texts` from an encoder loaded here."""
+    try:
+        encoder = TextEncoder(cfg, model_dir, revision=revision, num_threads=num_threads)
+        out = encoder.encode(texts)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"encoder {model_dir}: not a usable encoder ({one_line(exc)})") from None
+    return out.vectors, out.truncated, out.seconds
+
+
 def embed_texts(
     texts: list[str | None],
     cfg: EmbedConfig,
     cache_root: Path,
     num_threads: int | None = None,
     model_dir: Path | None = None,
+    engine: EngineConfig | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Vectors for `texts` (zero rows for empty ones) through the cache; facts for the manifest.
     `num_threads`: torch's threads while encoding (the cached vectors do not depend on it);
-    `model_dir`: the encoder's directory (default: `cfg.encoder` resolved)."""
+    `model_dir`: the encoder's directory (default: `cfg.encoder` resolved); `engine`: with
+    kind `ray`, the texts not cached are embedded by Ray actors (the same vectors)."""
     model_dir = model_dir or resolve_model_dir(cfg.encoder)
     revision = model_revision(model_dir)
     enc_id = encoder_id(cfg.encoder, revision)
@@ -173,16 +188,16 @@ def embed_texts(
     new = pl.DataFrame(schema=hits.schema)
     rate = None
     if missing:
-        try:
-            encoder = TextEncoder(cfg, model_dir, revision=revision, num_threads=num_threads)
-            out = encoder.encode([first[k] for k in missing])
-        except (OSError, ValueError) as exc:
-            raise DataError(
-                f"encoder {model_dir}: not a usable encoder ({one_line(exc)})"
-            ) from None
-        cache.put(missing, out.vectors, out.truncated)
-        new = pl.DataFrame({"key": missing, "emb": out.vectors, "truncated": out.truncated})
-        rate = round(len(missing) / max(out.seconds, 1e-9), 1)
+        todo = [first[k] for k in missing]
+        if engine is not None and engine.kind == "ray":
+            started = time.perf_counter()  # with the actors' start: Ray has no other clock
+            vectors, truncated = encode_on_ray(todo, cfg, model_dir, revision, dim, engine)
+            seconds = time.perf_counter() - started
+        else:
+            vectors, truncated, seconds = _encode_here(todo, cfg, model_dir, revision, num_threads)
+        cache.put(missing, vectors, truncated)
+        new = pl.DataFrame({"key": missing, "emb": vectors, "truncated": truncated})
+        rate = round(len(missing) / max(seconds, 1e-9), 1)
     table = pl.concat([hits, new])
     row = {k: i for i, k in enumerate(table["key"].to_list())}
     vecs = np.vstack([table["emb"].to_numpy().reshape(-1, dim), np.zeros((1, dim), np.float32)])
@@ -221,7 +236,7 @@ def run(exp: Experiment) -> StageSummary:
     texts: list[str | None] = [t for f in fields for t in ads[f].to_list()] + queries
     model_dir = encoder_dir(exp)
     vectors, facts = embed_texts(
-        texts, exp.embed, layout.embed_cache, exp.engine.num_threads, model_dir
+        texts, exp.embed, layout.embed_cache, exp.engine.num_threads, model_dir, exp.engine
     )
     n = ads.height
     ad_table = pl.DataFrame(

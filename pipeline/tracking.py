@@ -14,6 +14,7 @@ import mlflow
 
 from pipeline.config import EXPERIMENTS_DIR, Experiment
 from pipeline.lock import pid_alive
+from pipeline.ray_engine import stage_engine
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,10 @@ def child_run(
 def run_tags(
     exp: Experiment, stage: str, model: str | None, tags: dict[str, str] | None
 ) -> dict[str, str]:
-    """The tags of every run: stage, experiment, config hash, model, the process; then `tags`."""
+    """The tags of every run: stage, experiment, config hash, engine, model, the process; then
+    `tags`."""
     all_tags = {"stage": stage, "experiment": exp.name, "config_hash": exp.digest()}
+    all_tags["engine"] = stage_engine(exp.engine, stage)  # where the job ran: local | ray
     if model:
         all_tags["model"] = model
     all_tags |= {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}

@@ -1,0 +1,106 @@
+"""The Ray engine (`engine.kind = "ray"`): the embed stage on a local Ray gives the local
+engine's vectors, and a missing Ray or an unreachable cluster stops a stage with one line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.config import EngineConfig, load_experiment
+from pipeline.io import DataError
+from pipeline.ray_engine import _head, actor_share, stage_engine
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _stage(stage: str, root: Path, *sets: str, env: dict[str, str] | None = None):
+    cmd = [sys.executable, "-m", "pipeline", stage, "-e", "small", "--set", f"data.root={root}"]
+    cmd += [arg for s in sets for arg in ("--set", s)]
+    return subprocess.run(
+        cmd, cwd=REPO, env=env or os.environ.copy(), capture_output=True, text=True, timeout=600
+    )
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    return errors[0]
+
+
+def test_the_engine_setting_is_checked_and_left_out_of_the_digest() -> None:
+    with pytest.raises(Exception, match="kind must be one of local, ray"):
+        load_experiment("small", ["engine.kind=spark"])
+    local = load_experiment("small")
+    on_ray = load_experiment("small", ["engine.kind=ray", "engine.workers=2"])
+    assert local.digest() == on_ray.digest()  # where a job runs is not a setting of the data
+    assert stage_engine(on_ray.engine, "embed") == "ray"
+    assert stage_engine(on_ray.engine, "train") == "local"  # no Ray version yet
+    assert stage_engine(local.engine, "embed") == "local"
+
+
+def test_actors_leave_ray_data_a_share_of_the_cpus() -> None:
+    assert actor_share(2, 1) == (1.5, 2)
+    assert actor_share(2, 2) == (0.75, 1)
+    assert actor_share(16, 4) == (3.875, 4)
+    share, threads = actor_share(1, 8)
+    assert share == 0.1 and threads == 1
+
+
+def test_cluster_addresses_are_parsed() -> None:
+    assert _head("10.0.0.5:6379") == ("10.0.0.5", 6379)
+    assert _head("ray://head.example:10001") == ("head.example", 10001)
+    assert _head("auto") is None
+    with pytest.raises(DataError, match="not host:port"):
+        _head("head:port")
+
+
+def test_without_ray_installed_a_ray_stage_says_how_to_install_it(tmp_path) -> None:
+    shadow = tmp_path / "shadow" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    env = os.environ | {"PYTHONPATH": str(shadow.parent)}
+    line = _one_error_line(_stage("embed", tmp_path / "data", "engine.kind=ray", env=env))
+    assert "Ray is not installed" in line and "ENGINE=ray" in line
+
+
+@pytest.mark.parametrize("how", ["setting", "RAY_ADDRESS"])
+def test_an_unreachable_cluster_is_one_line(tmp_path, how) -> None:
+    env = os.environ.copy()
+    sets = ["engine.kind=ray"]
+    if how == "setting":
+        sets.append("engine.address=127.0.0.1:1")
+    else:
+        env["RAY_ADDRESS"] = "127.0.0.1:1"
+    line = _one_error_line(_stage("embed", tmp_path / "data", *sets, env=env))
+    assert "'127.0.0.1:1'" in line and "does not answer" in line
+
+
+def test_embed_on_ray_equals_the_local_engine(small_pipeline, tmp_path) -> None:
+    """`small`'s raw data embedded again on a local Ray with 2 actors, with an empty cache (so
+    every text goes through Ray): the ad and query tables equal the local engine's."""
+    shutil.copytree(small_pipeline.root / "raw", tmp_path / "small" / "raw")
+    env = small_pipeline.env | {"RAY_ADDRESS": ""}
+    proc = _stage("embed", tmp_path, "engine.kind=ray", "engine.workers=2", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "on 2 Ray actor(s)" in proc.stderr
+    for table in ("ads", "queries"):
+        ray_frame = pl.read_parquet(tmp_path / "small" / "embeddings" / f"{table}.parquet")
+        local = pl.read_parquet(small_pipeline.root / "embeddings" / f"{table}.parquet")
+        assert ray_frame.equals(local), table
+
+
+def test_a_local_engine_never_imports_ray() -> None:
+    code = (
+        "import sys; from pipeline import embed, featurize, train, tracking; "
+        "assert 'ray' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+    assert EngineConfig().kind == "local"
