@@ -10,7 +10,12 @@ The text encoder's rounding depends on the CPU (bf16 where it has native bf16 ma
 else, and the fp32 kernels block differently on AVX2 and AVX-512), and every feature built from
 the embeddings follows it. So there is one record per CPU class, `small-<precision>-<isa>.json`
 (e.g. `small-fp32-avx2.json`); on a class without a record the test skips and says how to make
-one. An AVX-512 machine with native bf16 makes and checks the fp32-avx2 record too, with every
+one. bf16 rounding also differs between CPU models of one class (an AMD Zen 4 EPYC does not
+reproduce the bf16-avx512 record made on another model), so a record named after the model as
+well, `small-<precision>-<isa>-<vendor>-<family>-<model>.json` from /proc/cpuinfo, is preferred
+where it exists; make one by copying the class's record to that name and rewriting it.
+
+An AVX-512 machine with native bf16 makes and checks the fp32-avx2 record too, with every
 library held to AVX2: `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4
 AVX512_ICL"` (checked: so set, such a machine reproduced the record made on an AVX2 one).
@@ -41,7 +46,26 @@ def record_key() -> str:
     return f"{precision(EmbedConfig())}-{torch.backends.cpu.get_cpu_capability().lower()}"
 
 
-GOLDEN = GOLDEN_DIR / f"small-{record_key()}.json"
+def cpu_model() -> str:
+    """This CPU's vendor, family and model as /proc/cpuinfo names them ("" where unreadable)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    facts = dict(line.split(":", 1) for line in lines if ":" in line)
+    facts = {k.strip(): v.strip() for k, v in facts.items()}
+    parts = [facts.get(k, "") for k in ("vendor_id", "cpu family", "model")]
+    return "-".join(parts).lower() if all(parts) else ""
+
+
+def golden_path() -> Path:
+    """The record this machine checks: its CPU model's where one exists, else its class's."""
+    generic = GOLDEN_DIR / f"small-{record_key()}.json"
+    specific = GOLDEN_DIR / f"small-{record_key()}-{cpu_model()}.json"
+    return specific if cpu_model() and specific.is_file() else generic
+
+
+GOLDEN = golden_path()
 FEATURE_FILES = (
     "feature_spec.json",
     "train.parquet",
