@@ -169,7 +169,9 @@ def encode_on_ray(
             share,
             threads,
         )
-        encoded = ray.data.from_arrow(table).map_batches(
+        # one block per actor call, so that every actor has work (one block is one task)
+        blocks = [table.slice(i, TEXTS_PER_TASK) for i in range(0, len(texts), TEXTS_PER_TASK)]
+        encoded = ray.data.from_arrow(blocks).map_batches(
             _Encoder,
             fn_constructor_kwargs={
                 "cfg": cfg,
@@ -184,7 +186,10 @@ def encode_on_ray(
         )
         vectors = np.zeros((len(texts), dim), np.float32)
         truncated = np.zeros(len(texts), bool)
-        for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
-            vectors[batch["row"]] = batch["vec"]
-            truncated[batch["row"]] = batch["truncated"]
+        try:  # Ray replaces a lost actor and retries its call; past its retries it raises
+            for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
+                vectors[batch["row"]] = batch["vec"]
+                truncated[batch["row"]] = batch["truncated"]
+        except ray.exceptions.RayError as exc:
+            raise DataError(f"Ray: the embedding job failed ({one_line(exc)}); rerun") from None
     return vectors, truncated

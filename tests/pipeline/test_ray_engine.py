@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -104,3 +106,56 @@ def test_a_local_engine_never_imports_ray() -> None:
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
     assert EngineConfig().kind == "local"
+
+
+def _encoder_actors() -> list[int]:
+    """The pids of this machine's Ray encoder actors (Ray names its worker processes)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"MapBatches(_Encoder)" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_killed_encoder_actor_leaves_no_half_written_output(small_pipeline, tmp_path) -> None:
+    """kill -9 of an encoder actor while `embed` runs on Ray: Ray replaces it and the job ends
+    with the local engine's tables, or it fails with nothing written; either way the rerun
+    gives the local engine's tables."""
+    shutil.copytree(small_pipeline.root / "raw", tmp_path / "small" / "raw")
+    out = tmp_path / "small" / "embeddings"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "embed",
+        "-e",
+        "small",
+        "--set",
+        f"data.root={tmp_path}",
+    ]
+    cmd += ["--set", "engine.kind=ray", "--set", "engine.workers=2"]
+    env = small_pipeline.env | {"RAY_ADDRESS": ""}
+    job = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and job.poll() is None and time.monotonic() < deadline:
+        actors = _encoder_actors()
+        if actors:
+            time.sleep(2)  # into the model's load or the first call
+            os.kill(actors[0], signal.SIGKILL)
+            killed = actors[0]
+            assert not out.exists()  # nothing is written before every text is embedded
+        time.sleep(0.2)
+    _, err = job.communicate(timeout=600)
+    assert killed is not None, "no encoder actor seen"
+    if job.returncode != 0:  # Ray gave up: one line, nothing written
+        assert job.returncode == 2 and "Traceback" not in err, err[-2000:]
+        assert not out.exists(), "a failed job left an output"
+    rerun = _stage("embed", tmp_path, "engine.kind=ray", "engine.workers=2", env=env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    for table in ("ads", "queries"):
+        local = pl.read_parquet(small_pipeline.root / "embeddings" / f"{table}.parquet")
+        assert pl.read_parquet(out / f"{table}.parquet").equals(local), table
