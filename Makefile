@@ -102,8 +102,10 @@ test: $(STAMP) ## run the test suite
 realdata: $(STAMP) ## every real-data experiment x 3 seeds: test AUC / logloss per model
 	$(PY) -m pipeline.realdata $(OVERRIDES)
 
-bench: $(STAMP) ## speed and memory benchmarks, measured side by side
-	$(PY) -m pipeline.bench
+# SECTIONS="features scale" runs only those sections of `make bench`
+SECTIONS ?=
+bench: $(STAMP) ## speed and memory benchmarks, measured side by side (SECTIONS= picks some)
+	$(PY) -m pipeline.bench $(SECTIONS)
 
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.stage import setup_logging
 
-ORDER = ["embed", "finetune", "understand", "features", "neural"]
+ORDER = ["embed", "finetune", "understand", "features", "neural", "engines", "scale"]
 
 
 def main(argv: list[str]) -> int:
