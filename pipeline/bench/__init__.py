@@ -11,6 +11,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+# the stages of `make features train evaluate`, in the Makefile's order, with
+# the flags it passes
+MAIN_JOB = (
+    ("raw", ()),
+    ("finetune", ("--if-needed",)),
+    ("understand", ("--if-needed",)),
+    ("embed", ()),
+    ("features", ()),
+    ("train", ()),
+    ("evaluate", ()),
+)
+
 # runs argv[1:] as its only child; prints wall seconds, CPU seconds and the child's peak RSS
 _WRAPPER = """
 import json, resource, subprocess, sys, time

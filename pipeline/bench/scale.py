@@ -24,21 +24,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.bench import measured
+from pipeline.bench import MAIN_JOB, measured
 from pipeline.config import load_experiment
 
 SIZES = (1_000_000, 4_000_000, 10_000_000)
 EXPERIMENT = "large"
-# the stages of `make features train evaluate`, in order; the flags the Makefile passes
-STAGES = (
-    ("raw", ()),
-    ("finetune", ("--if-needed",)),
-    ("understand", ("--if-needed",)),
-    ("embed", ()),
-    ("features", ()),
-    ("train", ()),
-    ("evaluate", ()),
-)
 MAX_RATIO = 12.0  # 10M / 1M time, per stage
 MAX_RSS_GB = 12.0
 
@@ -67,7 +57,7 @@ def run_size(n: int, root: Path) -> dict[str, dict]:
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     base = ["--experiment", EXPERIMENT, "--set", f"data.root={root}", *market_overrides(n)]
     figures = {}
-    for stage, flags in STAGES:
+    for stage, flags in MAIN_JOB:
         load = os.getloadavg()[0]
         result = measured([sys.executable, "-m", "pipeline", stage, *base, *flags], env)
         result["stage"] = _stage_seconds(result["out"] + result["err"])
@@ -86,7 +76,7 @@ def report(sizes: tuple[int, ...], rows: dict[int, dict[str, dict]]) -> list[str
     small, big = sizes[0], sizes[-1]
     lines = [f"  time ratio {big:,} / {small:,} (x{big / small:g} rows):"]
     worst = 0.0
-    for stage, _ in STAGES:
+    for stage, _ in MAIN_JOB:
         a, b = rows[small][stage], rows[big][stage]
         if math.isnan(a["stage"]) and math.isnan(b["stage"]):
             lines.append(f"    {stage:<10} skipped (the config does not need it)")

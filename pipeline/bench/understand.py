@@ -19,20 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.bench import measured
+from pipeline.bench import MAIN_JOB, measured
 
 THREADS = 2
 TARGET_S = 360.0
-# the stages of `make features train evaluate`, in the Makefile's order
-MAIN_JOB = (
-    ("raw", ()),
-    ("finetune", ("--if-needed",)),
-    ("understand", ("--if-needed",)),
-    ("embed", ()),
-    ("features", ()),
-    ("train", ()),
-    ("evaluate", ()),
-)
 ROWS = (
     ("intent macro-F1", "intent_macro_f1", "tfidf"),
     ("intent accuracy", "intent_accuracy", "tfidf"),
