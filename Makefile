@@ -24,7 +24,7 @@ export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
 .DEFAULT_GOAL := help
-.PHONY: help features finetune understand embed train tune evaluate export replay ui test realdata bench lint clean distclean
+.PHONY: help features finetune understand embed train tune evaluate export replay report ui test realdata bench lint clean distclean
 
 help: ## list the verbs
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -92,6 +92,9 @@ export: $(STAMP) ## publish the bid / placement weight table from the champion
 
 replay: $(STAMP) ## offline replay of bidding strategies against the logged auctions
 	$(PY) -m pipeline replay --experiment $(EXP) $(OVERRIDES)
+
+report: $(STAMP) ## the evaluation on one self-contained page: prints (and opens) report.html
+	$(PY) -m pipeline report --experiment $(EXP) $(OVERRIDES)
 
 ui: $(STAMP) ## serve the MLflow dashboard on 127.0.0.1 (Ctrl-C stops it)
 	$(PY) -m pipeline ui

@@ -25,6 +25,7 @@ STAGES = {
     "evaluate": "pipeline.evaluate",
     "export": "pipeline.export",
     "replay": "pipeline.replay",
+    "report": "pipeline.report_page",
 }
 HELP = {
     "raw": "build raw/ from data.source: the simulator (generate) or a dataset (ingest)",
@@ -40,6 +41,7 @@ HELP = {
     "evaluate": "compare models on test, log metrics, plots, tables; set the champion",
     "export": "publish the bid / placement weight table from the champion",
     "replay": "offline replay of bidding strategies against logged auctions",
+    "report": "print (and open, where there is a display) evaluation/report.html",
     "ui": "serve the MLflow dashboard on 127.0.0.1",
 }
 

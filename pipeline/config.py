@@ -148,11 +148,15 @@ class EvaluateConfig:
     ece_bins: int = 15  # equal-width bins of every logged *_ece (train and evaluate)
     reliability_bins: int = 15  # equal-count points of the reliability plots
     position_buckets: tuple[int, ...] = (1, 2, 4)
+    # valid rows the neural model's permutation importance is measured on (0: none)
+    importance_rows: int = 10_000
 
     def __post_init__(self) -> None:
         if self.champion_mode not in ("min", "max"):
             raise ValueError(f"champion_mode must be min or max, got {self.champion_mode!r}")
         _check_champion_metric(self.champion_metric, self.champion_mode)
+        if self.importance_rows < 0:
+            raise ValueError(f"importance_rows must be >= 0, got {self.importance_rows}")
         for name in ("ece_bins", "reliability_bins"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")

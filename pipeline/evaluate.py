@@ -17,16 +17,15 @@ import numpy as np
 import polars as pl
 
 from features.spec import FeatureSpec
-from pipeline import plots, registry, report
+from pipeline import evaluate_figures, evaluate_log, registry, report, report_page
 from pipeline.atomic import atomic_dir
 from pipeline.config import Experiment
 from pipeline.datasets import labels, load_meta, load_spec
 from pipeline.io import MANIFEST, DataError, read_manifest, read_table, write_file_manifest
 from pipeline.lineage import check_lineage, check_same_run
-from pipeline.mlflow_model import HISTORY_FILE, load_estimator
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
-from pipeline.tracking import log_metrics, log_new_metrics, stage_run, use_experiment
+from pipeline.tracking import stage_run, use_experiment
 from pipeline.train import held_out_valid
 
 log = logging.getLogger(__name__)
@@ -128,63 +127,6 @@ def _flag(run_id: str, why: str) -> None:
     client.set_tag(run_id, "not_eligible_reason", why[:5000])
 
 
-def _figures(test, spec, cal, raw, per_model, layout, exp) -> dict[str, object]:
-    click, conv = labels(test, spec)
-    bins = {"n_bins": exp.evaluate.reliability_bins, "ece_bins": exp.evaluate.ece_bins}
-    figs = {
-        "roc_ctr": plots.roc_curves({k: (click, v[:, 0]) for k, v in cal.items()}),
-        "lift_ctr": plots.lift_chart({k: (click, v[:, 0]) for k, v in cal.items()}),
-        "reliability_ctr": plots.reliability(
-            {
-                f"{k} {w}": (click, src[k][:, 0])
-                for k in cal
-                for w, src in (("raw", raw), ("calibrated", cal))
-            },
-            what="CTR",
-            **bins,
-        ),
-        "slices_ctr_auc": plots.metric_by_slice(
-            {
-                k: {
-                    s.removeprefix("test_").removesuffix("_ctr_auc"): v
-                    for s, v in m.items()
-                    if s.endswith("_ctr_auc") and s != "test_ctr_auc"
-                }
-                for k, m in per_model.items()
-            },
-            metric="CTR AUC",
-        ),
-    }
-    if conv is not None:
-        clicked = click == 1
-        figs["roc_ctcvr"] = plots.roc_curves(
-            {k: (conv, v[:, 2]) for k, v in cal.items()}, title="ROC curves, CTCVR (test)"
-        )
-        if all(np.isfinite(v[clicked, 1]).all() for v in cal.values()):
-            figs["reliability_cvr"] = plots.reliability(
-                {
-                    f"{k} {w}": (conv[clicked], src[k][clicked, 1])
-                    for k in cal
-                    for w, src in (("raw", raw), ("calibrated", cal))
-                },
-                what="CVR",
-                title="Reliability, CVR",
-                **bins,
-            )
-    if "lightgbm" in cal and layout.model_dir("lightgbm").exists():
-        est, _ = load_estimator(layout.model_dir("lightgbm"), exp.engine.num_threads)
-        for task, gains in est.feature_importance().items():
-            figs[f"importance_lightgbm_{task}"] = plots.feature_importance(
-                list(gains), list(gains.values()), title=f"LightGBM {task.upper()} gain"
-            )
-    hist = layout.model_dir("neural") / HISTORY_FILE
-    if "neural" in cal and hist.exists():
-        figs["training_neural"] = plots.training_curves(
-            json.loads(hist.read_text()), title="Neural training"
-        )
-    return figs
-
-
 def run(exp: Experiment) -> StageSummary:
     layout = Layout.of(exp)
     summary = StageSummary("evaluate", output=str(layout.evaluation))
@@ -201,39 +143,36 @@ def run(exp: Experiment) -> StageSummary:
             check_same_run(trained[1], trained[0], "make train")
     cal, raw, per_model = {}, {}, {}
     manifests = {k: read_manifest(layout.prediction_dir(k)) for k in kinds}
-    use_experiment(exp)
+    exp_id = use_experiment(exp)
     for kind in kinds:
         cal[kind], raw[kind] = _predictions(layout, kind, test)
         per_model[kind] = model_metrics(test, spec, cal[kind], exp)
-        # train logged the overall and cold-start test metrics already: only slices are new
-        log_new_metrics(manifests[kind]["run_id"], per_model[kind])
     oracle = _oracle(layout, test)
     if oracle is not None:
-        om = model_metrics(test, spec, oracle, exp)
-        per_model["oracle"] = om
-        oracle_named = {k.replace("test_", "oracle_", 1): v for k, v in om.items()}
-        oracle_logged = {
-            k: v
-            for k, v in oracle_named.items()
-            if "_ctr_" in k or k.startswith(("oracle_cvr", "oracle_ctcvr"))
-        }
-        for kind in kinds:
-            log_new_metrics(manifests[kind]["run_id"], oracle_logged)
+        per_model[report_page.ORACLE] = model_metrics(test, spec, oracle, exp)
     selection = _selection_metrics(layout, spec, kinds, exp)
     champion = registry.best_model(exp.evaluate, selection)
     barred = registry.not_eligible(selection)
+    metric, mode = registry.ranking_metric(exp.evaluate, selection.values())
+    values = {k: m.get(metric) for k, m in selection.items()}
+    places = evaluate_log.ranks(values, mode)
     for kind in kinds:
-        log_new_metrics(
-            manifests[kind]["run_id"],
-            {registry.BASE_RATE_METRIC: selection[kind][registry.BASE_RATE_METRIC]},
+        place = places.get(kind)
+        truth = per_model.get(report_page.ORACLE)
+        note = evaluate_log.model_note(
+            kind, per_model[kind], truth, (*place, metric) if place else None, champion
         )
+        extra = {registry.BASE_RATE_METRIC: selection[kind][registry.BASE_RATE_METRIC]}
+        evaluate_log.log_model_run(
+            manifests[kind]["run_id"], kind, per_model[kind], truth, extra, note
+        )
+    evaluate_log.mark_champion(exp_id, {k: manifests[k]["run_id"] for k in kinds}, champion)
+    evaluate_log.save_headline_view(exp_id, metric, mode)
     for kind, why in barred.items():
         log.warning("%s cannot be champion: %s", kind, why)
         _flag(manifests[kind]["run_id"], why)
     if not champion:
         log.warning("no model qualifies as champion: `export` will refuse")
-    metric, mode = registry.ranking_metric(exp.evaluate, selection.values())
-    values = {k: m.get(metric) for k, m in selection.items()}
     chosen = {"metric": metric, "mode": mode, "values": values, "not_eligible": barred} | {
         registry.BASE_RATE_METRIC: {
             k: m.get(registry.BASE_RATE_METRIC) for k, m in selection.items()
@@ -256,16 +195,22 @@ def run(exp: Experiment) -> StageSummary:
         stage_run(exp, "evaluate", run_name="comparison", tags={"champion": champion or ""}) as run,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        for kind, m in per_model.items():
-            log_metrics({f"{kind}_{k}": v for k, v in m.items()})
+        evaluate_log.log_comparison_run(per_model, tables["comparison"][0])
         versions = {k: manifests[k].get("registered_version") for k in kinds}
         uri = registry.set_champion(exp.name, champion, versions)
         if champion:
             mlflow.set_tags({"champion_model_uri": uri, "champion_metric": metric})
         else:
             mlflow.set_tag("no_champion_reason", "; ".join(barred.values())[:5000])
-        for name, fig in _figures(test, spec, cal, raw, per_model, layout, exp).items():
+        figures = evaluate_figures.figures(test, spec, cal, raw, per_model, layout, exp)
+        images = {name: report_page.png(fig) for name, fig in figures.items()}
+        for name, fig in figures.items():
             mlflow.log_figure(fig, f"plots/{name}.png")
+        images |= {n: report_page.png(f) for n, f in report_page.bidding_figures(layout).items()}
+        facts = {"chosen on": f"{metric} (valid)", "test rows": f"{test.height:,}"}
+        page = report_page.evaluation_page(exp.name, per_model, champion, facts, images)
+        Path(tmp, report_page.REPORT_FILE).write_text(page)
+        mlflow.log_artifact(str(Path(tmp, report_page.REPORT_FILE)))
         for name, (md, html) in tables.items():
             for ext, text in (("md", md), ("html", html)):
                 Path(tmp, f"{name}.{ext}").write_text(text)
@@ -274,6 +219,7 @@ def run(exp: Experiment) -> StageSummary:
             for name, (md, html) in tables.items():
                 (out / f"{name}.md").write_text(md)
                 (out / f"{name}.html").write_text(html)
+            (out / report_page.REPORT_FILE).write_text(page)
             (out / layout.evaluation_metrics.name).write_text(
                 json.dumps(
                     {

@@ -55,17 +55,19 @@ def reliability(
     calibration; the legend's ECE uses `ece_bins` equal-width bins, like the logged ECE.
 
     Top panel: reliability curves against the diagonal; bottom panel: the distribution of the
-    predictions (log scale).
+    predictions (log scale), its axis label giving the impressions per bin.
     """
     fig = Figure(figsize=(7, 7), layout="constrained")
     ax, hist = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
     top = 0.0
     preds: list[tuple[str, str, np.ndarray]] = []
+    per_bin: list[int] = []
     for color, (label, (y, p)) in zip(_colors(), curves.items(), strict=False):
         mean_pred, frac_pos, counts = reliability_curve(y, p, n_bins, strategy="quantile")
         ok = counts > 0
         if not ok.any():
             continue
+        per_bin = per_bin or [int(c) for c in counts[ok]]
         m = binary_metrics(y, p, n_bins=ece_bins)
         ece, calib = m["ece"], m["calibration"]
         ax.plot(
@@ -86,7 +88,8 @@ def reliability(
     ax.set_ylabel(f"observed {what}")
     ax.legend(loc="upper left")
     hist.set_yscale("log")
-    hist.set_xlabel(f"predicted {what} (curve points: equal-count bins)")
+    share = f"{min(per_bin):,}-{max(per_bin):,}" if per_bin else "0"
+    hist.set_xlabel(f"predicted {what} (curve points: equal-count bins of {share} impressions)")
     hist.set_ylabel("impressions")
     return fig
 
@@ -154,6 +157,26 @@ def feature_importance(
     ax.set_xlabel("share of total split gain")
     ax.set_ylabel("feature")
     ax.set_title(title or f"LightGBM feature importance (top {len(order)} of {len(names)})")
+    return fig
+
+
+def permutation_bars(
+    names: Sequence[str], drops: ArrayLike, top: int = 25, title: str = "Permutation importance"
+) -> Figure:
+    """Horizontal bars of the `top` inputs by the CTR AUC lost when each is shuffled."""
+    drop = np.asarray(drops, dtype=float)
+    if len(names) != len(drop):
+        raise ValueError(f"{len(names)} names but {len(drop)} values")
+    order = np.argsort(-drop, kind="stable")[:top]
+    fig = Figure(figsize=(8, max(3.0, 0.3 * len(order) + 1.2)), layout="constrained")
+    ax = fig.subplots()
+    ax.barh(np.arange(len(order)), drop[order], color="#ff7f0e")
+    ax.set_yticks(np.arange(len(order)), [names[i] for i in order], fontsize=8)
+    ax.invert_yaxis()  # largest on top
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_xlabel("CTR AUC lost when the input is shuffled")
+    ax.set_ylabel("input")
+    ax.set_title(f"{title} (top {len(order)} of {len(names)})")
     return fig
 
 

@@ -15,6 +15,17 @@ STAR = "★"
 MISSING = "–"
 LOWER_IS_BETTER = frozenset({"logloss", "loss", "ne", "ece", "brier", "rmse", "mae"})
 NO_WINNER = frozenset({"n", "positives", "rows", "impressions", "clicks", "conversions"})
+# the test metrics a reader looks at first: CTR and CVR side by side, CTCVR, cold-start CTR
+HEADLINE_METRICS = (
+    "test_ctr_auc",
+    "test_ctr_logloss",
+    "test_ctr_ne",
+    "test_ctr_calibration",
+    "test_cvr_auc",
+    "test_cvr_logloss",
+    "test_ctcvr_auc",
+    "test_cold_ctr_auc",
+)
 
 
 def default_lower_is_better(metric: str) -> bool | None:

@@ -13,6 +13,7 @@ from typing import Any
 import mlflow
 
 from pipeline.config import EXPERIMENTS_DIR, Experiment
+from pipeline.io import input_digest
 from pipeline.lock import pid_alive
 from pipeline.ray_engine import stage_engine
 
@@ -39,6 +40,12 @@ def artifact_root() -> str:
     return (STORE_DIR / "artifacts").resolve().as_uri()
 
 
+# the MLflow UI shows an experiment of this kind as model training (runs table, run overview),
+# not as GenAI work (traces, evaluations), and does not ask the reader which it is
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def use_experiment(exp: Experiment) -> str:
     """Point MLflow at the project store and the experiment named like the config; its id."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -50,6 +57,8 @@ def use_experiment(exp: Experiment) -> str:
         )
     else:
         exp_id = found.experiment_id
+    if found is None or found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -176,3 +185,17 @@ def log_new_metrics(run_id: str, metrics: dict[str, float]) -> dict[str, float]:
     with mlflow.start_run(run_id=run_id):
         log_metrics(new)
     return new
+
+
+def log_features_input(features: Path, name: str, rows: dict[str, int]) -> None:
+    """The feature tables a model run was fitted on, as an MLflow dataset input (the runs
+    table's Dataset column): named `<experiment>-features`, its source the folder, its digest
+    that of the folder's manifest (so two runs on the same tables show the same digest)."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    source = LocalArtifactDatasetSource(str(Path(features).resolve()))
+    digest = input_digest(Path(features))[:12]
+    dataset = MetaDataset(source, name=name, digest=digest)
+    tags = {f"rows_{split}": str(n) for split, n in rows.items()}
+    mlflow.log_input(dataset, context="training", tags=tags)

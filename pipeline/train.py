@@ -33,7 +33,7 @@ from pipeline.lineage import check_lineage
 from pipeline.mlflow_model import ESTIMATOR_DIR, HISTORY_FILE, META_FILE, ModelMeta, calibrate
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
-from pipeline.tracking import log_metrics, model_requirements, stage_run
+from pipeline.tracking import log_features_input, log_metrics, model_requirements, stage_run
 from pipeline.train_inputs import (
     Source,
     fit_negative_rate,
@@ -298,6 +298,7 @@ def train_one(
         "has_conversion": str(spec.has_conversion).lower(),
     }
     with stage_run(exp, "train", model=kind, tags=tags) as run:
+        log_features_input(layout.features, f"{exp.name}-features", dict(spec.rows))
         model = fit_model(kind, exp, sources, spec, tables)
         _log_derived(kind, getattr(model, "derived_", {}))
         _log_sampling(kind, exp, model)

@@ -37,6 +37,10 @@ SERVER_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 RUNS_VIEW = "#/experiments/{id}/runs?workflowType=machine_learning"
+# the runs-table view `evaluate` saves on the experiment (MLflow's saved views are experiment
+# tags `mlflow.sharedViewState.<id>`), opened by the link `make ui` prints
+HEADLINE_VIEW = "adctr-headline"
+SAVED_VIEW_TAG = "mlflow.sharedViewState."
 
 
 def default_store_uri() -> str:
@@ -176,7 +180,8 @@ def _parent_death_signal(sig: int) -> None:
 
 
 def newest_experiment_url(url: str) -> str:
-    """Deep link to the runs table of the newest non-default experiment, else the home page."""
+    """Deep link to the runs table of the newest non-default experiment (in its headline view
+    where `evaluate` saved one), else the home page."""
     try:
         body = json.dumps({"max_results": 10, "order_by": ["creation_time DESC"]}).encode()
         req = urllib.request.Request(
@@ -192,7 +197,11 @@ def newest_experiment_url(url: str) -> str:
     named = [e for e in experiments if e.get("experiment_id") != "0"]
     if not named:
         return f"{url}/"
-    return f"{url}/{RUNS_VIEW.format(id=named[0]['experiment_id'])}"
+    link = f"{url}/{RUNS_VIEW.format(id=named[0]['experiment_id'])}"
+    tags = {t.get("key") for t in named[0].get("tags", [])}
+    if SAVED_VIEW_TAG + HEADLINE_VIEW in tags:  # the headline columns, sorted by the champion's
+        link += f"&viewStateShareKey={HEADLINE_VIEW}"
+    return link
 
 
 def serve(port: int = 5000) -> int:

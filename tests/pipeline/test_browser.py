@@ -1,4 +1,6 @@
-"""The MLflow dashboard in headless Chromium: both model runs and their test AUCs are on the page.
+"""The MLflow dashboard and `report.html` in headless Chromium: the link `make ui` prints shows
+every model's test CTR and CVR AUC with no click, the comparison run's page its ★ table, each
+run's page its values, and the report renders from disk with no network.
 
 Needs Debian's /usr/bin/chromium and the `playwright` Python package (no `playwright install`:
 the system browser is used); skips cleanly without them. `.ci/run` installs chromium.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import socket
 import urllib.request
@@ -134,35 +137,14 @@ def test_start_server_refuses_a_busy_port(tmp_path) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_dashboard_shows_both_models_and_their_aucs(dashboard, browser, tmp_path) -> None:
+def test_each_model_run_page_lists_its_aucs(dashboard, browser) -> None:
     url = dashboard
     runs = logged_model_runs(url)
     assert set(runs) == set(MODELS), f"model runs with {METRICS} in the store: {sorted(runs)}"
     exp_id = runs[MODELS[0]]["experiment_id"]
-    link = newest_experiment_url(url)
-    assert link.endswith(f"#/experiments/{exp_id}/runs?workflowType=machine_learning")
-
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     page.set_default_timeout(60_000)
-    page.goto(link)  # the runs table, as `make ui` links it
-    for run in runs.values():
-        page.get_by_role("link", name=run["name"], exact=True).first.wait_for()
-    _close_assistant(page)
-    _show_metric_columns(page, METRICS)
-    table = _runs_table(page, METRICS)
-    for model, run in runs.items():
-        rows = [row for name, row in table if name == run["name"]]
-        assert rows, f"{model}: run {run['name']!r} not in the runs table {table}"
-        for metric in METRICS:
-            shown = [row.get(metric, "") for row in rows]
-            assert any(_shows(s, run["metrics"][metric]) for s in shown), (
-                f"{model}: {metric} shown as {shown}, logged {run['metrics'][metric]}"
-            )
-    shot = tmp_path / "mlflow_runs.png"
-    page.screenshot(path=shot)
-    assert shot.stat().st_size > 10_000
-
-    for model, run in runs.items():  # and each run's own page lists the same values
+    for model, run in runs.items():  # each run's own page lists the values it logged
         page.goto(f"{url}/#/experiments/{exp_id}/runs/{run['id']}")
         page.get_by_role("heading", name=re.compile(re.escape(run["name"]))).first.wait_for()
         for metric in METRICS:
@@ -177,17 +159,6 @@ def test_dashboard_shows_both_models_and_their_aucs(dashboard, browser, tmp_path
                 f"logged {run['metrics'][metric]}"
             )
     page.close()
-
-
-def _show_metric_columns(page, metrics: tuple[str, ...]) -> None:
-    """Tick the metrics in the runs table's "Columns" picker (off by default in MLflow 3)."""
-    page.get_by_role("button", name="Columns", exact=True).click()
-    for metric in metrics:
-        page.get_by_placeholder("Search columns").fill(metric)
-        page.get_by_text(metric, exact=True).last.click()
-    page.keyboard.press("Escape")
-    for metric in metrics:
-        page.get_by_role("columnheader", name=metric, exact=True).first.wait_for()
 
 
 def _runs_table(page, metrics: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
@@ -224,13 +195,6 @@ def _shows(text: str, value: float) -> bool:
     return math.isclose(float(match.group(0)), value, abs_tol=tolerance)
 
 
-def _close_assistant(page) -> None:
-    """The assistant side panel hides part of the page; close it when it is there."""
-    close = page.get_by_role("button", name="Close")
-    if close.count():
-        close.first.click()
-
-
 def _post(url: str, endpoint: str, body: dict | None, query: dict | None = None) -> dict:
     full = f"{url}/ajax-api/2.0/mlflow/{endpoint}"
     if query:
@@ -242,3 +206,87 @@ def _post(url: str, endpoint: str, body: dict | None, query: dict | None = None)
         )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_report_opens_with_no_network(small_pipeline, browser, tmp_path) -> None:
+    """`evaluation/report.html` from disk with every request that is not the file itself
+    refused: the headline table and at least 6 images render. ADCTR_SCREENSHOTS=<dir> keeps
+    the screenshot."""
+    report = small_pipeline.root / "evaluation" / "report.html"
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, offline=True)
+    page = context.new_page()
+    fetched: list[str] = []
+
+    def refuse(route) -> None:
+        if route.request.url != report.as_uri() and not route.request.url.startswith("data:"):
+            fetched.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/*", refuse)
+    page.goto(report.as_uri())
+    page.wait_for_load_state("load")
+    assert not fetched, f"the report asked for {fetched}"
+    headline = page.locator("table").first
+    assert headline.locator("th", has_text="test_ctr_auc").count() == 1
+    assert headline.locator("th", has_text="test_cvr_auc").count() == 1
+    for model in (*MODELS, "oracle"):
+        assert headline.locator("thead th", has_text=model).count() == 1, model
+    drawn = page.evaluate(
+        "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length"
+    )
+    assert drawn >= 6, f"{drawn} images drawn"
+    keep = os.environ.get("ADCTR_SCREENSHOTS")
+    shot = (Path(keep) if keep else tmp_path) / "report.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=shot, full_page=True)
+    assert shot.stat().st_size > 10_000
+    context.close()
+
+
+def _screenshot_dir(tmp_path: Path) -> Path:
+    keep = os.environ.get("ADCTR_SCREENSHOTS")
+    out = Path(keep) if keep else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_printed_link_shows_ctr_and_cvr_on_the_first_screen(
+    dashboard, browser, tmp_path
+) -> None:
+    """The link `make ui` prints opens the headline view `evaluate` saved: the CTR and CVR
+    AUCs of every model are in the table's cells with no click; the comparison run's page
+    shows the ★ table in its description."""
+    url = dashboard
+    runs = logged_model_runs(url)
+    link = newest_experiment_url(url)
+    assert link.endswith("&viewStateShareKey=adctr-headline"), link
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(link)
+    for run in runs.values():
+        page.get_by_role("link", name=run["name"], exact=True).first.wait_for()
+    for metric in METRICS:
+        page.get_by_role("columnheader", name=metric, exact=True).first.wait_for()
+    table = _runs_table(page, METRICS)
+    for model, run in runs.items():
+        rows = [row for name, row in table if name == run["name"]]
+        assert rows, f"{model}: run {run['name']!r} not in the runs table {table}"
+        for metric in METRICS:
+            shown = [row.get(metric, "") for row in rows]
+            assert any(_shows(s, run["metrics"][metric]) for s in shown), (
+                f"{model}: {metric} shown as {shown}, logged {run['metrics'][metric]}"
+            )
+    out = _screenshot_dir(tmp_path)
+    page.screenshot(path=out / "ui_first_screen.png")
+
+    page.get_by_role("link", name="comparison", exact=True).first.click()  # as a reader would
+    page.get_by_text("★").first.wait_for()
+    page.get_by_text("test_ctr_auc").first.wait_for()
+    page.screenshot(path=out / "ui_comparison_run.png")
+    page.close()

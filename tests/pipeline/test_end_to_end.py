@@ -5,6 +5,7 @@ and the MLflow store a user opens afterwards (tagged runs, metrics, champion ali
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from mlflow import MlflowClient
 
 from pipeline import featurize
 from pipeline.config import load_experiment
-from pipeline.io import MANIFEST, read_manifest, read_table
+from pipeline.io import MANIFEST, input_digest, read_manifest, read_table
 from pipeline.sources.simulated.vocabulary import SUBTOPICS
 
 pytestmark = pytest.mark.slow
@@ -264,3 +265,54 @@ def test_neural_attends_over_the_history_items(small_pipeline) -> None:
     meta = json.loads(config.read_text())
     assert meta["item_names"] == ["s_ad_item", "s_history"]
     assert meta["item_table_shape"][0] == table.height + 1
+
+
+def _logged_table(client: MlflowClient, run_id: str, path: str, tmp_path: Path) -> list[dict]:
+    """The rows of a table logged with `mlflow.log_table` (its JSON: columns and data)."""
+    local = client.download_artifacts(run_id, path, str(tmp_path))
+    table = json.loads(Path(local).read_text())
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
+def test_the_comparison_run_reads_on_its_first_page(
+    client, experiment_id, small_pipeline, tmp_path
+) -> None:
+    """At most 60 metric keys (the headline ones of every model), the ★ table as its
+    description, and nothing lost: every metric evaluate computed is in the logged table."""
+    run = runs(client, experiment_id, "tags.stage = 'evaluate'")[0]
+    assert len(run.data.metrics) <= 60, sorted(run.data.metrics)
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith("| metric |") and "★" in note and "test_ctr_auc" in note
+    rows = _logged_table(client, run.info.run_id, "tables/test_metrics.json", tmp_path)
+    logged = {(r["model"], r["metric"]): r["value"] for r in rows}
+    on_disk = json.loads((small_pipeline.root / "evaluation" / "metrics.json").read_text())
+    for model, metrics in on_disk["metrics"].items():
+        for key, value in metrics.items():
+            if value is not None and math.isfinite(value):  # an undefined metric: not logged
+                assert logged[(model, key)] == pytest.approx(value), (model, key)
+    assert any(k.startswith("test_placement_") for _, k in logged)
+    kind = client.get_experiment(experiment_id).tags.get("mlflow.experimentKind")
+    assert kind == "custom_model_development"  # the UI shows model training, not GenAI
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_a_model_run_has_a_description_its_slices_and_its_dataset(
+    client, experiment_id, small_pipeline, tmp_path, kind: str
+) -> None:
+    run = runs(client, experiment_id, f"tags.model = '{kind}' AND tags.stage = 'train'")[0]
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**{kind}**") and "Rank " in note and "gap to oracle" in note
+    assert {"test_ctr_auc", "test_cold_ctr_auc", "oracle_ctr_auc"} <= set(run.data.metrics)
+    assert not any(k.startswith("test_placement_") for k in run.data.metrics)  # in the table
+    rows = _logged_table(client, run.info.run_id, "tables/test_metrics.json", tmp_path)
+    assert any(r["metric"].startswith("test_placement_") for r in rows)
+    (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
+    assert dataset.name == "small-features"
+    assert dataset.digest == input_digest(small_pipeline.root / "features")[:12]
+
+
+def test_the_report_is_one_page_with_its_plots(small_pipeline) -> None:
+    page = (small_pipeline.root / "evaluation" / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') >= 6
+    assert "<table>" in page and "oracle" in page and "test_cvr_auc" in page
+    assert "http://" not in page and "https://" not in page
