@@ -40,8 +40,8 @@ def artifact_root() -> str:
     return (STORE_DIR / "artifacts").resolve().as_uri()
 
 
-# the MLflow UI shows an experiment of this kind as model training (runs table, run overview),
-# not as GenAI work (traces, evaluations), and does not ask the reader which it is
+# the experiment's declared kind: model training, not GenAI work (the UI does not ask the reader
+# which it is; MLflow 3.17's page layout itself follows the browser's sidebar switch, README)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
