@@ -15,7 +15,6 @@ import io
 import logging
 import math
 import os
-import webbrowser
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from pipeline.config import Experiment
 from pipeline.io import DataError
 from pipeline.publish import TABLE_FILE, read_published
 from pipeline.stage import Layout, StageSummary
+from pipeline.ui import open_in_browser
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +157,7 @@ def run(exp: Experiment) -> StageSummary:
             "%s is newer than the report; `make evaluate` again to include it",
             " and ".join(str(p) for p in newer),
         )
-    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
-        webbrowser.open(page.as_uri())
+    open_in_browser(page.as_uri())
     print(page.as_uri(), flush=True)
     return StageSummary("report", output=str(page))
 

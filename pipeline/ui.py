@@ -204,6 +204,16 @@ def newest_experiment_url(url: str) -> str:
     return link
 
 
+def open_in_browser(url: str) -> bool:
+    """Open `url` in the desktop's browser where the session has a display (a terminal-only
+    session gets nothing started, not a text browser); whether it did."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    import webbrowser
+
+    return webbrowser.open(url)
+
+
 def serve(port: int = 5000) -> int:
     """Run the dashboard until Ctrl-C; print its URL. 0 on a clean stop, 1 if it failed."""
     store = default_store_uri()
@@ -219,6 +229,7 @@ def serve(port: int = 5000) -> int:
         process, url = start_server(store, port)
         link = newest_experiment_url(url)
         print(f"MLflow UI: {link}\n(store {store}; Ctrl-C stops it)", flush=True)
+        open_in_browser(link)
         code = _wait(process)
     except RuntimeError as exc:
         log.error("%s", exc)
