@@ -14,7 +14,8 @@ from features.spec import FeatureSpec
 from models.importance import permutation_importance
 from pipeline import plots
 from pipeline.config import Experiment
-from pipeline.datasets import labels, load_split, to_matrix
+from pipeline.datasets import labels, spec_columns, to_matrix
+from pipeline.io import read_table
 from pipeline.mlflow_model import HISTORY_FILE, load_estimator
 from pipeline.stage import Layout
 
@@ -93,12 +94,24 @@ def _neural_importance(layout: Layout, spec: FeatureSpec, exp: Experiment) -> Fi
     """The neural model's permutation importance on a seeded sample of valid (at most
     `evaluate.importance_rows` rows): the CTR AUC lost when each input is shuffled."""
     est, _ = load_estimator(layout.model_dir("neural"), exp.engine.num_threads)
-    valid = load_split(layout, "valid")
-    rows = min(valid.height, exp.evaluate.importance_rows)
-    valid = valid.sample(n=rows, seed=exp.data.seed) if rows < valid.height else valid
+    valid = _sample(layout, spec, exp.evaluate.importance_rows, exp.data.seed)
+    rows = valid.height
     click, _ = labels(valid, spec)
     drops = permutation_importance(
         est.predict_proba, to_matrix(valid, spec, "neural"), click, exp.data.seed
     )
     title = f"Neural CTR permutation importance (valid, {rows:,} rows)"
     return plots.permutation_bars(list(drops), list(drops.values()), title=title)
+
+
+def _sample(layout: Layout, spec: FeatureSpec, rows: int, seed: int) -> pl.DataFrame:
+    """A seeded sample of at most `rows` valid rows, of the neural model's columns and the
+    labels only: a large log's valid split is never read whole."""
+    scan = read_table(layout.features, "valid")
+    height = scan.select(pl.len()).collect().item()
+    scan = scan.select(list(dict.fromkeys([*spec_columns(spec, "neural"), *spec.labels])))
+    if height <= rows:
+        return scan.collect()
+    keep = np.sort(np.random.default_rng(seed).choice(height, rows, replace=False))
+    chosen = scan.with_row_index("_row").filter(pl.col("_row").is_in(pl.Series(keep)))
+    return chosen.drop("_row").collect()
