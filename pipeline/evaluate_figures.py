@@ -14,10 +14,10 @@ from features.spec import FeatureSpec
 from models.importance import permutation_importance
 from pipeline import plots
 from pipeline.config import Experiment
-from pipeline.datasets import labels, spec_columns, to_matrix
-from pipeline.io import read_table
+from pipeline.datasets import SplitTable, labels, sampled_matrix
 from pipeline.mlflow_model import HISTORY_FILE, load_estimator
 from pipeline.stage import Layout
+from pipeline.train_inputs import labels_of
 
 
 def figures(
@@ -92,26 +92,17 @@ def figures(
 
 def _neural_importance(layout: Layout, spec: FeatureSpec, exp: Experiment) -> Figure:
     """The neural model's permutation importance on a seeded sample of valid (at most
-    `evaluate.importance_rows` rows): the CTR AUC lost when each input is shuffled."""
+    `evaluate.importance_rows` rows, read slab by slab: a large valid split is never held
+    whole): the CTR AUC lost when each input is shuffled."""
     est, _ = load_estimator(layout.model_dir("neural"), exp.engine.num_threads)
-    valid = _sample(layout, spec, exp.evaluate.importance_rows, exp.data.seed)
-    rows = valid.height
-    click, _ = labels(valid, spec)
-    drops = permutation_importance(
-        est.predict_proba, to_matrix(valid, spec, "neural"), click, exp.data.seed
-    )
+    table = SplitTable.of(layout, "valid")
+    rows = min(table.rows, exp.evaluate.importance_rows)
+    keep = np.ones(table.rows, dtype=bool)
+    if rows < table.rows:
+        keep[:] = False
+        keep[np.random.default_rng(exp.data.seed).choice(table.rows, rows, replace=False)] = True
+    x = sampled_matrix(table, spec, "neural", keep, None, exp.train.slab_rows)
+    click, _ = labels_of(table, spec)
+    drops = permutation_importance(est.predict_proba, x, click[keep], exp.data.seed)
     title = f"Neural CTR permutation importance (valid, {rows:,} rows)"
     return plots.permutation_bars(list(drops), list(drops.values()), title=title)
-
-
-def _sample(layout: Layout, spec: FeatureSpec, rows: int, seed: int) -> pl.DataFrame:
-    """A seeded sample of at most `rows` valid rows, of the neural model's columns and the
-    labels only: a large log's valid split is never read whole."""
-    scan = read_table(layout.features, "valid")
-    height = scan.select(pl.len()).collect().item()
-    scan = scan.select(list(dict.fromkeys([*spec_columns(spec, "neural"), *spec.labels])))
-    if height <= rows:
-        return scan.collect()
-    keep = np.sort(np.random.default_rng(seed).choice(height, rows, replace=False))
-    chosen = scan.with_row_index("_row").filter(pl.col("_row").is_in(pl.Series(keep)))
-    return chosen.drop("_row").collect()
