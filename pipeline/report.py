@@ -15,6 +15,12 @@ STAR = "★"
 MISSING = "–"
 LOWER_IS_BETTER = frozenset({"logloss", "loss", "ne", "ece", "brier", "rmse", "mae"})
 NO_WINNER = frozenset({"n", "positives", "rows", "impressions", "clicks", "conversions"})
+# the comparison table's style, in every page that shows it (`table.html`, `report.html`)
+TABLE_STYLE = """table { border-collapse: collapse; }
+th, td { border: 1px solid #ccc; padding: 4px 10px; }
+td { text-align: right; font-variant-numeric: tabular-nums; }
+th[scope=row] { text-align: left; font-weight: normal; font-family: monospace; }
+td.winner { background: #e6f4ea; }"""
 # the test metrics a reader looks at first: CTR and CVR side by side, CTCVR, cold-start CTR
 HEADLINE_METRICS = (
     "test_ctr_auc",
@@ -155,11 +161,7 @@ def _html(models: list[str], cells: list, legend: str, title: str) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 10px; }}
-td {{ text-align: right; font-variant-numeric: tabular-nums; }}
-th[scope=row] {{ text-align: left; font-weight: normal; font-family: monospace; }}
-td.winner {{ background: #e6f4ea; }}
+{TABLE_STYLE}
 </style></head>
 <body><h2>{html.escape(title)}</h2>
 <table><thead><tr><th>metric</th>{head}</tr></thead>

@@ -99,11 +99,7 @@ def render(title: str, facts: Mapping[str, str], headline: str, images: Mapping[
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; max-width: 1400px; }}
-table {{ border-collapse: collapse; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 10px; }}
-td {{ text-align: right; font-variant-numeric: tabular-nums; }}
-th[scope=row] {{ text-align: left; font-weight: normal; font-family: monospace; }}
-td.winner {{ background: #e6f4ea; }}
+{report.TABLE_STYLE}
 .grid {{ display: flex; flex-wrap: wrap; gap: 1em; }}
 figure {{ margin: 0; max-width: 100%; }} img {{ max-width: 100%; border: 1px solid #eee; }}
 figcaption {{ font-family: monospace; font-size: 0.85em; color: #555; }}
