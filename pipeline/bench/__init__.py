@@ -4,7 +4,9 @@ peak RSS is its own."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +55,10 @@ def measured(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     if result["rc"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{result['err']}")
     return result
+
+
+def stage_seconds(out: str) -> float:
+    """The stage's own seconds from its one-line summary in `out` (nan where it printed none,
+    e.g. a stage skipped as not needed)."""
+    found = re.search(r"\] rows in=.* in ([0-9.]+)s ->", out)
+    return float(found.group(1)) if found else math.nan

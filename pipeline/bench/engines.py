@@ -15,7 +15,6 @@ threads), so Ray can only add its overhead there; a speed-up needs more cores or
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.bench import measured
+from pipeline.bench import measured, stage_seconds
 from pipeline.config import load_experiment
 from pipeline.stage import Layout
 
@@ -35,11 +34,6 @@ ENGINES = {
     "ray, 1 worker": ["--set", "engine.kind=ray", "--set", "engine.workers=1"],
     "ray, 2 workers": ["--set", "engine.kind=ray", "--set", "engine.workers=2"],
 }
-
-
-def _stage_seconds(out: str) -> float:
-    found = re.search(r"\[embed\] rows in=.* in ([0-9.]+)s ->", out)
-    return float(found.group(1)) if found else float("nan")
 
 
 def _vectors(layout: Layout) -> pl.DataFrame:
@@ -62,7 +56,7 @@ def main() -> None:
                 shutil.rmtree(layout.embed_cache, ignore_errors=True)
                 shutil.rmtree(layout.embeddings, ignore_errors=True)
                 result = measured([*base, "embed", *opts, *extra])
-                result["stage"] = _stage_seconds(result["out"] + result["err"])
+                result["stage"] = stage_seconds(result["out"] + result["err"])
                 runs[name].append(result)
                 vectors = _vectors(layout)
                 reference = vectors if reference is None else reference

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.bench import measured
+from pipeline.bench import measured, stage_seconds
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,7 @@ def measure(stage: str, root: Path, n: int, *extra: str) -> dict:
     cmd = [sys.executable, "-m", "pipeline", stage, "--experiment", "small"]
     cmd += ["--set", f"data.root={root}", *market_overrides(n), *extra]
     result = measured(cmd)
-    found = re.search(r"\] rows in=.* in ([0-9.]+)s ->", result["out"])
-    result["stage"] = float(found.group(1)) if found else float("nan")  # the summary line
+    result["stage"] = stage_seconds(result["out"])  # the summary line
     return result
 
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.bench import MAIN_JOB, measured
+from pipeline.bench import MAIN_JOB, measured, stage_seconds
 from pipeline.config import load_experiment
 
 SIZES = (1_000_000, 4_000_000, 10_000_000)
@@ -46,12 +45,6 @@ def market_overrides(n: int) -> list[str]:
     return [arg for k, v in sets.items() for arg in ("--set", f"{k}={v}")]
 
 
-def _stage_seconds(out: str) -> float:
-    """The stage's own seconds from its summary line (nan when it printed none: skipped)."""
-    found = re.search(r"\] rows in=.* in ([0-9.]+)s ->", out)
-    return float(found.group(1)) if found else math.nan
-
-
 def run_size(n: int, root: Path) -> dict[str, dict]:
     """Every stage at size n into `root`; per stage wall, cpu, rss (bytes) and stage seconds."""
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
@@ -60,7 +53,7 @@ def run_size(n: int, root: Path) -> dict[str, dict]:
     for stage, flags in MAIN_JOB:
         load = os.getloadavg()[0]
         result = measured([sys.executable, "-m", "pipeline", stage, *base, *flags], env)
-        result["stage"] = _stage_seconds(result["out"] + result["err"])
+        result["stage"] = stage_seconds(result["out"] + result["err"])
         result["load"] = (load + os.getloadavg()[0]) / 2
         figures[stage] = result
         print(
