@@ -21,11 +21,19 @@ from pipeline.ray_engine import _head, actor_share, stage_engine
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _stage(stage: str, root: Path, *sets: str, env: dict[str, str] | None = None):
+def _command(stage: str, root: Path, *sets: str) -> list[str]:
     cmd = [sys.executable, "-m", "pipeline", stage, "-e", "small", "--set", f"data.root={root}"]
-    cmd += [arg for s in sets for arg in ("--set", s)]
+    return cmd + [arg for s in sets for arg in ("--set", s)]
+
+
+def _stage(stage: str, root: Path, *sets: str, env: dict[str, str] | None = None):
     return subprocess.run(
-        cmd, cwd=REPO, env=env or os.environ.copy(), capture_output=True, text=True, timeout=600
+        _command(stage, root, *sets),
+        cwd=REPO,
+        env=env or os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -126,17 +134,7 @@ def test_a_killed_encoder_actor_leaves_no_half_written_output(small_pipeline, tm
     gives the local engine's tables."""
     shutil.copytree(small_pipeline.root / "raw", tmp_path / "small" / "raw")
     out = tmp_path / "small" / "embeddings"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "embed",
-        "-e",
-        "small",
-        "--set",
-        f"data.root={tmp_path}",
-    ]
-    cmd += ["--set", "engine.kind=ray", "--set", "engine.workers=2"]
+    cmd = _command("embed", tmp_path, "engine.kind=ray", "engine.workers=2")
     env = small_pipeline.env | {"RAY_ADDRESS": ""}
     job = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     killed = None
