@@ -35,14 +35,14 @@ where `join_asof(by=...)` (a hash lookup per row) grew ~5.5x from 1M to 4M rows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import polars as pl
 from tqdm.auto import tqdm
 
 from features.config import KEYS, FeatureConfig
-from features.events import Timeline, outcome_events, timeline
+from features.events import Timeline, outcome_events, sub_timeline, timeline
 
 logger = logging.getLogger(__name__)
 
@@ -224,19 +224,51 @@ def key_features(
     return pl.DataFrame([v.cast(pl.Float32).alias(k) for k, v in out.items()]).rechunk()
 
 
+# `key_features` itself, or a function with its signature and results that computes them
+# elsewhere (the Ray engine: the same function over hash partitions of the key)
+KeyFeatures = Callable[
+    [pl.DataFrame, Timeline, str, tuple[int, ...], Priors, float, bool], pl.DataFrame
+]
+
+
+def key_partitions(
+    frame: pl.DataFrame, tl: Timeline, name: str, parts: int
+) -> Iterator[tuple[pl.Series, pl.DataFrame, Timeline]]:
+    """`frame`'s rows split into up to `parts` hash partitions of key `name` (rows with a null
+    key in the first): (the rows, ascending; their `ts` and key columns; their timeline) for
+    each non-empty one. Every event of a key value is in its value's partition, so
+    `key_features` of a partition equals `key_features` of the whole frame on its rows."""
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    cols = KEYS[name].cols
+    part = (key_code(frame, cols) % parts).fill_null(0)
+    for p in range(parts):
+        rows = part.eq(p).arg_true()
+        if rows.len():
+            yield rows, frame.select("ts", *cols)[rows], sub_timeline(tl, rows)
+
+
+def from_partitions(parts: list[tuple[pl.Series, pl.DataFrame]]) -> pl.DataFrame:
+    """The blocks of (rows, their columns) of `key_partitions` put back in frame order."""
+    rows = pl.concat([r for r, _ in parts])
+    return pl.concat([b for _, b in parts])[rows.arg_sort()].rechunk()
+
+
 def behaviour_blocks(
     frame: pl.DataFrame,
     behaviour: pl.LazyFrame | None,
     cfg: FeatureConfig,
     priors: Priors,
     has_conv: bool,
+    key_fn: KeyFeatures = key_features,
 ) -> Iterator[tuple[str, pl.DataFrame]]:
     """(key name, its behaviour columns) for each key present in `frame`, row-aligned with it,
     one key at a time: a caller that writes each block away holds one key's columns at once.
 
     `frame` (impressions with user_id, ad_id, ts, click, conversion and the key columns) must be
     sorted by ts; `behaviour` is the raw behaviour log (None: no log, every outcome is known at
-    its window's end).
+    its window's end). `key_fn` computes one key's columns (`key_features` here, or the Ray
+    engine's partitioned run of it).
     """
     if not frame["ts"].is_sorted():
         raise ValueError("behaviour_features needs the frame sorted by ts")
@@ -248,7 +280,7 @@ def behaviour_blocks(
     for name in tqdm(keys, desc="behaviour keys", unit="key", disable=frame.height < 100_000):
         yield (
             name,
-            key_features(frame, tl, name, cfg.windows_days, priors, cfg.prior_strength, has_conv),
+            key_fn(frame, tl, name, cfg.windows_days, priors, cfg.prior_strength, has_conv),
         )
 
 

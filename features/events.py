@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 import polars as pl
 
 from features.config import FeatureConfig
@@ -128,3 +129,17 @@ def timeline(
         for d in (0, *windows_days)
     }
     return Timeline(events.with_columns(rank.alias("rank")), times, before)
+
+
+def sub_timeline(tl: Timeline, rows: pl.Series) -> Timeline:
+    """The timeline of the frame rows `rows` (ascending indices into the frame of `tl`): their
+    events, with `row` renumbered to positions in `rows`, and their `before` ranks. Event ranks,
+    and so `stride`, stay the whole frame's: a search over the part's events finds what the
+    same search over every event finds, for any key whose events all lie in `rows`."""
+    height = next(iter(tl.before.values())).len()
+    position = np.full(height, -1, np.int64)
+    position[rows.to_numpy()] = np.arange(rows.len())
+    renumbered = pl.Series("row", position).gather(tl.events["row"])
+    events = tl.events.with_columns(renumbered.cast(pl.UInt32, strict=False).alias("row"))
+    events = events.filter(renumbered >= 0)
+    return Timeline(events, tl.times, {d: b.gather(rows) for d, b in tl.before.items()})

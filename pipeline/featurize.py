@@ -34,6 +34,7 @@ from pipeline.atomic import scratch_dir
 from pipeline.config import Experiment
 from pipeline.io import DataError, read_manifest, read_table, write_tables
 from pipeline.lineage import check_lineage
+from pipeline.ray_engine import key_features_fn
 from pipeline.spill import ColumnSpill, assemble
 from pipeline.stage import Layout, StageSummary
 
@@ -254,9 +255,12 @@ def run(exp: Experiment) -> StageSummary:
     behaviour = raw["behaviour"]
     with scratch_dir(layout.features) as work:
         spill = ColumnSpill(work, frame.height, ASSEMBLY_ROWS, frame["split"].eq("train"))
-        blocks = bf.behaviour_blocks(frame, behaviour.lazy(), exp.features, priors, has_conv)
-        for name, block in blocks:  # one key's columns in memory at a time
-            spill.add(f"behaviour-{name}", block)
+        with key_features_fn(exp.engine) as key_fn:  # here, or on Ray's hash partitions
+            blocks = bf.behaviour_blocks(
+                frame, behaviour.lazy(), exp.features, priors, has_conv, key_fn
+            )
+            for name, block in blocks:  # one key's columns in memory at a time
+                spill.add(f"behaviour-{name}", block)
         beh_names = spill.columns
         del blocks, train
         frame = _with_context(frame)

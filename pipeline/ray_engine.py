@@ -1,6 +1,9 @@
 """The Ray engine (`engine.kind = "ray"`): the connection to a cluster, and the steps of the
-stages that run on it. Each step runs the same pure function as the local engine (the text
-encoder of `features.text`), only spread over Ray actors; the outputs are the local engine's.
+stages that run on it. Each step runs the same pure function as the local engine, only spread
+over Ray: the text encoder of `features.text` on an actor pool (embed), and each behaviour key's
+`features.behaviour.key_features` as Ray tasks over hash partitions of the key (features), so
+that every event of a key value is in one task and the point-in-time windows stay exact. The
+outputs are the local engine's.
 
 Ray is an extra (`pip install -e '.[ray]'`, which `make <verb> ENGINE=ray` runs); without it,
 or without a reachable cluster, a stage stops with one line.
@@ -20,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
+from features import behaviour as bf
+from features.events import Timeline
 from pipeline.config import EngineConfig
 from pipeline.io import DataError, one_line
 
@@ -30,7 +36,7 @@ INSTALL_HINT = "`make <verb> ENGINE=ray` installs it (or pip install -e '.[ray]'
 CONNECT_TIMEOUT_S = 5.0  # Ray itself retries an unreachable head for minutes
 TEXTS_PER_TASK = 4096  # texts one actor call embeds (then split into the encoder's batches)
 # the stages with a Ray implementation; the others run in the job's own process
-RAY_STAGES = frozenset({"embed"})
+RAY_STAGES = frozenset({"embed", "features"})
 
 
 def stage_engine(cfg: EngineConfig, stage: str) -> str:
@@ -193,3 +199,46 @@ def encode_on_ray(
         except ray.exceptions.RayError as exc:
             raise DataError(f"Ray: the embedding job failed ({one_line(exc)}); rerun") from None
     return vectors, truncated
+
+
+def _key_part(
+    frame: pl.DataFrame,
+    events: pl.DataFrame,
+    before: dict[int, pl.Series],
+    times: pl.Series,
+    *args: Any,
+) -> pl.DataFrame:
+    """A Ray task: `key_features` of one hash partition (`args`: the key and its settings)."""
+    return bf.key_features(frame, Timeline(events, times, before), *args)
+
+
+@contextlib.contextmanager
+def key_features_fn(cfg: EngineConfig) -> Iterator[bf.KeyFeatures]:
+    """The function the features stage computes each behaviour key's columns with: under the
+    Ray engine, `key_features` run as Ray tasks, one per hash partition of the key (as many
+    partitions as the cluster has CPUs, at least 2), within one Ray session for the block; else
+    `key_features` itself. Ray retries a task whose worker died; past its retries the stage
+    stops with one line (and, its output being written at the end, writes nothing)."""
+    if stage_engine(cfg, "features") == "local":
+        yield bf.key_features
+        return
+    with ray_session(cfg) as ray:
+        task = ray.remote(num_cpus=1)(_key_part)
+        parts = max(2, int(ray.cluster_resources().get("CPU", 1)))
+        log.info("behaviour keys on Ray: %d hash partitions a key", parts)
+
+        def run(frame: pl.DataFrame, tl: Timeline, name: str, *args: Any) -> pl.DataFrame:
+            times = ray.put(tl.times)  # the one part every task shares
+            rows, refs = [], []
+            for part_rows, part, sub in bf.key_partitions(frame, tl, name, parts):
+                rows.append(part_rows)
+                refs.append(task.remote(part, sub.events, sub.before, times, name, *args))
+            try:
+                blocks = ray.get(refs)
+            except ray.exceptions.RayError as exc:
+                raise DataError(
+                    f"Ray: the behaviour features of key {name!r} failed ({one_line(exc)}); rerun"
+                ) from None
+            return bf.from_partitions(list(zip(rows, blocks, strict=True)))
+
+        yield run

@@ -350,3 +350,41 @@ def test_a_planted_event_at_or_after_t_changes_nothing_before(
     new = rebuilt.filter(pl.col("impression_id") == after).row(0, named=True)
     for what in ("imps", "clicks", "convs"):
         assert new[f"n_user_{what}_all"] == old[f"n_user_{what}_all"] + 1
+
+
+# ---------------------------------------------------------------- hash partitions of a key
+
+
+@pytest.mark.parametrize("parts", [1, 3, 7])
+def test_each_keys_hash_partitions_give_its_whole_frame_features(market, parts) -> None:
+    """The Ray engine computes a key's columns partition by partition: put back in frame order,
+    they equal the columns computed over the whole frame, for every key."""
+    ads = market["ads"].select("ad_id", "advertiser_id", "campaign_id", "category")
+    frame = market["impressions"].join(ads, on="ad_id", how="left").sort("ts", "impression_id")
+    cfg = FeatureConfig()
+    tl = events.timeline(
+        frame, events.outcome_events(frame, market["behaviour"].lazy(), cfg), True, (1, 7)
+    )
+    priors = bf.Priors(0.05, 0.1)
+    for name in bf.present_keys(frame, tuple(KEYS)):
+        whole = bf.key_features(frame, tl, name, (1, 7), priors, 20.0, True)
+        blocks = [
+            (rows, bf.key_features(part, sub, name, (1, 7), priors, 20.0, True))
+            for rows, part, sub in bf.key_partitions(frame, tl, name, parts)
+        ]
+        assert 1 <= len(blocks) <= parts  # empty partitions (4 placements in 7) are left out
+        assert sorted(r for rows, _ in blocks for r in rows.to_list()) == list(range(frame.height))
+        assert_frame_equal(bf.from_partitions(blocks), whole, check_exact=True)
+
+
+def test_partitions_never_split_a_key_value(market) -> None:
+    frame = market["impressions"].sort("ts", "impression_id")
+    tl = events.timeline(frame, events.outcome_events(frame, None, FeatureConfig()), True, (1,))
+    seen: dict[tuple, int] = {}
+    for p, (rows, part, sub) in enumerate(bf.key_partitions(frame, tl, "user_ad", 4)):
+        assert part["ts"].is_sorted()
+        assert sub.events["row"].max() < rows.len() and sub.before[0].len() == rows.len()
+        for key in part.select("user_id", "ad_id").unique().rows():
+            assert seen.setdefault(key, p) == p
+    with pytest.raises(ValueError, match="parts must be >= 1"):
+        next(bf.key_partitions(frame, tl, "user", 0))

@@ -1,5 +1,6 @@
-"""The Ray engine (`engine.kind = "ray"`): the embed stage on a local Ray gives the local
-engine's vectors, and a missing Ray or an unreachable cluster stops a stage with one line."""
+"""The Ray engine (`engine.kind = "ray"`): the embed and features stages on a local Ray give
+the local engine's outputs, a killed Ray worker leaves no half-written output, and a missing Ray
+or an unreachable cluster stops a stage with one line."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def test_the_engine_setting_is_checked_and_left_out_of_the_digest() -> None:
     on_ray = load_experiment("small", ["engine.kind=ray", "engine.workers=2"])
     assert local.digest() == on_ray.digest()  # where a job runs is not a setting of the data
     assert stage_engine(on_ray.engine, "embed") == "ray"
+    assert stage_engine(on_ray.engine, "features") == "ray"
     assert stage_engine(on_ray.engine, "train") == "local"  # no Ray version yet
     assert stage_engine(local.engine, "embed") == "local"
 
@@ -116,12 +118,13 @@ def test_a_local_engine_never_imports_ray() -> None:
     assert EngineConfig().kind == "local"
 
 
-def _encoder_actors() -> list[int]:
-    """The pids of this machine's Ray encoder actors (Ray names its worker processes)."""
+def _ray_workers(title: bytes) -> list[int]:
+    """The pids of this machine's Ray worker processes whose title holds `title` (Ray names a
+    worker after the actor it holds or the task it runs)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and b"MapBatches(_Encoder)" in (proc / "cmdline").read_bytes():
+            if proc.name.isdigit() and title in (proc / "cmdline").read_bytes():
                 pids.append(int(proc.name))
         except OSError:
             continue
@@ -140,7 +143,7 @@ def test_a_killed_encoder_actor_leaves_no_half_written_output(small_pipeline, tm
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and job.poll() is None and time.monotonic() < deadline:
-        actors = _encoder_actors()
+        actors = _ray_workers(b"MapBatches(_Encoder)")
         if actors:
             time.sleep(2)  # into the model's load or the first call
             os.kill(actors[0], signal.SIGKILL)
@@ -157,3 +160,58 @@ def test_a_killed_encoder_actor_leaves_no_half_written_output(small_pipeline, tm
     for table in ("ads", "queries"):
         local = pl.read_parquet(small_pipeline.root / "embeddings" / f"{table}.parquet")
         assert pl.read_parquet(out / f"{table}.parquet").equals(local), table
+
+
+def _features_on_ray(small_pipeline, root: Path) -> list[str]:
+    """`small`'s raw data and embeddings copied under `root`: the features command on a local
+    Ray (the ad text's embeddings need not be made again)."""
+    for folder in ("raw", "embeddings"):
+        shutil.copytree(small_pipeline.root / folder, root / "small" / folder)
+    return _command("features", root, "engine.kind=ray")
+
+
+def _assert_local_features(out: Path, small_pipeline) -> None:
+    local = small_pipeline.root / "features"
+    for name in ("train", "valid", "test", "vocab", "ad_text_vectors", "item_vectors"):
+        assert (out / f"{name}.parquet").read_bytes() == (local / f"{name}.parquet").read_bytes()
+    assert (out / "feature_spec.json").read_text() == (local / "feature_spec.json").read_text()
+
+
+def test_features_on_ray_equal_the_local_engine(small_pipeline, tmp_path) -> None:
+    """Every behaviour key computed as Ray tasks over hash partitions of the key: the feature
+    files are byte for byte the local engine's."""
+    cmd = _features_on_ray(small_pipeline, tmp_path)
+    env = small_pipeline.env | {"RAY_ADDRESS": ""}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "hash partitions a key" in proc.stderr
+    _assert_local_features(tmp_path / "small" / "features", small_pipeline)
+
+
+def test_a_killed_features_worker_leaves_no_half_written_output(small_pipeline, tmp_path) -> None:
+    """kill -9 of a Ray worker while it computes a key's partition: Ray runs the task again and
+    the job ends with the local engine's files, or it fails with nothing written; either way
+    the rerun gives the local engine's files."""
+    cmd = _features_on_ray(small_pipeline, tmp_path)
+    out = tmp_path / "small" / "features"
+    env = small_pipeline.env | {"RAY_ADDRESS": ""}
+    job = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and job.poll() is None and time.monotonic() < deadline:
+        workers = _ray_workers(b"ray::_key_part")
+        if workers:
+            os.kill(workers[0], signal.SIGKILL)
+            killed = workers[0]
+            assert not out.exists()  # nothing is published before every family is built
+        time.sleep(0.01)
+    _, err = job.communicate(timeout=600)
+    assert killed is not None, "no Ray worker seen computing a key"
+    if job.returncode != 0:  # Ray gave up: one line, nothing written
+        assert job.returncode == 2 and "Traceback" not in err, err[-2000:]
+        assert not out.exists(), "a failed job left an output"
+    else:
+        _assert_local_features(out, small_pipeline)
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    _assert_local_features(out, small_pipeline)
