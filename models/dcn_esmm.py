@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from models.attention import TargetAttention
 
@@ -41,13 +42,39 @@ def embedding_width(cardinality: int, max_dim: int) -> int:
     return max(2, min(max_dim, math.ceil(6.0 * max(cardinality, 1) ** 0.25)))
 
 
+class RowDropout(nn.Dropout):
+    """`nn.Dropout` (the same mask from the same random state) whose mask can be rows of a
+    larger batch's: with `rows` set (the positions of the input's rows in a batch of `batch`
+    rows, `set_batch_rows`), the mask is drawn for the whole batch, as one process would draw
+    it, and the input's rows take theirs. So each rank of data-parallel training drops what
+    the one-process run drops."""
+
+    rows: torch.Tensor | None = None
+    batch: int = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rows is None or not self.training or self.p == 0:
+            return super().forward(x)
+        keep = 1.0 - self.p
+        noise = torch.empty((self.batch, *x.shape[1:]), dtype=x.dtype).bernoulli_(keep)
+        return x * noise.div_(keep)[self.rows]
+
+
+def set_batch_rows(module: nn.Module, rows: torch.Tensor | None, batch: int = 0) -> None:
+    """Tell every `RowDropout` of `module` where its next input's rows sit in a batch of
+    `batch` rows (None: the input is the whole batch)."""
+    for layer in module.modules():
+        if isinstance(layer, RowDropout):
+            layer.rows, layer.batch = rows, batch
+
+
 def mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
     """Linear -> ReLU -> Dropout for each consecutive pair of `sizes`."""
     layers: list[nn.Module] = []
     for fan_in, fan_out in itertools.pairwise(sizes):
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(RowDropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -110,13 +137,18 @@ def signed_log1p(x: torch.Tensor) -> torch.Tensor:
 
 
 def numeric_statistics(
-    x: torch.Tensor | Iterable[torch.Tensor], log_transform: bool, chunk: int = 65_536
+    x: torch.Tensor | Iterable[torch.Tensor],
+    log_transform: bool,
+    chunk: int = 65_536,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-column (mean, std, any missing) of `NumericInput`'s input, NaN = missing; `x` one
     tensor or its row slabs in turn (a table read in parts).
 
     Mean and std are over the present values after the optional signed log1p (float64 sums
     over row chunks, no full-size copies); std < 1e-6 (constant or empty columns) becomes 1.
+    `reduce` (data-parallel training: a sum over the ranks) maps the stacked per-column sums
+    (count, total, squares, rows) of this part of the rows to those of all rows.
     """
     count = total = squares = None
     rows = 0
@@ -135,6 +167,10 @@ def numeric_statistics(
         rows += part.shape[0]
     if count is None:
         raise ValueError("numeric_statistics of no rows")
+    if reduce is not None:
+        rows_col = torch.full_like(count, float(rows))
+        count, total, squares, rows_col = reduce(torch.stack([count, total, squares, rows_col]))
+        rows = int(rows_col[0])
     n = count.clamp(min=1.0)
     mean = total / n
     std = (squares / n - mean**2).clamp(min=0.0).sqrt()
@@ -232,14 +268,24 @@ class DCNESMM(nn.Module):
         items: Sequence[torch.Tensor] = (),
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """(ctr_logit (B,), cvr_logit (B,), per-field id lookups). `items`: (the ad's item
-        code (B,), the recent items' codes (B, k)) when the model has attention."""
-        id_vecs, lookups = self.ids(codes)
-        parts = [id_vecs, self.numeric(numeric), self.text(vectors, codes.shape[0])]
+        code (B,), the recent items' codes (B, k)) when the model has attention. Each step
+        runs in a `torch.profiler` scope `adctr.<step>` (`make bench SECTIONS=profile`)."""
+        with record_function("adctr.ids"):
+            id_vecs, lookups = self.ids(codes)
+        with record_function("adctr.numeric"):
+            parts = [id_vecs, self.numeric(numeric)]
+        with record_function("adctr.text_tower"):
+            parts.append(self.text(vectors, codes.shape[0]))
         if self.attention is not None:
-            parts.append(self.attention(*items))
+            with record_function("adctr.attention"):
+                parts.append(self.attention(*items))
         x0 = torch.cat(parts, dim=1)
-        shared = self.deep(self.cross(x0))
-        return self.ctr_head(shared).squeeze(1), self.cvr_head(shared).squeeze(1), lookups
+        with record_function("adctr.cross"):
+            crossed = self.cross(x0)
+        with record_function("adctr.mlp"):
+            shared = self.deep(crossed)
+        with record_function("adctr.heads"):
+            return self.ctr_head(shared).squeeze(1), self.cvr_head(shared).squeeze(1), lookups
 
 
 def _head(in_dim: int, sizes: Sequence[int]) -> nn.Sequential:

@@ -37,7 +37,17 @@ from models.matrix import (
     rows_of,
 )
 from models.neural_config import NeuralConfig
-from models.neural_loop import auc, fmt, optimizers, torch_settings, train_epoch
+from models.neural_loop import (
+    Shard,
+    all_sum,
+    auc,
+    data_parallel,
+    fmt,
+    optimizers,
+    torch_settings,
+    train_epoch,
+    world,
+)
 from models.sizing import neural_defaults, resolve
 
 logger = logging.getLogger(__name__)
@@ -54,6 +64,13 @@ class NeuralCTR:
 
     `num_threads` (like scikit-learn's `n_jobs`) is torch's thread count for training and
     prediction, saved with the model and restored by `load`; None leaves torch's own.
+
+    `data_parallel`: fit as one rank of the initialised `torch.distributed` process group, on
+    this rank's shard of the train rows (global row g on rank g % world, in memory). The
+    derived settings, numeric statistics and output bias come from sums over all ranks; each
+    batch is the one-process run's, every rank taking its rows of it, and the gradients are
+    summed over the ranks (DDP): the same optimiser steps on the same batches as one process,
+    up to float rounding and the dropout masks drawn.
     """
 
     def __init__(
@@ -61,16 +78,19 @@ class NeuralCTR:
         config: NeuralConfig = DEFAULT_CONFIG,
         random_state: int = 0,
         num_threads: int | None = None,
+        data_parallel: bool = False,
     ) -> None:
         self.config = config
         self.random_state = random_state
         self.num_threads = num_threads
+        self.data_parallel = data_parallel
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {
             "config": self.config,
             "random_state": self.random_state,
             "num_threads": self.num_threads,
+            "data_parallel": self.data_parallel,
         }
 
     # ------------------------------------------------------------------ fit
@@ -93,22 +113,44 @@ class NeuralCTR:
             if click_valid is None or conversion_valid is None:
                 raise ValueError("X_valid needs click_valid and conversion_valid")
             yv_click, yv_conv = _labels(click_valid, conversion_valid, rows_of(X_valid))
-        self.config_, self.derived_ = resolve(self.config, neural_defaults(n, int(y_click.sum())))
+        rows, clicks, ctr, cvr, shard = self._totals(X, n, y_click, y_conv)
+        self.config_, self.derived_ = resolve(self.config, neural_defaults(rows, clicks))
         first = first_part(X)
         self._fit_schema(first, [X] if isinstance(X, FeatureMatrix) else X)
         with torch_settings(self.num_threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             self.module_ = self._build_module()
-            self.module_.set_output_bias(
-                float(y_click.mean()), float(y_conv.sum() / max(y_click.sum(), 1.0))
-            )
+            self.module_.set_output_bias(ctr, cvr)
             if self.item_table_shape_ is not None:
                 self.module_.attention.set_table(torch.from_numpy(first.item_vectors))
             loader = self._loader(X, torch.from_numpy(y_click), torch.from_numpy(y_conv))
-            self._train(loader, (X_valid, yv_click, yv_conv) if has_valid else None)
+            self._train(loader, (X_valid, yv_click, yv_conv) if has_valid else None, shard)
         self.module_.eval()
         logger.info("neural: best epoch %d of %d", self.best_epoch_, len(self.history_))
         return self
+
+    def _totals(
+        self, X: FeatureMatrix | MatrixChunks, n: int, click: np.ndarray, conv: np.ndarray
+    ) -> tuple[int, int, float, float, Shard | None]:
+        """(rows, clicks, click rate, conversions per click, None) of the train rows, or with
+        `data_parallel` those of every rank's and this rank's `Shard` (held in memory)."""
+        if not self.data_parallel:
+            cvr = float(conv.sum() / max(click.sum(), 1.0))
+            return n, int(click.sum()), float(click.mean()), cvr, None
+        if not isinstance(X, FeatureMatrix):
+            raise ValueError("data_parallel trains on shards held in memory, not MatrixChunks")
+        rank, size = world()
+        local = torch.zeros(size + 2, dtype=torch.float64)  # every rank's rows, clicks, convs
+        local[rank], local[size], local[size + 1] = n, float(click.sum()), float(conv.sum())
+        summed = all_sum(local).tolist()
+        held, clicks, convs = [int(r) for r in summed[:size]], summed[size], summed[size + 1]
+        shard = Shard(rank, size, sum(held))
+        if held != [Shard(r, size, shard.rows).local_rows for r in range(size)]:  # every rank
+            raise ValueError(
+                f"data_parallel: the ranks hold {held} rows, not every {size}th row of the "
+                f"{shard.rows} from their rank on"
+            )
+        return shard.rows, int(clicks), clicks / max(shard.rows, 1), convs / max(clicks, 1.0), shard
 
     def _loader(
         self, X: FeatureMatrix | MatrixChunks, click: torch.Tensor, conv: torch.Tensor
@@ -126,17 +168,24 @@ class NeuralCTR:
 
         return len(X), load
 
-    def _train(self, train: tuple[int, Callable[[list[int]], tuple]], valid: tuple | None) -> None:
+    def _train(
+        self,
+        train: tuple[int, Callable[[list[int]], tuple]],
+        valid: tuple | None,
+        shard: Shard | None = None,
+    ) -> None:
         """Epoch loop; with `valid`, keep the weights of the epoch with the lowest valid loss
         (CTR + `ctcvr_weight` x CTCVR log loss: bids need calibrated probabilities, and a ranking
         metric such as AUC keeps improving while the probabilities grow overconfident)."""
         cfg = self.config_
         opts = optimizers(self.module_, cfg)
+        # data-parallel: the ranks' batches are the one-process run's (`train_epoch`)
+        net = self.module_ if shard is None else data_parallel(self.module_)
         generator = torch.Generator().manual_seed(self.random_state)
         self.history_: list[dict[str, float]] = []
         best, best_state, since_best = -math.inf, None, 0
         for epoch in range(1, cfg.epochs + 1):
-            row = {"epoch": epoch, **train_epoch(self.module_, *train, opts, generator, cfg)}
+            row = {"epoch": epoch, **train_epoch(net, *train, opts, generator, cfg, shard)}
             if valid is not None:
                 row |= self._validate(*valid)
                 score = -row["valid_loss"]
@@ -176,7 +225,8 @@ class NeuralCTR:
         self.item_names_ = tuple(X.items) if attend else ()
         self.item_table_shape_ = tuple(X.item_vectors.shape) if attend else None
         numeric = (_tensor(p.numeric, np.float32) for p in parts)
-        mean, std, missing = numeric_statistics(numeric, cfg.log_numeric)
+        reduce = all_sum if self.data_parallel else None
+        mean, std, missing = numeric_statistics(numeric, cfg.log_numeric, reduce=reduce)
         self.numeric_mean_, self.numeric_std_ = mean.numpy(), std.numpy()
         self.numeric_with_indicator_ = missing.numpy()
 

@@ -9,12 +9,14 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
+from torch.profiler import record_function
 
-from models.dcn_esmm import DCNESMM, esmm_loss
+from models.dcn_esmm import DCNESMM, esmm_loss, set_batch_rows
 from models.neural_config import NeuralConfig
 
 
@@ -38,18 +40,25 @@ def optimizers(module: DCNESMM, cfg: NeuralConfig) -> list[torch.optim.Optimizer
 
 
 def train_epoch(
-    module: DCNESMM,
+    module: torch.nn.Module,
     groups: int,
     load: Callable[[list[int]], tuple],
     opts: list[torch.optim.Optimizer],
     generator: torch.Generator,
     cfg: NeuralConfig,
+    shard: Shard | None = None,
 ) -> dict[str, float]:
     """One pass over the train rows, held in `groups` groups (slabs of a table too large to
     hold, or one group of every row): the groups in a seeded order, taken `shuffle_slabs` at a
     time, and in each such window a seeded permutation of its rows. `load(groups)` returns the
     window's column tensors `(codes, numeric, vectors, items, click, conversion)`, batches
-    are slices of them. With one group, the order draws nothing."""
+    are slices of them. With one group, the order draws nothing.
+
+    `shard`: data-parallel training of a DDP `module`, the rows loaded (one group) being this
+    rank's shard. Every rank draws the same permutation of the global rows (the same
+    `generator` seed), so the batches are the one-process run's, each rank taking its rows of
+    each; the losses (and the epoch's means) are weighted so that the averaged gradient is
+    that of the whole batch."""
     module.train()
     started = time.perf_counter()
     sums = torch.zeros(3, dtype=torch.float64)
@@ -58,25 +67,24 @@ def train_epoch(
     mix = cfg.shuffle_slabs
     for w in range(0, len(order), mix):
         codes, numeric, vectors, items, click, conversion = load(order[w : w + mix])
-        rows = codes.shape[0]
-        perm = torch.randperm(rows, generator=generator)
-        for start in range(0, rows, cfg.batch_size):
-            idx = perm[start : start + cfg.batch_size]
-            batch = [v[idx] for v in vectors], [v[idx] for v in items]
-            ctr_logit, cvr_logit, lookups = module(codes[idx], numeric[idx], *batch)
-            loss, ctr_bce, ctcvr_bce = esmm_loss(
-                ctr_logit, cvr_logit, click[idx], conversion[idx], cfg.ctcvr_weight
-            )
-            total = loss
-            if cfg.embedding_l2 > 0 and lookups:
-                total = loss + cfg.embedding_l2 * sum(e.pow(2).sum(1).mean() for e in lookups)
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
-            total.backward()
-            for opt in opts:
-                opt.step()
-            sums += torch.tensor([loss.item(), ctr_bce.item(), ctcvr_bce.item()]) * len(idx)
-        n += rows
+        for idx, part in _batches(codes.shape[0], cfg.batch_size, generator, shard):
+            with record_function("adctr.step"):
+                with record_function("adctr.slice"):
+                    sliced = [v[idx] for v in vectors], [v[idx] for v in items]
+                    batch = (codes[idx], numeric[idx], *sliced)
+                    labels = click[idx], conversion[idx]
+                scale = None
+                if part is not None:  # this rank's rows of a global batch
+                    positions, size = part
+                    set_batch_rows(module, positions, size)
+                    scale = shard.world * len(idx) / size
+                losses = _step(module, batch, labels, opts, cfg, scale)
+                if len(idx):
+                    sums += torch.tensor([t.item() for t in losses]) * len(idx)
+        n += codes.shape[0]
+    if shard is not None:
+        set_batch_rows(module, None)
+        sums, n = all_sum(sums), shard.rows
     seconds = time.perf_counter() - started
     means = (sums / max(n, 1)).tolist()
     return {
@@ -86,6 +94,71 @@ def train_epoch(
         "train_seconds": seconds,
         "samples_per_s": n / seconds,
     }
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A process's part of data-parallel training: rank `rank` of `world` holds the global
+    rows g of `rows` with g % world == rank, as its local rows g // world."""
+
+    rank: int
+    world: int
+    rows: int
+
+    @property
+    def local_rows(self) -> int:
+        return len(range(self.rank, self.rows, self.world))
+
+
+def _batches(
+    rows: int, size: int, generator: torch.Generator, shard: Shard | None
+) -> Iterator[tuple[torch.Tensor, tuple[torch.Tensor, int] | None]]:
+    """(row indices, None) of each batch of a window of `rows` rows (`train_epoch`); with a
+    `shard`, (this rank's local rows of each global batch, (their positions in it, its size))."""
+    if shard is None:
+        perm = torch.randperm(rows, generator=generator)
+        for start in range(0, rows, size):
+            yield perm[start : start + size], None
+        return
+    perm = torch.randperm(shard.rows, generator=generator)
+    for start in range(0, shard.rows, size):
+        batch = perm[start : start + size]
+        mine = (batch % shard.world == shard.rank).nonzero().squeeze(1)
+        yield batch[mine] // shard.world, (mine, len(batch))
+
+
+def _step(
+    module: DCNESMM,
+    batch: tuple,
+    labels: tuple[torch.Tensor, torch.Tensor],
+    opts: list[torch.optim.Optimizer],
+    cfg: NeuralConfig,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step on `batch` (the module's inputs) and its (click, conversion) labels;
+    the batch's (loss, ctr BCE, ctcvr BCE). `scale` multiplies the loss that is minimised (a
+    rank's share of a data-parallel batch; 0 where the rank has no row of it, which still
+    takes part in the gradients' all-reduce). Each part runs in a `torch.profiler` scope named
+    `adctr.<part>` (`make bench SECTIONS=profile` reads them; without a profiler they cost a
+    few microseconds)."""
+    with record_function("adctr.forward"):
+        ctr_logit, cvr_logit, lookups = module(*batch)
+    with record_function("adctr.loss"):
+        loss, ctr_bce, ctcvr_bce = esmm_loss(ctr_logit, cvr_logit, *labels, cfg.ctcvr_weight)
+        total = loss
+        if cfg.embedding_l2 > 0 and lookups:
+            total = loss + cfg.embedding_l2 * sum(e.pow(2).sum(1).mean() for e in lookups)
+        if scale is not None:  # no row here: a zero with the graph's gradients (all zero)
+            total = total * scale if scale > 0 else (ctr_logit.sum() + cvr_logit.sum()) * 0.0
+    for opt in opts:
+        opt.zero_grad(set_to_none=True)
+    with record_function("adctr.backward"):
+        total.backward()
+    for opt in opts:
+        sparse = isinstance(opt, torch.optim.SparseAdam)
+        with record_function("adctr.sparse_optimizer" if sparse else "adctr.dense_optimizer"):
+            opt.step()
+    return loss, ctr_bce, ctcvr_bce
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -116,3 +189,26 @@ def torch_settings(num_threads: int | None) -> Iterator[None]:
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process in the initialised `torch.distributed` process group
+    (data-parallel training); a ValueError without one."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise ValueError("data_parallel needs an initialised torch.distributed process group")
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """`t` summed over every rank of the process group (a new tensor; every rank gets it)."""
+    out = t.clone()
+    torch.distributed.all_reduce(out)
+    return out
+
+
+def data_parallel(module: DCNESMM) -> torch.nn.Module:
+    """`module` under DistributedDataParallel: gradients averaged over the ranks at each step,
+    sparse id-table gradients included (gloo), so the ranks' weights stay equal. Buffers (the
+    numeric statistics, the item table) are equal on every rank by construction: synced once
+    at the start, not at every forward."""
+    return torch.nn.parallel.DistributedDataParallel(module, forward_sync_buffers=False)

@@ -36,12 +36,19 @@ INSTALL_HINT = "`make <verb> ENGINE=ray` installs it (or pip install -e '.[ray]'
 CONNECT_TIMEOUT_S = 5.0  # Ray itself retries an unreachable head for minutes
 TEXTS_PER_TASK = 4096  # texts one actor call embeds (then split into the encoder's batches)
 # the stages with a Ray implementation; the others run in the job's own process
-RAY_STAGES = frozenset({"embed", "features"})
+RAY_STAGES = frozenset({"embed", "features", "train"})
+# the train stage's models that train on Ray (Ray Train, `pipeline.ray_train`); the others
+# train in the job's process
+RAY_MODELS = frozenset({"neural"})
 
 
-def stage_engine(cfg: EngineConfig, stage: str) -> str:
-    """Where `stage` runs under `cfg`: "ray" or "local" (the MLflow runs' `engine` tag)."""
-    return "ray" if cfg.kind == "ray" and stage in RAY_STAGES else "local"
+def stage_engine(cfg: EngineConfig, stage: str, model: str | None = None) -> str:
+    """Where `stage` (for the train stage: `model`, when given) runs under `cfg`: "ray" or
+    "local" (the MLflow runs' `engine` tag)."""
+    on_ray = cfg.kind == "ray" and stage in RAY_STAGES
+    if stage == "train" and model is not None:
+        on_ray = on_ray and model in RAY_MODELS
+    return "ray" if on_ray else "local"
 
 
 def preflight(cfg: EngineConfig, stage: str) -> None:
@@ -52,6 +59,11 @@ def preflight(cfg: EngineConfig, stage: str) -> None:
     if stage_engine(cfg, stage) == "local":
         log.warning("engine.kind = 'ray': the %s stage has no Ray version yet, runs here", stage)
         return
+    if stage == "train":
+        log.warning(
+            "engine.kind = 'ray': the %s model(s) train on Ray, the others here",
+            ", ".join(sorted(RAY_MODELS)),
+        )
     import_ray()
     _check_reachable(cluster_address(cfg))
 

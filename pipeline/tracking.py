@@ -116,7 +116,7 @@ def run_tags(
     """The tags of every run: stage, experiment, config hash, engine, model, the process; then
     `tags`."""
     all_tags = {"stage": stage, "experiment": exp.name, "config_hash": exp.digest()}
-    all_tags["engine"] = stage_engine(exp.engine, stage)  # where the job ran: local | ray
+    all_tags["engine"] = stage_engine(exp.engine, stage, model)  # where it ran: local | ray
     if model:
         all_tags["model"] = model
     all_tags |= {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}

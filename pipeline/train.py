@@ -31,6 +31,7 @@ from pipeline.datasets import SplitTable, labels, load_spec, load_tables
 from pipeline.io import write_file_manifest, write_tables_into
 from pipeline.lineage import check_lineage
 from pipeline.mlflow_model import ESTIMATOR_DIR, HISTORY_FILE, META_FILE, ModelMeta, calibrate
+from pipeline.ray_engine import stage_engine
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
 from pipeline.tracking import log_features_input, log_metrics, model_requirements, stage_run
@@ -59,6 +60,10 @@ def fit_model(
     tables of the spec's item features and keyed embeddings, `load_tables`). A model fitted in
     memory takes every click and a seeded share of the non-clicks of train and valid
     (`fit_negative_rate`), and is told the share, so its predictions undo it."""
+    if stage_engine(exp.engine, "train", kind) == "ray":
+        from pipeline.ray_train import fit_neural_on_ray
+
+        return fit_neural_on_ray(exp, Layout.of(exp).models, frames, spec, tables)
     (ct, vt), (cv, vv) = labels_of(frames["train"], spec), labels_of(frames["valid"], spec)
     seed, threads = exp.data.seed, exp.engine.num_threads
     rate = fit_negative_rate(kind, exp, ct)

@@ -14,17 +14,24 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from pipeline.config import EngineConfig, load_experiment
 from pipeline.io import DataError
 from pipeline.ray_engine import _head, actor_share, stage_engine
+from tests.conftest import PipelineRun, run_stage
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _sets(sets: tuple[str, ...] | list[str]) -> list[str]:
+    return [arg for s in sets for arg in ("--set", s)]
+
+
 def _command(stage: str, root: Path, *sets: str) -> list[str]:
     cmd = [sys.executable, "-m", "pipeline", stage, "-e", "small", "--set", f"data.root={root}"]
-    return cmd + [arg for s in sets for arg in ("--set", s)]
+    return cmd + _sets(sets)
 
 
 def _stage(stage: str, root: Path, *sets: str, env: dict[str, str] | None = None):
@@ -54,7 +61,9 @@ def test_the_engine_setting_is_checked_and_left_out_of_the_digest() -> None:
     assert local.digest() == on_ray.digest()  # where a job runs is not a setting of the data
     assert stage_engine(on_ray.engine, "embed") == "ray"
     assert stage_engine(on_ray.engine, "features") == "ray"
-    assert stage_engine(on_ray.engine, "train") == "local"  # no Ray version yet
+    assert stage_engine(on_ray.engine, "train", "neural") == "ray"
+    assert stage_engine(on_ray.engine, "train", "lightgbm") == "local"
+    assert stage_engine(on_ray.engine, "evaluate") == "local"  # no Ray version yet
     assert stage_engine(local.engine, "embed") == "local"
 
 
@@ -215,3 +224,33 @@ def test_a_killed_features_worker_leaves_no_half_written_output(small_pipeline, 
     rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     _assert_local_features(out, small_pipeline)
+
+
+def _train_runs(uri: str) -> dict[str, Run]:
+    """The newest train run of each model in the MLflow store at `uri`."""
+    client = MlflowClient(tracking_uri=uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(ids, "tags.stage = 'train'", order_by=["attributes.start_time ASC"])
+    return {r.data.tags["model"]: r for r in runs}
+
+
+def test_train_on_ray_fits_the_neural_model_with_ddp(small_pipeline, tmp_path) -> None:
+    """The neural model on 2 Ray Train workers (DDP, gloo): each step is the local run's batch,
+    dropout masks included, so its metrics are the local engine's up to float rounding;
+    LightGBM trains in the job's process, as on the local engine."""
+    for folder in ("raw", "embeddings", "features"):
+        shutil.copytree(small_pipeline.root / folder, tmp_path / "data" / "small" / folder)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = small_pipeline.env | {"MLFLOW_TRACKING_URI": uri, "RAY_ADDRESS": ""}
+    sets = ["engine.kind=ray", "engine.workers=2", 'train.models=["lightgbm", "neural"]']
+    proc = run_stage("train", PipelineRun(tmp_path / "data", uri, env), *_sets(sets))
+    assert "DDP on 2 Ray Train worker(s)" in proc.stderr
+    on_ray, local = _train_runs(uri), _train_runs(small_pipeline.tracking_uri)
+    assert on_ray["neural"].data.tags["engine"] == "ray"
+    assert on_ray["lightgbm"].data.tags["engine"] == "local"
+    ddp, one = on_ray["neural"].data.metrics, local["neural"].data.metrics
+    for metric in ("test_ctr_auc", "test_ctcvr_auc", "valid_ctr_auc"):
+        assert abs(ddp[metric] - one[metric]) <= 0.005, (metric, ddp[metric], one[metric])
+    assert abs(ddp["test_ctr_logloss"] - one["test_ctr_logloss"]) <= 0.001
+    lgbm = {k: v for k, v in local["lightgbm"].data.metrics.items() if k.startswith("test_")}
+    assert {k: on_ray["lightgbm"].data.metrics[k] for k in lgbm} == lgbm
