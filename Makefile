@@ -24,11 +24,11 @@ export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
 .DEFAULT_GOAL := help
-.PHONY: help features finetune understand embed train tune evaluate export replay report ui test realdata bench lint clean distclean
+.PHONY: help features finetune understand embed train tune evaluate export replay report ui test realdata bench bench-peers lint clean distclean
 
 help: ## list the verbs
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
-	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-11s %s\n", $$1, $$2}'
 	@echo "  EXP=<name> picks experiments/<name>.toml (default: $(EXP))"
 	@echo "  SET=\"section.key=value ...\" overrides settings, e.g. SET=features.text=false"
 
@@ -110,6 +110,24 @@ SECTIONS ?=
 bench: $(STAMP) ## speed and memory benchmarks, measured side by side (SECTIONS= picks some)
 	$(PY) -m pipeline.bench $(SECTIONS)
 
+# the peer library in its own venv (bench/peers-requirements.txt: DeepCTR-Torch on the same
+# torch), never in .venv; `make test` does not need it
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+$(PEERS_STAMP): bench/peers-requirements.txt
+	@echo "installing bench/peers-requirements.txt into $(PEERS_VENV)"
+	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r bench/peers-requirements.txt
+	@touch $(PEERS_STAMP)
+
+# ROWS=20000 keeps the first rows of each split only (a quick run of the whole path)
+ROWS ?=
+PEERS_ARGS = --experiment $(EXP) $(OVERRIDES) $(if $(ROWS),--rows $(ROWS))
+bench-peers: $(STAMP) ## adctr's neural model vs DeepCTR-Torch's DCNMix on the same features, 3 seeds
+	$(PY) -m pipeline.bench.peers export $(PEERS_ARGS)
+	@$(MAKE) --no-print-directory --silent $(PEERS_STAMP)
+	$(PY) -m pipeline.bench.peers run --python $(PEERS_VENV)/bin/python $(PEERS_ARGS)
+
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -117,5 +135,5 @@ lint: $(STAMP) ## ruff
 clean: ## remove generated data and the MLflow store (keeps .venv)
 	rm -rf data mlruns
 
-distclean: clean ## also remove the virtual environment
-	rm -rf $(VENV)
+distclean: clean ## also remove the virtual environments
+	rm -rf $(VENV) $(PEERS_VENV)

@@ -134,6 +134,11 @@ class Layout:
         return self.root.parent / "realdata"
 
     @property
+    def bench_peers(self) -> Path:
+        """`make bench-peers`: the exported model input, each run's predictions, the results."""
+        return self.root / "bench-peers"
+
+    @property
     def embed_cache(self) -> Path:
         """Shared across experiments: keyed by (encoder id, text hash)."""
         return self.root.parent / "_cache" / "embeddings"

@@ -13,13 +13,16 @@ from pathlib import Path
 
 from pipeline.stage import setup_logging
 
-ORDER = ["embed", "finetune", "understand", "features", "neural", "engines", "scale"]
+ORDER = ["embed", "finetune", "understand", "features", "neural", "profile", "engines", "scale"]
+# modules here that are not sections: `make bench-peers` (its own verb; needs .venv-peers)
+NOT_SECTIONS = ["peers"]
 
 
 def main(argv: list[str]) -> int:
     setup_logging()
     here = Path(__file__).parent
-    present = {m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_")}
+    modules = pkgutil.iter_modules([str(here)])
+    present = {m.name for m in modules if not m.name.startswith("_")} - set(NOT_SECTIONS)
     known = [n for n in ORDER if n in present] + sorted(present - set(ORDER))
     if any(a in ("-h", "--help") for a in argv):
         print(f"usage: python -m pipeline.bench [section ...]   sections: {', '.join(known)}")
