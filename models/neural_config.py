@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class NeuralConfig:
@@ -39,6 +41,10 @@ class NeuralConfig:
     attention: bool = True
     attention_dim: int = 16  # the item vectors' projected width
     attention_hidden: tuple[int, ...] = (32,)  # DIN's activation unit
+    # the training step's arithmetic: "fp32", or "bf16" (the forward and backward under bf16
+    # autocast: matmuls in bfloat16 with float32 accumulation, on CPUs with native bf16 such as
+    # AVX512-BF16 or AMX; weights, optimiser state, validation and scoring stay float32)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         positive = ("embedding_dim", "batch_size", "epochs", "patience", "predict_batch_size")
@@ -46,6 +52,10 @@ class NeuralConfig:
         for name in positive:
             if _set(self, name) and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if _set(self, "dropout") and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("lr", "numeric_clip"):

@@ -141,8 +141,9 @@ def _step(
     takes part in the gradients' all-reduce). Each part runs in a `torch.profiler` scope named
     `adctr.<part>` (`make bench SECTIONS=profile` reads them; without a profiler they cost a
     few microseconds)."""
-    with record_function("adctr.forward"):
+    with record_function("adctr.forward"), autocast(cfg.precision):
         ctr_logit, cvr_logit, lookups = module(*batch)
+    ctr_logit, cvr_logit = ctr_logit.float(), cvr_logit.float()  # the loss in float32
     with record_function("adctr.loss"):
         loss, ctr_bce, ctcvr_bce = esmm_loss(ctr_logit, cvr_logit, *labels, cfg.ctcvr_weight)
         total = loss
@@ -159,6 +160,12 @@ def _step(
         with record_function("adctr.sparse_optimizer" if sparse else "adctr.dense_optimizer"):
             opt.step()
     return loss, ctr_bce, ctcvr_bce
+
+
+def autocast(precision: str) -> contextlib.AbstractContextManager:
+    """The arithmetic of a training step's forward (and so of its backward): bf16 autocast
+    for "bf16", float32 as it is for "fp32"."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:

@@ -16,7 +16,8 @@ in a fresh process on 2 threads, the systems interleaved (their order rotates wi
 - DeepCTR-Torch `DCNMix` (`bench/peers_deepctr.py`, inside .venv-peers);
 - adctr's `NeuralCTR` on the same matrix;
 - adctr's `NeuralCTR` with its vectors (ad text, user interest, history attention) read from
-  `features/` (the same rows).
+  `features/` (the same rows);
+- the two adctr runs again with `precision = "bf16"` (the training step under bf16 autocast).
 Both sides take `EQUIVALENT`'s settings. Samples/s is train rows over the wall seconds of the
 fit call; test AUC and log loss of pCTR are computed here, the same way for every system.
 """
@@ -29,6 +30,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,7 @@ from models.dcn_esmm import NumericInput, numeric_statistics
 from models.matrix import FeatureMatrix
 from models.metrics import binary_metrics
 from models.neural import NeuralConfig, NeuralCTR
+from models.neural_config import PRECISIONS
 from pipeline.atomic import atomic_file
 from pipeline.bench import REPO, measured
 from pipeline.bench.neural import THREADS, print_table
@@ -52,7 +55,9 @@ PEER, ADCTR, WITH_VECTORS = (
     "adctr NeuralCTR",
     "adctr NeuralCTR, with vectors",
 )
-SYSTEMS = (PEER, ADCTR, WITH_VECTORS)
+# the same two with `neural.precision = "bf16"` (the training step under bf16 autocast)
+ADCTR_BF16, WITH_VECTORS_BF16 = f"{ADCTR}, bf16", f"{WITH_VECTORS}, bf16"
+SYSTEMS = (PEER, ADCTR, WITH_VECTORS, ADCTR_BF16, WITH_VECTORS_BF16)
 PEER_SCRIPT = REPO / "bench" / "peers_deepctr.py"
 # the set-up both sides train with: adctr's AdamW without decay is Adam, no dropout
 EQUIVALENT = NeuralConfig(
@@ -149,7 +154,8 @@ def fit_adctr(args: argparse.Namespace, layout: Layout) -> None:
         data = np.load(args.matrix)
         X, X_test = npz_matrix(data, "train"), npz_matrix(data, "test")
         click, conv = data["train_click"], data["train_conversion"]
-    model = NeuralCTR(EQUIVALENT, random_state=args.seed, num_threads=THREADS)
+    config = replace(EQUIVALENT, precision=args.precision)
+    model = NeuralCTR(config, random_state=args.seed, num_threads=THREADS)
     started, cpu = time.perf_counter(), time.process_time()
     model.fit(X, click, conv)
     fit_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu
@@ -176,7 +182,8 @@ def command(system: str, seed: int, args: argparse.Namespace, out: Path) -> list
         flags = [a for k, v in settings.items() for a in (f"--{k}", str(v))]
         return [args.python, str(PEER_SCRIPT), *matrix, *files, *flags]
     own = [sys.executable, "-m", "pipeline.bench.peers", "adctr", *files, *experiment_args(args)]
-    return [*own, "--vectors"] if system == WITH_VECTORS else [*own, *matrix]
+    own += ["--precision", "bf16" if system in (ADCTR_BF16, WITH_VECTORS_BF16) else "fp32"]
+    return [*own, "--vectors"] if system in (WITH_VECTORS, WITH_VECTORS_BF16) else [*own, *matrix]
 
 
 def experiment_args(args: argparse.Namespace) -> list[str]:
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out")
     parser.add_argument("--predictions")
     parser.add_argument("--vectors", action="store_true")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     args = parser.parse_args(argv)
     setup_logging()
     try:

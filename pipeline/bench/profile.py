@@ -3,9 +3,10 @@
 Reads the `default` experiment's `features/` (train split) when they exist, else profiles a
 synthetic matrix of the same shape (`pipeline.bench.neural`). Writes nothing.
 
-`NeuralCTR.fit` runs one epoch of `WARMUP + STEPS` batches, rows drawn at random from the
-train rows, under `torch.profiler` (CPU, no shapes or stacks), on the default `NeuralConfig`
-with the settings derived from the whole split (batch size included). The training loop and
+For each `neural.precision` (fp32, the default, then bf16), `NeuralCTR.fit` runs one epoch of
+`WARMUP + STEPS` batches, rows drawn at random from the train rows, under `torch.profiler` (CPU,
+no shapes or stacks), on the default `NeuralConfig` with the settings derived from the whole
+split (batch size included). The training loop and
 the net mark each part of a step with a scope `adctr.<part>` (`models.neural_loop`,
 `models.dcn_esmm`); the first `WARMUP` steps are dropped, and each category's time is the sum
 of its scopes over the other steps. Two rows are remainders: the forward outside its named
@@ -29,6 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from models.matrix import FeatureMatrix
 from models.neural import NeuralConfig, NeuralCTR
+from models.neural_config import PRECISIONS
 from models.sizing import neural_defaults, resolve
 from pipeline.bench.neural import DEFAULT, THREADS, print_table, real_matrix, synthetic_matrix
 
@@ -169,4 +171,6 @@ def main() -> None:
         data, source = synthetic_matrix(SYNTHETIC_ROWS), f"synthetic ({SYNTHETIC_ROWS:,} rows)"
     else:
         data, source = real, f"default train features ({len(real[0]):,} rows)"
-    report(profile_steps(*data, NeuralConfig()), source)
+    for precision in PRECISIONS:  # the default (fp32), then the bf16 training step
+        config = NeuralConfig(precision=precision)
+        report(profile_steps(*data, config), f"{source}, precision {precision}")

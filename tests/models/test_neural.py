@@ -328,3 +328,22 @@ def test_keyed_embedding_trains_and_predicts_as_its_rows(tmp_path, data):
     np.testing.assert_array_equal(loaded.predict_proba(codes_only), dense.predict_proba(X))
     with pytest.raises(ValueError, match="without its table"):
         NeuralCTR(TINY, num_threads=THREADS).fit(codes_only, click, conv)
+
+
+def test_bf16_steps_repeat_under_a_seed_and_save_their_setting(tmp_path, data):
+    """precision = "bf16": the step's forward and backward under bf16 autocast; the same seed
+    gives the same weights, the probabilities stay float, and the setting is saved."""
+    X, click, conversion = data
+    config = replace(TINY, precision="bf16")
+    first = NeuralCTR(config, random_state=3, num_threads=THREADS).fit(X, click, conversion)
+    again = NeuralCTR(config, random_state=3, num_threads=THREADS).fit(X, click, conversion)
+    p = first.predict_proba(X)
+    assert p.dtype == np.float64 and np.isfinite(p).all()
+    np.testing.assert_array_equal(p, again.predict_proba(X))
+    fp32 = NeuralCTR(TINY, random_state=3, num_threads=THREADS).fit(X, click, conversion)
+    assert not np.array_equal(p, fp32.predict_proba(X))  # the arithmetic did change
+    loaded = NeuralCTR.load(first.save(tmp_path / "bf16"))
+    assert loaded.config_.precision == "bf16"
+    np.testing.assert_array_equal(loaded.predict_proba(X), p)
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        NeuralConfig(precision="fp16")
