@@ -140,6 +140,33 @@ def _ray_workers(title: bytes) -> list[int]:
     return pids
 
 
+def _kill_a_worker(
+    job: subprocess.Popen, title: bytes, out: Path, settle: float, poll: float
+) -> None:
+    """kill -9 the first Ray worker titled `title` seen (polled every `poll` s) while `job`
+    runs, `settle` s after it is seen; nothing is published at `out` before then."""
+    deadline = time.monotonic() + 300
+    while job.poll() is None and time.monotonic() < deadline:
+        workers = _ray_workers(title)
+        if workers:
+            time.sleep(settle)
+            os.kill(workers[0], signal.SIGKILL)
+            assert not out.exists()  # nothing is published before the job's end
+            return
+        time.sleep(poll)
+    raise AssertionError(f"no Ray worker {title.decode()} seen")
+
+
+def _ended_or_failed_cleanly(job: subprocess.Popen, out: Path) -> bool:
+    """Whether `job` succeeded; if Ray gave up instead, it said so in one line (exit 2) and
+    left nothing at `out`."""
+    _, err = job.communicate(timeout=600)
+    if job.returncode != 0:
+        assert job.returncode == 2 and "Traceback" not in err, err[-2000:]
+        assert not out.exists(), "a failed job left an output"
+    return job.returncode == 0
+
+
 def test_a_killed_encoder_actor_leaves_no_half_written_output(small_pipeline, tmp_path) -> None:
     """kill -9 of an encoder actor while `embed` runs on Ray: Ray replaces it and the job ends
     with the local engine's tables, or it fails with nothing written; either way the rerun
@@ -149,21 +176,9 @@ def test_a_killed_encoder_actor_leaves_no_half_written_output(small_pipeline, tm
     cmd = _command("embed", tmp_path, "engine.kind=ray", "engine.workers=2")
     env = small_pipeline.env | {"RAY_ADDRESS": ""}
     job = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
-    killed = None
-    deadline = time.monotonic() + 300
-    while killed is None and job.poll() is None and time.monotonic() < deadline:
-        actors = _ray_workers(b"MapBatches(_Encoder)")
-        if actors:
-            time.sleep(2)  # into the model's load or the first call
-            os.kill(actors[0], signal.SIGKILL)
-            killed = actors[0]
-            assert not out.exists()  # nothing is written before every text is embedded
-        time.sleep(0.2)
-    _, err = job.communicate(timeout=600)
-    assert killed is not None, "no encoder actor seen"
-    if job.returncode != 0:  # Ray gave up: one line, nothing written
-        assert job.returncode == 2 and "Traceback" not in err, err[-2000:]
-        assert not out.exists(), "a failed job left an output"
+    # 2 s into the model's load or the first call
+    _kill_a_worker(job, b"MapBatches(_Encoder)", out, settle=2.0, poll=0.2)
+    _ended_or_failed_cleanly(job, out)
     rerun = _stage("embed", tmp_path, "engine.kind=ray", "engine.workers=2", env=env)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     for table in ("ads", "queries"):
@@ -205,21 +220,8 @@ def test_a_killed_features_worker_leaves_no_half_written_output(small_pipeline, 
     out = tmp_path / "small" / "features"
     env = small_pipeline.env | {"RAY_ADDRESS": ""}
     job = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
-    killed = None
-    deadline = time.monotonic() + 300
-    while killed is None and job.poll() is None and time.monotonic() < deadline:
-        workers = _ray_workers(b"ray::_key_part")
-        if workers:
-            os.kill(workers[0], signal.SIGKILL)
-            killed = workers[0]
-            assert not out.exists()  # nothing is published before every family is built
-        time.sleep(0.01)
-    _, err = job.communicate(timeout=600)
-    assert killed is not None, "no Ray worker seen computing a key"
-    if job.returncode != 0:  # Ray gave up: one line, nothing written
-        assert job.returncode == 2 and "Traceback" not in err, err[-2000:]
-        assert not out.exists(), "a failed job left an output"
-    else:
+    _kill_a_worker(job, b"ray::_key_part", out, settle=0.0, poll=0.01)
+    if _ended_or_failed_cleanly(job, out):
         _assert_local_features(out, small_pipeline)
     rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
