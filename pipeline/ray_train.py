@@ -1,12 +1,13 @@
 """The train stage's neural model on the Ray engine: Ray Train's `TorchTrainer`, DDP over gloo
 on CPU, `engine.workers` workers. Each worker reads its shard of the train rows (every
-world-th row) from the features' Parquet through the local engine's
-own reader (`pipeline.train_inputs.model_input`), and the whole valid split, and fits the same
+world-th row) from the features' Parquet through the local engine's own reader
+(`pipeline.train_inputs.model_input`), and the whole valid split, and fits the same
 `models.neural.NeuralCTR` with `data_parallel=True`: each step is the one-process run's batch,
 every rank computing its rows of it, with the gradients summed over the ranks, so every rank
-holds the same weights and stops at the same epoch. Rank 0 saves the fitted
-model as a Ray Train checkpoint, which the job loads; the rest of the stage (calibration,
-scoring, MLflow) is the local engine's.
+holds the same weights and stops at the same epoch. Rank 0 saves the fitted model as a Ray
+Train checkpoint, which the job loads; the rest of the stage (calibration, scoring, MLflow) is
+the local engine's. The workers' own log lines (the epochs) stay on the cluster; the curves
+reach MLflow with the model.
 
 The checkpoint goes to a scratch folder beside `models/` (removed at the end): on a cluster,
 `data.root` must be storage that every node sees, as for the features the workers read.
