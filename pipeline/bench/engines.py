@@ -1,20 +1,29 @@
-"""Bench: the embed stage on the local engine and on a local Ray with 1 and 2 workers, on
-`default`, interleaved in one run.
+"""Bench: the stages that have a Ray version, on the local engine and on a local Ray with 1 and
+2 workers, on `default`, interleaved in one run.
 
-`raw` is built once; then, for each of `ROUNDS` rounds, the embed stage runs on each engine
-from a cold cache (the cache and the embeddings are removed before every run), each run in its
-own process. Prints per engine the median wall seconds of the process (Ray's start and stop
-included) and of the stage alone (its summary line), the ratio to local, and
-whether its vectors equal the local engine's. A local Ray has the machine's CPUs and no more:
-on a 2-core machine the local engine already runs the encoder on both cores (2 torch
-threads), so Ray can only add its overhead there; a speed-up needs more cores or nodes.
+`raw` is built once (and not `understand`: the features carry no query-understanding columns
+here). Then, stage by stage, for each of `ROUNDS` rounds, the stage runs on each
+engine, each run in its own process:
+- `embed` from a cold cache (the cache and the embeddings are removed before every run); its
+  vectors are compared with the local engine's;
+- `features` (the behaviour keys as Ray tasks over hash partitions of the key); its files are
+  compared byte for byte with the local engine's;
+- `train` with the neural model only (`train.models = ["neural"]`: Ray Train, DDP over the
+  workers); its test CTR AUC is compared with the local engine's.
+Prints per stage and engine the median wall seconds of the process (Ray's start and stop
+included) and of the stage alone (its summary line), the ratio to local, and how its output
+compares. A local Ray has the machine's CPUs and no more: on a 2-core machine the local engine
+already uses both cores, so Ray can only add its overhead there; a speed-up needs more cores or
+nodes.
 
-`python -m pipeline.bench engines`.
+`python -m pipeline.bench engines`; `python -m pipeline.bench.engines features train` for some
+stages only.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -34,46 +43,82 @@ ENGINES = {
     "ray, 1 worker": ["--set", "engine.kind=ray", "--set", "engine.workers=1"],
     "ray, 2 workers": ["--set", "engine.kind=ray", "--set", "engine.workers=2"],
 }
+STAGES = ("embed", "features", "train")
+# per stage: its extra options
+EXTRA = {"train": ["--set", 'train.models=["neural"]']}
+FEATURE_FILES = ("train", "valid", "test", "vocab", "ad_text_vectors", "item_vectors")
 
 
-def _vectors(layout: Layout) -> pl.DataFrame:
-    return pl.read_parquet(layout.embeddings / "ads.parquet")
+def _output(stage: str, layout: Layout, result: dict) -> object:
+    """What a run of `stage` is compared on: the ad vectors, the feature files' bytes, or the
+    neural model's test CTR AUC (from the stage's summary line)."""
+    if stage == "embed":
+        return pl.read_parquet(layout.embeddings / "ads.parquet")
+    if stage == "features":
+        return [(layout.features / f"{n}.parquet").read_bytes() for n in FEATURE_FILES]
+    found = re.search(r"neural_test_ctr_auc=([0-9.]+)", result["out"] + result["err"])
+    return float(found.group(1)) if found else float("nan")
 
 
-def main() -> None:
-    print(f"embed on `{EXPERIMENT}`, cold cache, {os.cpu_count()} CPUs, {ROUNDS} rounds")
-    with tempfile.TemporaryDirectory(prefix="adctr-bench-engines-") as tmp:
-        root = Path(tmp)
-        base = [sys.executable, "-m", "pipeline"]
-        opts = ["--experiment", EXPERIMENT, "--set", f"data.root={root}"]
-        measured([*base, "raw", *opts])
-        layout = Layout.of(load_experiment(EXPERIMENT, [f"data.root={root}"]))
-        runs: dict[str, list[dict]] = {name: [] for name in ENGINES}
-        reference = None
-        equal = dict.fromkeys(ENGINES, True)
-        for n in range(ROUNDS):
-            for name, extra in ENGINES.items():
-                shutil.rmtree(layout.embed_cache, ignore_errors=True)
-                shutil.rmtree(layout.embeddings, ignore_errors=True)
-                result = measured([*base, "embed", *opts, *extra])
-                result["stage"] = stage_seconds(result["out"] + result["err"])
-                runs[name].append(result)
-                vectors = _vectors(layout)
-                reference = vectors if reference is None else reference
-                equal[name] &= vectors.equals(reference)
-                print(
-                    f"  round {n + 1} {name:<15} wall {result['wall']:6.1f} s  stage "
-                    f"{result['stage']:6.1f} s  load avg {os.getloadavg()[0]:.1f}",
-                    flush=True,
-                )
-    local = statistics.median(r["wall"] for r in runs["local"])
-    print(f"  {'engine':<15} {'wall s':>7} {'stage s':>7} {'vs local':>8}  vectors")
+def _compare(stage: str, output: object, local: object) -> str:
+    if stage == "train":
+        return f"test CTR AUC {output:.4f} (local {local:.4f})"
+    same = output.equals(local) if stage == "embed" else output == local
+    return "equal to local" if same else "DIFFER from local"
+
+
+def _clear(stage: str, layout: Layout) -> None:
+    """Where a run of `stage` starts from: embed from an empty cache, the others as they are."""
+    if stage == "embed":
+        shutil.rmtree(layout.embed_cache, ignore_errors=True)
+        shutil.rmtree(layout.embeddings, ignore_errors=True)
+
+
+def bench_stage(stage: str, root: Path, layout: Layout) -> None:
+    """`stage` on every engine, `ROUNDS` rounds interleaved; its table."""
+    base = [sys.executable, "-m", "pipeline", stage, "--experiment", EXPERIMENT]
+    opts = ["--set", f"data.root={root}", *EXTRA.get(stage, [])]
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    runs: dict[str, list[dict]] = {name: [] for name in ENGINES}
+    compared: dict[str, str] = {}
+    local = None
+    for n in range(ROUNDS):
+        for name, extra in ENGINES.items():
+            _clear(stage, layout)
+            result = measured([*base, *opts, *extra], env)
+            result["stage"] = stage_seconds(result["out"] + result["err"])
+            runs[name].append(result)
+            output = _output(stage, layout, result)
+            local = output if local is None else local
+            compared[name] = _compare(stage, output, local)
+            print(
+                f"  {stage} round {n + 1} {name:<15} wall {result['wall']:6.1f} s  stage "
+                f"{result['stage']:6.1f} s  load avg {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+    wall_local = statistics.median(r["wall"] for r in runs["local"])
+    print(f"  {stage:<9} {'engine':<15} {'wall s':>7} {'stage s':>7} {'vs local':>8}  output")
     for name, results in runs.items():
         wall = statistics.median(r["wall"] for r in results)
-        stage = statistics.median(r["stage"] for r in results)
-        same = "equal to local" if equal[name] else "DIFFER from local"
-        print(f"  {name:<15} {wall:7.1f} {stage:7.1f} {wall / local:8.2f}  {same}")
+        seconds = statistics.median(r["stage"] for r in results)
+        ratio = wall / wall_local
+        print(f"  {stage:<9} {name:<15} {wall:7.1f} {seconds:7.1f} {ratio:8.2f}  {compared[name]}")
+
+
+def main(stages: tuple[str, ...] = STAGES) -> None:
+    print(f"{', '.join(stages)} on `{EXPERIMENT}`, {os.cpu_count()} CPUs, {ROUNDS} rounds")
+    with tempfile.TemporaryDirectory(prefix="adctr-bench-engines-") as tmp:
+        root = Path(tmp)
+        measured([sys.executable, "-m", "pipeline", "raw", "--experiment", EXPERIMENT,
+                  "--set", f"data.root={root}"])  # fmt: skip
+        layout = Layout.of(load_experiment(EXPERIMENT, [f"data.root={root}"]))
+        for stage in STAGES:  # in the job's order: each stage reads the one before
+            if stage in stages:
+                bench_stage(stage, root, layout)
+            elif stage != "train":
+                measured([sys.executable, "-m", "pipeline", stage, "--experiment", EXPERIMENT,
+                          "--set", f"data.root={root}"])  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    main(tuple(sys.argv[1:]) or STAGES)
