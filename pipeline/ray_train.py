@@ -31,7 +31,7 @@ from pipeline.config import Experiment
 from pipeline.datasets import SplitTable
 from pipeline.io import DataError, one_line
 from pipeline.ray_engine import ray_session
-from pipeline.train_inputs import labels_of, model_input
+from pipeline.train_inputs import model_input, neural_labels
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,6 @@ def shard(rows: int, rank: int, world: int) -> np.ndarray:
     return keep
 
 
-def _labels(source: SplitTable, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
-    click, conv = labels_of(source, spec)
-    return click, conv if conv is not None else np.zeros_like(click)
-
-
 def _worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: fit this rank's shard; rank 0 reports the model as a checkpoint."""
     import ray.train
@@ -61,12 +56,12 @@ def _worker(config: dict[str, Any]) -> None:
     train, valid = config["train"], config["valid"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    click, conv = _labels(train, spec)
+    click, conv = neural_labels(train, spec)
     keep = shard(len(click), rank, world)
     xt = model_input(train, spec, "neural", config["tables"], keep, exp)
     xv = model_input(valid, spec, "neural", config["tables"], None, exp)
     model = NeuralCTR(exp.neural, exp.data.seed, config["threads"], data_parallel=True)
-    model.fit(xt, click[keep], conv[keep], xv, *_labels(valid, spec))
+    model.fit(xt, click[keep], conv[keep], xv, *neural_labels(valid, spec))
     with tempfile.TemporaryDirectory() as out:
         metrics = {"best_epoch": model.best_epoch_, "rows": int(keep.sum())}
         if rank == 0:

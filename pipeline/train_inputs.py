@@ -30,6 +30,13 @@ def labels_of(source: Source, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray
     return labels(frame, spec)
 
 
+def neural_labels(source: Source, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(click, conversion) as the neural model takes them: conversions all zero where the data
+    has none (a click-only log)."""
+    click, conv = labels_of(source, spec)
+    return click, conv if conv is not None else np.zeros_like(click)
+
+
 def fit_negative_rate(kind: str, exp: Experiment, click: np.ndarray) -> float:
     """The share of train negatives `kind` is fitted on: the model's config, or (None there)
     derived from the data's size; 1.0 for the models that stream instead."""

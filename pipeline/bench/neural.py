@@ -94,13 +94,12 @@ def real_matrix() -> tuple[FeatureMatrix, np.ndarray, np.ndarray] | None:
     """The default experiment's training features, or None when they are not built yet."""
     if not DEFAULT.feature_spec.is_file():
         return None
-    from pipeline.datasets import labels, load_spec, load_split, load_tables, to_matrix
+    from pipeline.datasets import load_spec, load_split, load_tables, to_matrix
+    from pipeline.train_inputs import neural_labels
 
     spec = load_spec(DEFAULT)
     frame = load_split(DEFAULT, "train")
-    click, conv = labels(frame, spec)
-    X = to_matrix(frame, spec, "neural", load_tables(DEFAULT, spec))
-    return X, click, conv if conv is not None else np.zeros_like(click)
+    return to_matrix(frame, spec, "neural", load_tables(DEFAULT, spec)), *neural_labels(frame, spec)
 
 
 def main() -> None:

@@ -45,9 +45,10 @@ from pipeline.atomic import atomic_file
 from pipeline.bench import REPO, measured
 from pipeline.bench.neural import THREADS, print_table
 from pipeline.config import ConfigError, load_experiment
-from pipeline.datasets import SplitTable, labels, load_spec, load_tables, spec_columns, to_matrix
+from pipeline.datasets import SplitTable, load_spec, load_tables, spec_columns, to_matrix
 from pipeline.io import DataError, input_digest, one_line
 from pipeline.stage import Layout, setup_logging
+from pipeline.train_inputs import neural_labels
 
 SPLITS = ("train", "valid", "test")
 PEER, ADCTR, WITH_VECTORS = (
@@ -85,9 +86,7 @@ def read_split(
     table = SplitTable.of(layout, split)
     names = [*spec_columns(spec, "neural"), "click", *(["conversion"] * spec.has_conversion)]
     frame = table.slab(0, names, min(rows or table.rows, table.rows))
-    click, conv = labels(frame, spec)
-    X = to_matrix(frame, spec, "neural", tables)
-    return X, click, conv if conv is not None else np.zeros_like(click)
+    return to_matrix(frame, spec, "neural", tables), *neural_labels(frame, spec)
 
 
 def export(layout: Layout, rows: int | None) -> Path:
