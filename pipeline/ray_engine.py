@@ -238,9 +238,12 @@ def key_features_fn(cfg: EngineConfig) -> Iterator[bf.KeyFeatures]:
         task = ray.remote(num_cpus=1)(_key_part)
         parts = max(2, int(ray.cluster_resources().get("CPU", 1)))
         log.info("behaviour keys on Ray: %d hash partitions a key", parts)
+        put: dict[str, Any] = {}  # the timeline's times (every key's), in Ray's store once
 
         def run(frame: pl.DataFrame, tl: Timeline, name: str, *args: Any) -> pl.DataFrame:
-            times = ray.put(tl.times)  # the one part every task shares
+            if put.get("times") is not tl.times:
+                put.update(times=tl.times, ref=ray.put(tl.times))
+            times = put["ref"]
             rows, refs = [], []
             for part_rows, part, sub in bf.key_partitions(frame, tl, name, parts):
                 rows.append(part_rows)

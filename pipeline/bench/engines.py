@@ -74,23 +74,29 @@ def _clear(stage: str, layout: Layout) -> None:
         shutil.rmtree(layout.embeddings, ignore_errors=True)
 
 
+def _command(stage: str, root: Path) -> list[str]:
+    """`stage` of the experiment with its data under `root` (on the local engine)."""
+    return [sys.executable, "-m", "pipeline", stage, "--experiment", EXPERIMENT,
+            "--set", f"data.root={root}"]  # fmt: skip
+
+
 def bench_stage(stage: str, root: Path, layout: Layout) -> None:
-    """`stage` on every engine, `ROUNDS` rounds interleaved; its table."""
-    base = [sys.executable, "-m", "pipeline", stage, "--experiment", EXPERIMENT]
-    opts = ["--set", f"data.root={root}", *EXTRA.get(stage, [])]
+    """`stage` on every engine, `ROUNDS` rounds interleaved; its table (an engine's output
+    column lists what each round gave, once each)."""
+    base = [*_command(stage, root), *EXTRA.get(stage, [])]
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     runs: dict[str, list[dict]] = {name: [] for name in ENGINES}
-    compared: dict[str, str] = {}
+    compared: dict[str, list[str]] = {name: [] for name in ENGINES}
     local = None
     for n in range(ROUNDS):
         for name, extra in ENGINES.items():
             _clear(stage, layout)
-            result = measured([*base, *opts, *extra], env)
+            result = measured([*base, *extra], env)
             result["stage"] = stage_seconds(result["out"] + result["err"])
             runs[name].append(result)
             output = _output(stage, layout, result)
             local = output if local is None else local
-            compared[name] = _compare(stage, output, local)
+            compared[name].append(_compare(stage, output, local))
             print(
                 f"  {stage} round {n + 1} {name:<15} wall {result['wall']:6.1f} s  stage "
                 f"{result['stage']:6.1f} s  load avg {os.getloadavg()[0]:.1f}",
@@ -102,22 +108,25 @@ def bench_stage(stage: str, root: Path, layout: Layout) -> None:
         wall = statistics.median(r["wall"] for r in results)
         seconds = statistics.median(r["stage"] for r in results)
         ratio = wall / wall_local
-        print(f"  {stage:<9} {name:<15} {wall:7.1f} {seconds:7.1f} {ratio:8.2f}  {compared[name]}")
+        output = "; ".join(dict.fromkeys(compared[name]))
+        print(f"  {stage:<9} {name:<15} {wall:7.1f} {seconds:7.1f} {ratio:8.2f}  {output}")
 
 
 def main(stages: tuple[str, ...] = STAGES) -> None:
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        print(f"error: no Ray version of {unknown} to bench (known: {STAGES})", file=sys.stderr)
+        sys.exit(2)
     print(f"{', '.join(stages)} on `{EXPERIMENT}`, {os.cpu_count()} CPUs, {ROUNDS} rounds")
     with tempfile.TemporaryDirectory(prefix="adctr-bench-engines-") as tmp:
         root = Path(tmp)
-        measured([sys.executable, "-m", "pipeline", "raw", "--experiment", EXPERIMENT,
-                  "--set", f"data.root={root}"])  # fmt: skip
+        measured(_command("raw", root))
         layout = Layout.of(load_experiment(EXPERIMENT, [f"data.root={root}"]))
         for stage in STAGES:  # in the job's order: each stage reads the one before
             if stage in stages:
                 bench_stage(stage, root, layout)
             elif stage != "train":
-                measured([sys.executable, "-m", "pipeline", stage, "--experiment", EXPERIMENT,
-                          "--set", f"data.root={root}"])  # fmt: skip
+                measured(_command(stage, root))
 
 
 if __name__ == "__main__":
