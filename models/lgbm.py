@@ -1,13 +1,18 @@
 """LightGBM CTR / CVR baseline: one booster for clicks on all impressions, one for conversions on
-clicked impressions; pCTCVR = pCTR * pCVR. Fed from numpy, native categorical handling."""
+clicked impressions; pCTCVR = pCTR * pCVR. Fed from numpy, native categorical handling.
+
+Data-parallel (`DataParallel`, one per machine of a LightGBM network): every machine fits on
+its share of the train rows, with the feature bins found on the same rows on every machine, and
+LightGBM sums the histograms over the network."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,6 +65,25 @@ class LightGBMConfig:
             check_rate(self.negative_rate)
 
 
+@dataclass(frozen=True)
+class DataParallel:
+    """One machine's part in LightGBM's data-parallel training (`tree_learner = "data"`).
+
+    `network`: LightGBM's network parameters (`machines`, `local_listen_port`, `num_machines`).
+    `rows`, `clicks`, `conversions`: the train rows over all machines (the sizing defaults and
+    whether a CVR booster trains, the same answer on every machine). `ctr_bins`, `cvr_bins`:
+    the rows each booster's feature bins are found on, the same on every machine (the CVR's:
+    clicked rows; None without conversions), where LightGBM would otherwise bin each machine's
+    own rows."""
+
+    network: Mapping[str, Any]
+    rows: int
+    clicks: int
+    conversions: int
+    ctr_bins: FeatureMatrix
+    cvr_bins: FeatureMatrix | None
+
+
 def _design(x: FeatureMatrix, keep_cat: list[int]) -> np.ndarray:
     cats = x.categorical[:, keep_cat].astype(np.float32)
     return np.ascontiguousarray(np.hstack([cats, x.numeric]), dtype=np.float32)
@@ -104,19 +128,36 @@ class LightGBMCTR:
             "verbosity": -1,
         }
 
-    def _train(self, name, x, y, xv, yv, cvr: bool) -> tuple[lgb.Booster, dict]:
+    def _train(
+        self, name, x, y, xv, yv, cvr: bool, parallel: DataParallel | None = None
+    ) -> tuple[lgb.Booster, dict]:
+        """One booster; data-parallel with `parallel`, its bins found on the rows it names."""
         import lightgbm as lgb  # lazy: reading an experiment config imports this module
 
         c = self.config_
-        names = self.feature_names_
-        n_cat = len(self.categorical_index_)
-        train = lgb.Dataset(
-            x, y, feature_name=names, categorical_feature=list(range(n_cat)), free_raw_data=False
-        )
+        params = self._params(cvr)
+        columns = {
+            "feature_name": self.feature_names_,
+            "categorical_feature": list(range(len(self.categorical_index_))),
+        }
+        reference = None
+        if parallel is not None:
+            bins = parallel.cvr_bins if cvr else parallel.ctr_bins
+            if bins is None:
+                raise ValueError(f"data-parallel {name} booster: no rows to find its bins on")
+            # the CTR booster opens the network; the CVR booster trains on it as it stands
+            # (LightGBM's network is one per process: opening it twice fails to bind the port)
+            network = dict(parallel.network)
+            if cvr:
+                network = {k: v for k, v in network.items() if k == "num_machines"}
+            params |= network | {"tree_learner": "data", "pre_partition": True}
+            design = _design(bins, self.categorical_index_)
+            reference = lgb.Dataset(design, params=params, **columns).construct()
+        train = lgb.Dataset(x, y, reference=reference, free_raw_data=False, **columns)
         valid = lgb.Dataset(xv, yv, reference=train)
         evals: dict = {}
         booster = lgb.train(
-            self._params(cvr),
+            params,
             train,
             num_boost_round=c.num_boost_round,
             valid_sets=[train, valid],
@@ -140,13 +181,19 @@ class LightGBMCTR:
         click_valid: np.ndarray,
         conversion_valid: np.ndarray | None,
         negative_rate: float = 1.0,
+        parallel: DataParallel | None = None,
     ) -> LightGBMCTR:
         """Fit on rows that hold every click and the non-clicks sampled at `negative_rate`
         (`models.sampling.negative_sample`; 1.0: every row), train and valid alike, so early
-        stopping compares like with like; `predict_proba` undoes the sampling."""
+        stopping compares like with like; `predict_proba` undoes the sampling. With
+        `parallel`, `x` is this machine's share of the train rows, and every machine of the
+        network calls `fit` with the whole valid split."""
         self.negative_rate_ = check_rate(negative_rate)
+        rows, clicks = len(x), int(np.sum(click))
+        if parallel is not None:  # the sizing defaults from the rows over all machines
+            rows, clicks = parallel.rows, parallel.clicks
         self.config_, self.derived_ = resolve(
-            self.config or LightGBMConfig(), lightgbm_defaults(len(x), int(np.sum(click)))
+            self.config or LightGBMConfig(), lightgbm_defaults(rows, clicks)
         )
         c = self.config_
         self.categorical_index_ = [
@@ -156,16 +203,21 @@ class LightGBMCTR:
             x.numeric_names
         )
         xt, xv = _design(x, self.categorical_index_), _design(x_valid, self.categorical_index_)
-        self.ctr_booster_, ctr_evals = self._train("ctr", xt, click, xv, click_valid, cvr=False)
+        self.ctr_booster_, ctr_evals = self._train(
+            "ctr", xt, click, xv, click_valid, cvr=False, parallel=parallel
+        )
         self.evals_result_ = {"ctr": ctr_evals}
         self.cvr_booster_ = None
         if conversion is not None and conversion_valid is not None:
             tm, vm = click == 1, click_valid == 1
-            if conversion[tm].sum() > 0 and conversion_valid[vm].sum() > 0:
+            converted = conversion[tm].sum() if parallel is None else parallel.conversions
+            if converted > 0 and conversion_valid[vm].sum() > 0:
                 self.cvr_booster_, cvr_evals = self._train(
-                    "cvr", xt[tm], conversion[tm], xv[vm], conversion_valid[vm], cvr=True
+                    "cvr", xt[tm], conversion[tm], xv[vm], conversion_valid[vm], True, parallel
                 )
                 self.evals_result_["cvr"] = cvr_evals
+        if parallel is not None:
+            self.ctr_booster_.free_network()
         return self
 
     def predict_proba(self, x: FeatureMatrix) -> np.ndarray:

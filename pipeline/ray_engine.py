@@ -39,7 +39,7 @@ TEXTS_PER_TASK = 4096  # texts one actor call embeds (then split into the encode
 RAY_STAGES = frozenset({"embed", "features", "train"})
 # the train stage's models that train on Ray (Ray Train, `pipeline.ray_train`); the others
 # train in the job's process
-RAY_MODELS = frozenset({"neural"})
+RAY_MODELS = frozenset({"neural", "lightgbm"})
 
 
 def stage_engine(cfg: EngineConfig, stage: str, model: str | None = None) -> str:

@@ -61,9 +61,9 @@ def fit_model(
     memory takes every click and a seeded share of the non-clicks of train and valid
     (`fit_negative_rate`), and is told the share, so its predictions undo it."""
     if stage_engine(exp.engine, "train", kind) == "ray":
-        from pipeline.ray_train import fit_neural_on_ray
+        from pipeline.ray_train import fit_on_ray
 
-        return fit_neural_on_ray(exp, Layout.of(exp).models, frames, spec, tables)
+        return fit_on_ray(kind, exp, Layout.of(exp).models, frames, spec, tables)
     (ct, vt), (cv, vv) = labels_of(frames["train"], spec), labels_of(frames["valid"], spec)
     seed, threads = exp.data.seed, exp.engine.num_threads
     rate = fit_negative_rate(kind, exp, ct)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.lgbm import LightGBMConfig, LightGBMCTR
+from models.lgbm import DataParallel, LightGBMConfig, LightGBMCTR
 from models.matrix import FeatureMatrix
 
 CFG = LightGBMConfig(
@@ -106,3 +106,36 @@ def test_no_conversions_means_no_cvr_booster() -> None:
     assert model.cvr_booster_ is None
     assert np.isnan(p[:, 1]).all() and np.isfinite(p[:, 0]).all()
     assert set(model.feature_importance()) == {"ctr"}
+
+
+def _one_machine(x: FeatureMatrix, click, conv, bins: FeatureMatrix) -> DataParallel:
+    clicked = click == 1
+    return DataParallel(
+        {}, len(x) * 4, int(click.sum()) * 4, int(conv.sum()), bins, x.take(np.flatnonzero(clicked))
+    )
+
+
+def test_data_parallel_on_one_machine_with_bins_from_all_rows_is_the_plain_fit(fitted) -> None:
+    """The data-parallel path (bins from the rows named, `tree_learner = "data"`) on a network
+    of one machine, binned on every train row, fits the boosters of the plain path; the sizing
+    defaults come from the rows over all machines."""
+    xv = fitted[1]
+    x, c, v = _data(3000, 0)
+    _, cv, vv = _data(1000, 1)
+    config = LightGBMConfig(num_boost_round=60, early_stopping_rounds=10, cvr_min_data_in_leaf=5)
+    parallel = _one_machine(x, c, v, x)
+    sharded = LightGBMCTR(config, 3, 1).fit(x, c, v, xv, cv, vv, parallel=parallel)
+    plain = LightGBMCTR(config, 3, 1).fit(x, c, v, xv, cv, vv)
+    assert sharded.derived_ != plain.derived_  # sized for 4x the rows
+    sized = LightGBMConfig(**{**config.__dict__, **sharded.derived_})
+    plain = LightGBMCTR(sized, 3, 1).fit(x, c, v, xv, cv, vv)
+    np.testing.assert_array_equal(sharded.predict_proba(xv), plain.predict_proba(xv))
+
+
+def test_data_parallel_bins_come_from_the_rows_named() -> None:
+    x, c, v = _data(3000, 0)
+    xv, cv, vv = _data(1000, 1)
+    few = x.take(np.arange(40))  # 40 rows: coarser bins than 3,000 rows give
+    on_few = LightGBMCTR(CFG, 3, 1).fit(x, c, v, xv, cv, vv, parallel=_one_machine(x, c, v, few))
+    on_all = LightGBMCTR(CFG, 3, 1).fit(x, c, v, xv, cv, vv, parallel=_one_machine(x, c, v, x))
+    assert not np.array_equal(on_few.predict_proba(xv)[:, 0], on_all.predict_proba(xv)[:, 0])

@@ -62,7 +62,8 @@ def test_the_engine_setting_is_checked_and_left_out_of_the_digest() -> None:
     assert stage_engine(on_ray.engine, "embed") == "ray"
     assert stage_engine(on_ray.engine, "features") == "ray"
     assert stage_engine(on_ray.engine, "train", "neural") == "ray"
-    assert stage_engine(on_ray.engine, "train", "lightgbm") == "local"
+    assert stage_engine(on_ray.engine, "train", "lightgbm") == "ray"
+    assert stage_engine(on_ray.engine, "train", "logreg") == "local"
     assert stage_engine(on_ray.engine, "evaluate") == "local"  # no Ray version yet
     assert stage_engine(local.engine, "embed") == "local"
 
@@ -236,23 +237,31 @@ def _train_runs(uri: str) -> dict[str, Run]:
     return {r.data.tags["model"]: r for r in runs}
 
 
-def test_train_on_ray_fits_the_neural_model_with_ddp(small_pipeline, tmp_path) -> None:
+def test_train_on_ray_fits_both_models_on_two_workers(small_pipeline, tmp_path) -> None:
     """The neural model on 2 Ray Train workers (DDP, gloo): each step is the local run's batch,
-    dropout masks included, so its metrics are the local engine's up to float rounding;
-    LightGBM trains in the job's process, as on the local engine."""
+    dropout masks included, so its metrics are the local engine's up to float rounding.
+    LightGBM on 2 workers, data-parallel, binned on the same rows as the local engine: its
+    trees differ from the local engine's (each worker bags its own rows; the histograms are
+    summed in another order), its metrics are close (`tests/models/test_lgbm.py` shows the
+    data-parallel path on one machine is the local fit)."""
     for folder in ("raw", "embeddings", "features"):
         shutil.copytree(small_pipeline.root / folder, tmp_path / "data" / "small" / folder)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = small_pipeline.env | {"MLFLOW_TRACKING_URI": uri, "RAY_ADDRESS": ""}
     sets = ["engine.kind=ray", "engine.workers=2", 'train.models=["lightgbm", "neural"]']
     proc = run_stage("train", PipelineRun(tmp_path / "data", uri, env), *_sets(sets))
-    assert "DDP on 2 Ray Train worker(s)" in proc.stderr
+    assert "neural: DDP on 2 Ray Train worker(s)" in proc.stderr
+    assert "lightgbm: data-parallel boosting on 2 Ray Train worker(s)" in proc.stderr
     on_ray, local = _train_runs(uri), _train_runs(small_pipeline.tracking_uri)
-    assert on_ray["neural"].data.tags["engine"] == "ray"
-    assert on_ray["lightgbm"].data.tags["engine"] == "local"
-    ddp, one = on_ray["neural"].data.metrics, local["neural"].data.metrics
-    for metric in ("test_ctr_auc", "test_ctcvr_auc", "valid_ctr_auc"):
-        assert abs(ddp[metric] - one[metric]) <= 0.005, (metric, ddp[metric], one[metric])
-    assert abs(ddp["test_ctr_logloss"] - one["test_ctr_logloss"]) <= 0.001
-    lgbm = {k: v for k, v in local["lightgbm"].data.metrics.items() if k.startswith("test_")}
-    assert {k: on_ray["lightgbm"].data.metrics[k] for k in lgbm} == lgbm
+    # LightGBM's CVR booster fits small's ~20 train conversions: another bag of rows moves its
+    # AUC by points, so its pCTCVR is not compared (the neural's is)
+    close = {"neural": ("test_ctcvr_auc",), "lightgbm": ()}
+    for kind in ("neural", "lightgbm"):
+        assert on_ray[kind].data.tags["engine"] == "ray"
+        ray_run, one = on_ray[kind].data.metrics, local[kind].data.metrics
+        for metric in ("test_ctr_auc", "valid_ctr_auc", *close[kind]):
+            assert abs(ray_run[metric] - one[metric]) <= 0.005, (kind, metric)
+        assert abs(ray_run["test_ctr_logloss"] - one["test_ctr_logloss"]) <= 0.002, kind
+    # LightGBM's curves (train on rank 0's shard, valid whole) reach MLflow as locally
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_metric_history(on_ray["lightgbm"].info.run_id, "curve_ctr_valid_auc")
