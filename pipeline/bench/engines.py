@@ -8,16 +8,17 @@ engine, each run in its own process:
   vectors are compared with the local engine's;
 - `features` (the behaviour keys as Ray tasks over hash partitions of the key); its files are
   compared byte for byte with the local engine's;
-- `train` with the neural model only (`train.models = ["neural"]`: Ray Train, DDP over the
-  workers); its test CTR AUC is compared with the local engine's.
+- `train` with one model at a time: `neural` (Ray Train, DDP over the workers) and `lightgbm`
+  (Ray Train, LightGBM's data-parallel learner); its test CTR AUC is compared with the local
+  engine's.
 Prints per stage and engine the median wall seconds of the process (Ray's start and stop
 included) and of the stage alone (its summary line), the ratio to local, and how its output
 compares. A local Ray has the machine's CPUs and no more: on a 2-core machine the local engine
 already uses both cores, so Ray can only add its overhead there; a speed-up needs more cores or
 nodes.
 
-`python -m pipeline.bench engines`; `python -m pipeline.bench.engines features train` for some
-stages only.
+`python -m pipeline.bench engines`; `python -m pipeline.bench.engines features lightgbm` for some
+only (`embed`, `features`, `neural`, `lightgbm`).
 """
 
 from __future__ import annotations
@@ -43,27 +44,31 @@ ENGINES = {
     "ray, 1 worker": ["--set", "engine.kind=ray", "--set", "engine.workers=1"],
     "ray, 2 workers": ["--set", "engine.kind=ray", "--set", "engine.workers=2"],
 }
-STAGES = ("embed", "features", "train")
-# per stage: its extra options
-EXTRA = {"train": ["--set", 'train.models=["neural"]']}
+# what is benched: the stage it runs and its extra options (the train stage: one model)
+STAGES = {
+    "embed": ("embed", []),
+    "features": ("features", []),
+    "neural": ("train", ["--set", 'train.models=["neural"]']),
+    "lightgbm": ("train", ["--set", 'train.models=["lightgbm"]']),
+}
 FEATURE_FILES = ("train", "valid", "test", "vocab", "ad_text_vectors", "item_vectors")
 
 
-def _output(stage: str, layout: Layout, result: dict) -> object:
-    """What a run of `stage` is compared on: the ad vectors, the feature files' bytes, or the
-    neural model's test CTR AUC (from the stage's summary line)."""
-    if stage == "embed":
+def _output(what: str, layout: Layout, result: dict) -> object:
+    """What a run of `what` is compared on: the ad vectors, the feature files' bytes, or the
+    model's test CTR AUC (from the stage's summary line)."""
+    if what == "embed":
         return pl.read_parquet(layout.embeddings / "ads.parquet")
-    if stage == "features":
+    if what == "features":
         return [(layout.features / f"{n}.parquet").read_bytes() for n in FEATURE_FILES]
-    found = re.search(r"neural_test_ctr_auc=([0-9.]+)", result["out"] + result["err"])
+    found = re.search(rf"{what}_test_ctr_auc=([0-9.]+)", result["out"] + result["err"])
     return float(found.group(1)) if found else float("nan")
 
 
-def _compare(stage: str, output: object, local: object) -> str:
-    if stage == "train":
+def _compare(what: str, output: object, local: object) -> str:
+    if STAGES[what][0] == "train":
         return f"test CTR AUC {output:.4f} (local {local:.4f})"
-    same = output.equals(local) if stage == "embed" else output == local
+    same = output.equals(local) if what == "embed" else output == local
     return "equal to local" if same else "DIFFER from local"
 
 
@@ -80,10 +85,11 @@ def _command(stage: str, root: Path) -> list[str]:
             "--set", f"data.root={root}"]  # fmt: skip
 
 
-def bench_stage(stage: str, root: Path, layout: Layout) -> None:
-    """`stage` on every engine, `ROUNDS` rounds interleaved; its table (an engine's output
+def bench_stage(what: str, root: Path, layout: Layout) -> None:
+    """`what` on every engine, `ROUNDS` rounds interleaved; its table (an engine's output
     column lists what each round gave, once each)."""
-    base = [*_command(stage, root), *EXTRA.get(stage, [])]
+    stage, extra_options = STAGES[what]
+    base = [*_command(stage, root), *extra_options]
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     runs: dict[str, list[dict]] = {name: [] for name in ENGINES}
     compared: dict[str, list[str]] = {name: [] for name in ENGINES}
@@ -94,40 +100,41 @@ def bench_stage(stage: str, root: Path, layout: Layout) -> None:
             result = measured([*base, *extra], env)
             result["stage"] = stage_seconds(result["out"] + result["err"])
             runs[name].append(result)
-            output = _output(stage, layout, result)
+            output = _output(what, layout, result)
             local = output if local is None else local
-            compared[name].append(_compare(stage, output, local))
+            compared[name].append(_compare(what, output, local))
             print(
-                f"  {stage} round {n + 1} {name:<15} wall {result['wall']:6.1f} s  stage "
+                f"  {what} round {n + 1} {name:<15} wall {result['wall']:6.1f} s  stage "
                 f"{result['stage']:6.1f} s  load avg {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
     wall_local = statistics.median(r["wall"] for r in runs["local"])
-    print(f"  {stage:<9} {'engine':<15} {'wall s':>7} {'stage s':>7} {'vs local':>8}  output")
+    print(f"  {what:<9} {'engine':<15} {'wall s':>7} {'stage s':>7} {'vs local':>8}  output")
     for name, results in runs.items():
         wall = statistics.median(r["wall"] for r in results)
         seconds = statistics.median(r["stage"] for r in results)
         ratio = wall / wall_local
         output = "; ".join(dict.fromkeys(compared[name]))
-        print(f"  {stage:<9} {name:<15} {wall:7.1f} {seconds:7.1f} {ratio:8.2f}  {output}")
+        print(f"  {what:<9} {name:<15} {wall:7.1f} {seconds:7.1f} {ratio:8.2f}  {output}")
 
 
-def main(stages: tuple[str, ...] = STAGES) -> None:
-    unknown = sorted(set(stages) - set(STAGES))
+def main(chosen: tuple[str, ...] = tuple(STAGES)) -> None:
+    unknown = sorted(set(chosen) - set(STAGES))
     if unknown:
-        print(f"error: no Ray version of {unknown} to bench (known: {STAGES})", file=sys.stderr)
+        known = ", ".join(STAGES)
+        print(f"error: no Ray version of {unknown} to bench (known: {known})", file=sys.stderr)
         sys.exit(2)
-    print(f"{', '.join(stages)} on `{EXPERIMENT}`, {os.cpu_count()} CPUs, {ROUNDS} rounds")
+    print(f"{', '.join(chosen)} on `{EXPERIMENT}`, {os.cpu_count()} CPUs, {ROUNDS} rounds")
     with tempfile.TemporaryDirectory(prefix="adctr-bench-engines-") as tmp:
         root = Path(tmp)
         measured(_command("raw", root))
         layout = Layout.of(load_experiment(EXPERIMENT, [f"data.root={root}"]))
-        for stage in STAGES:  # in the job's order: each stage reads the one before
-            if stage in stages:
-                bench_stage(stage, root, layout)
+        for what, (stage, _) in STAGES.items():  # in the job's order: each reads the one before
+            if what in chosen:
+                bench_stage(what, root, layout)
             elif stage != "train":
                 measured(_command(stage, root))
 
 
 if __name__ == "__main__":
-    main(tuple(sys.argv[1:]) or STAGES)
+    main(tuple(sys.argv[1:]) or tuple(STAGES))
