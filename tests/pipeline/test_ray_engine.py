@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from mlflow import MlflowClient
@@ -20,6 +21,7 @@ from mlflow.entities import Run
 from pipeline.config import EngineConfig, load_experiment
 from pipeline.io import DataError
 from pipeline.ray_engine import _head, actor_share, stage_engine
+from pipeline.ray_train import bin_rows
 from tests.conftest import PipelineRun, run_stage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +76,17 @@ def test_actors_leave_ray_data_a_share_of_the_cpus() -> None:
     assert actor_share(16, 4) == (3.875, 4)
     share, threads = actor_share(1, 8)
     assert share == 0.1 and threads == 1
+
+
+def test_lightgbm_workers_bin_on_the_same_rows() -> None:
+    """The rows every LightGBM worker finds the bins on: all kept rows up to the cap, else that
+    many of them, the same draw for the same seed."""
+    keep = np.random.default_rng(0).random(1000) < 0.3
+    np.testing.assert_array_equal(bin_rows(keep, seed=1, most=1000), keep)
+    few = bin_rows(keep, seed=1, most=50)
+    assert few.sum() == 50 and not (few & ~keep).any()
+    np.testing.assert_array_equal(few, bin_rows(keep, seed=1, most=50))
+    assert not np.array_equal(few, bin_rows(keep, seed=2, most=50))
 
 
 def test_cluster_addresses_are_parsed() -> None:
