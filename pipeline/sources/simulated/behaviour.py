@@ -18,6 +18,7 @@ from pipeline.sources.simulated.queries import QUERIES_PER_INTENT, QueryPool
 from pipeline.sources.simulated.sampling import (
     DAY_S,
     Grouped,
+    gathered,
     grouped,
     sample_in_group,
     sample_taste,
@@ -114,12 +115,13 @@ def simulate_behaviour(
     ]
     users, ts, kind, ads, qtext = (np.concatenate([p[i] for p in parts]) for i in range(5))
     order = np.lexsort((kind, ts, users))
+    o = gathered(order, users=users, ts=ts, kind=kind, ads=ads)
     return pl.DataFrame(
         {
-            "user_id": users[order] + 1,
-            "ts": to_datetime(cfg, ts[order]),
-            "event": np.array(EVENTS)[kind[order]],
-            "ad_id": pl.Series(ads[order] + 1).set(pl.Series(ads[order] < 0), None),
+            "user_id": o["users"] + 1,
+            "ts": to_datetime(cfg, o["ts"]),
+            "event": np.array(EVENTS)[o["kind"]],
+            "ad_id": pl.Series(o["ads"] + 1).set(pl.Series(o["ads"] < 0), None),
             "query": qtext[order].tolist(),
         },
         schema=schema.BEHAVIOUR,
