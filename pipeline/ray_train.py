@@ -14,10 +14,11 @@ model.
   sets up (`get_network_params`), the same `models.lgbm.LightGBMCTR` with a `DataParallel`
   part. Every worker finds the feature bins on the same rows (the negatives sampled as on the
   local engine, then at most `BIN_ROWS` of them, seeded; the CVR booster's on the clicked
-  rows), so the bins are the local engine's wherever those rows are all of them. The trees
-  still differ from the local engine's by float rounding: LightGBM sums each histogram over
-  the workers, in another order than one process does, and a near-tie between two splits can
-  go the other way.
+  rows), so the bins are the local engine's wherever those rows are all of them. With more
+  than one worker the trees still differ from the local engine's: each worker draws its own
+  bag of rows, a categorical split's per-category counts are estimated from the summed
+  hessians, and the histograms are summed in another order, so a near-tie between two splits
+  can go the other way (README, "Running on a cluster").
 
 The checkpoint goes to a scratch folder beside `models/` (removed at the end): on a cluster,
 `data.root` must be storage that every node sees, as for the features the workers read.
@@ -29,6 +30,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +206,6 @@ def _fit_on_ray(
 def _trainer(kind: str) -> Any:
     """The Ray Train trainer class of `kind` (gloo for the neural model: CPU)."""
     if kind == "neural":
-        from functools import partial
-
         from ray.train.torch import TorchConfig, TorchTrainer
 
         return partial(TorchTrainer, torch_config=TorchConfig(backend="gloo"))
@@ -237,9 +237,8 @@ def fit_on_ray(
     threads = exp.engine.num_threads
     if kind == "neural":
         per_worker = _per_worker(train, train.rows, exp)
-        return _fit_on_ray(
-            kind, exp, models_dir, config, per_worker, lambda d: NeuralCTR.load(d, threads)
-        )
+        load_neural = partial(NeuralCTR.load, num_threads=threads)
+        return _fit_on_ray(kind, exp, models_dir, config, per_worker, load_neural)
     click, _ = labels_of(train, spec)
     config["rate"] = rate = fit_negative_rate(kind, exp, click)
     fitted_rows = int(negative_sample(click, rate, exp.data.seed).sum())
