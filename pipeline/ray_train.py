@@ -154,6 +154,11 @@ def _per_worker(train: SplitTable, rows: int, exp: Experiment) -> int:
     """The train rows (of `rows` fitted on) per worker; a DataError where a worker could not
     hold them."""
     per_worker = rows // exp.engine.workers
+    if per_worker < 1:
+        raise DataError(
+            f"{train.path}: {rows:,} train rows to fit on, fewer than engine.workers "
+            f"({exp.engine.workers}); lower engine.workers"
+        )
     if per_worker > exp.train.max_in_memory_rows:
         raise DataError(
             f"{train.path}: {per_worker:,} train rows a Ray worker is more than "

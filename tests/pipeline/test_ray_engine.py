@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -21,7 +22,7 @@ from mlflow.entities import Run
 from pipeline.config import EngineConfig, load_experiment
 from pipeline.io import DataError
 from pipeline.ray_engine import _head, actor_share, stage_engine
-from pipeline.ray_train import bin_rows
+from pipeline.ray_train import _per_worker, bin_rows
 from tests.conftest import PipelineRun, run_stage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +88,16 @@ def test_lightgbm_workers_bin_on_the_same_rows() -> None:
     assert few.sum() == 50 and not (few & ~keep).any()
     np.testing.assert_array_equal(few, bin_rows(keep, seed=1, most=50))
     assert not np.array_equal(few, bin_rows(keep, seed=2, most=50))
+
+
+def test_too_few_or_too_many_rows_a_worker_is_one_line() -> None:
+    train = SimpleNamespace(path=Path("features/train.parquet"))
+    exp = load_experiment("small", ["engine.kind=ray", "engine.workers=4"])
+    assert _per_worker(train, 10, exp) == 2
+    with pytest.raises(DataError, match=r"3 train rows to fit on, fewer than engine\.workers"):
+        _per_worker(train, 3, exp)
+    with pytest.raises(DataError, match=r"raise engine\.workers"):
+        _per_worker(train, 4 * exp.train.max_in_memory_rows + 4, exp)
 
 
 def test_cluster_addresses_are_parsed() -> None:
