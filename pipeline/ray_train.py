@@ -39,7 +39,7 @@ import numpy as np
 from features.spec import FeatureSpec
 from models.lgbm import DataParallel, LightGBMCTR
 from models.neural import NeuralCTR
-from models.sampling import negative_sample
+from models.sampling import CORRECTION, negative_sample
 from pipeline.atomic import scratch_dir
 from pipeline.config import Experiment
 from pipeline.datasets import SplitTable
@@ -247,6 +247,11 @@ def fit_on_ray(
     click, _ = labels_of(train, spec)
     config["rate"] = rate = fit_negative_rate(kind, exp, click)
     fitted_rows = int(negative_sample(click, rate, exp.data.seed).sum())
+    if rate < 1.0:
+        log.info(
+            "%s: fitted on every click and %.4f of the non-clicks (%s train rows; predictions "
+            "corrected by %s)", kind, rate, f"{fitted_rows:,}", CORRECTION
+        )  # fmt: skip
 
     def load(folder: Path) -> LightGBMCTR:
         model = LightGBMCTR.load(folder, num_threads=threads)
