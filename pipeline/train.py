@@ -5,6 +5,7 @@ two folders are published together, after its registration, and name the run tha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -31,7 +32,7 @@ from pipeline.datasets import SplitTable, labels, load_spec, load_tables
 from pipeline.io import write_file_manifest, write_tables_into
 from pipeline.lineage import check_lineage
 from pipeline.mlflow_model import ESTIMATOR_DIR, HISTORY_FILE, META_FILE, ModelMeta, calibrate
-from pipeline.ray_engine import stage_engine
+from pipeline.ray_engine import ray_session, stage_engine
 from pipeline.scoring import task_metrics
 from pipeline.stage import Layout, StageSummary
 from pipeline.tracking import log_features_input, log_metrics, model_requirements, stage_run
@@ -345,8 +346,12 @@ def run(exp: Experiment) -> StageSummary:
     sources = {s: SplitTable.of(layout, s) for s in ("train", "valid", "test")}
     summary.rows_in = sum(t.rows for t in sources.values())
     tables = load_tables(layout, spec)
-    for kind in exp.train.models:
-        metrics = train_one(kind, exp, layout, sources, spec, tables)
-        summary.notes[f"{kind}_test_ctr_auc"] = round(metrics.get("test_ctr_auc", float("nan")), 4)
+    on_ray = any(stage_engine(exp.engine, "train", k) == "ray" for k in exp.train.models)
+    # one Ray for every model that trains on it (a local one starts in seconds, not for free)
+    with ray_session(exp.engine) if on_ray else contextlib.nullcontext():
+        for kind in exp.train.models:
+            metrics = train_one(kind, exp, layout, sources, spec, tables)
+            auc = metrics.get("test_ctr_auc", float("nan"))
+            summary.notes[f"{kind}_test_ctr_auc"] = round(auc, 4)
     summary.rows_out = sources["test"].rows
     return summary
