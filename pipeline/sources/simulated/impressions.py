@@ -251,7 +251,6 @@ def simulate_impressions(
     click = rng.random(len(ad)) < p_click
     conversion = click & (rng.random(len(ad)) < p_conv)
     market = market_price(h, ctx.placement, ad, rng)
-    query = np.where(ctx.is_search, pool.text[ctx.target, ctx.intent, ctx.query_pick], None)
     order = np.lexsort((ctx.user, ctx.ts_s))
     o = gathered(
         order,
@@ -262,13 +261,17 @@ def simulate_impressions(
         position=ctx.position,
         device=ctx.device,
         target=ctx.target,
+        intent=ctx.intent,
+        query_pick=ctx.query_pick,
         click=click,
         conversion=conversion,
         market=market,
         p_click=p_click,
         p_conv=p_conv,
     )
-    query = query[order]
+    # the texts picked after the reordering: from the small pool, not a gather of n objects
+    search = o["placement"] <= 1  # Context.is_search
+    query = np.where(search, pool.text[o["target"], o["intent"], o["query_pick"]], None)
     ids = np.arange(1, len(ad) + 1)
     frame = pl.DataFrame(
         {
@@ -301,6 +304,6 @@ def simulate_impressions(
         "conversion": o["conversion"],
         "queries": pool,
         "query_text": query,
-        "intent": np.where(ctx.is_search, np.array(INTENTS)[ctx.intent], None)[order],
+        "intent": np.where(search, np.array(INTENTS)[o["intent"]], None),
     }
     return frame, oracle, extras
