@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from features import schema
-from pipeline.sources.simulated.impressions import INTENT_MIX
+from pipeline.sources.simulated.impressions import INTENT_MIX, is_search
 from pipeline.sources.simulated.marketplace import Hidden, MarketConfig
 from pipeline.sources.simulated.queries import QUERIES_PER_INTENT, QueryPool
 from pipeline.sources.simulated.sampling import (
@@ -56,7 +56,7 @@ def _history(
 
 def _searches(extras: dict) -> Events:
     """The search behind each search impression, 2 s before it."""
-    srch = extras["placement"] <= 1
+    srch = is_search(extras["placement"])
     n = int(srch.sum())
     return (
         extras["user"][srch],

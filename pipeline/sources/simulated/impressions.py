@@ -62,6 +62,11 @@ HOUR_WEIGHT = np.concatenate(  # by hour of day: 0-11, 12-23
 )
 
 
+def is_search(placement: np.ndarray) -> np.ndarray:
+    """Whether each placement code is a search placement (the first two of `PLACEMENTS`)."""
+    return placement <= 1
+
+
 def _match(h: Hidden, users: np.ndarray, ads: np.ndarray, sub_cat: np.ndarray) -> tuple:
     """Subtopic-level and category-level taste match of each (user, ad) pair, in [0, 1]."""
     sub = h.ad_subtopic[ads]
@@ -91,7 +96,7 @@ class Context:
 
     @property
     def is_search(self) -> np.ndarray:
-        return self.placement <= 1
+        return is_search(self.placement)
 
 
 def draw_context(cfg: MarketConfig, h: Hidden, rng: np.random.Generator) -> Context:
@@ -270,7 +275,7 @@ def simulate_impressions(
         p_conv=p_conv,
     )
     # the texts picked after the reordering: from the small pool, not a gather of n objects
-    search = o["placement"] <= 1  # Context.is_search
+    search = is_search(o["placement"])
     query = np.where(search, pool.text[o["target"], o["intent"], o["query_pick"]], None)
     ids = np.arange(1, len(ad) + 1)
     frame = pl.DataFrame(
