@@ -39,13 +39,19 @@ import numpy as np
 from features.spec import FeatureSpec
 from models.lgbm import DataParallel, LightGBMCTR
 from models.neural import NeuralCTR
-from models.sampling import CORRECTION, negative_sample
+from models.sampling import CORRECTION
 from pipeline.atomic import scratch_dir
 from pipeline.config import Experiment
 from pipeline.datasets import SplitTable
 from pipeline.io import DataError, one_line
 from pipeline.ray_engine import ray_session
-from pipeline.train_inputs import fit_negative_rate, labels_of, model_input, neural_labels
+from pipeline.train_inputs import (
+    fit_negative_rate,
+    fitted_rows,
+    labels_of,
+    model_input,
+    neural_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +127,7 @@ def _lightgbm_worker(config: dict[str, Any]) -> None:
     rate, seed = config["rate"], exp.data.seed
     rank, world = _rank()
     (ct, vt), (cv, vv) = labels_of(train, spec), labels_of(valid, spec)
-    kept_t, kept_v = negative_sample(ct, rate, seed), negative_sample(cv, rate, seed + 1)
+    kept_t, kept_v = fitted_rows(ct, rate, seed, "train"), fitted_rows(cv, rate, seed, "valid")
     mine = kept_t & shard(len(ct), rank, world)
     clicked = kept_t & (ct == 1)
     cvr_bins = None
@@ -246,11 +252,11 @@ def fit_on_ray(
         return _fit_on_ray(kind, exp, models_dir, config, per_worker, load_neural)
     click, _ = labels_of(train, spec)
     config["rate"] = rate = fit_negative_rate(kind, exp, click)
-    fitted_rows = int(negative_sample(click, rate, exp.data.seed).sum())
+    rows = int(fitted_rows(click, rate, exp.data.seed, "train").sum())
     if rate < 1.0:
         log.info(
             "%s: fitted on every click and %.4f of the non-clicks (%s train rows; predictions "
-            "corrected by %s)", kind, rate, f"{fitted_rows:,}", CORRECTION
+            "corrected by %s)", kind, rate, f"{rows:,}", CORRECTION
         )  # fmt: skip
 
     def load(folder: Path) -> LightGBMCTR:
@@ -258,4 +264,4 @@ def fit_on_ray(
         model.evals_result_ = json.loads(Path(folder, EVALS_FILE).read_text())
         return model
 
-    return _fit_on_ray(kind, exp, models_dir, config, _per_worker(train, fitted_rows, exp), load)
+    return _fit_on_ray(kind, exp, models_dir, config, _per_worker(train, rows, exp), load)

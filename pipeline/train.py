@@ -24,7 +24,7 @@ from features.spec import FeatureSpec
 from models.calibration import Calibrator, out_of_fold_calibrated
 from models.lgbm import LightGBMCTR
 from models.matrix import MatrixChunks, first_part, rows_of
-from models.sampling import CORRECTION, negative_sample
+from models.sampling import CORRECTION
 from pipeline import registry
 from pipeline.atomic import atomic_dir
 from pipeline.config import MODEL_KINDS, Experiment
@@ -39,6 +39,7 @@ from pipeline.tracking import log_features_input, log_metrics, model_requirement
 from pipeline.train_inputs import (
     Source,
     fit_negative_rate,
+    fitted_rows,
     head_of,
     labels_of,
     meta_of,
@@ -70,7 +71,7 @@ def fit_model(
     rate = fit_negative_rate(kind, exp, ct)
     keep_t = keep_v = None
     if rate < 1.0:
-        keep_t, keep_v = negative_sample(ct, rate, seed), negative_sample(cv, rate, seed + 1)
+        keep_t, keep_v = fitted_rows(ct, rate, seed, "train"), fitted_rows(cv, rate, seed, "valid")
         ct, cv = ct[keep_t], cv[keep_v]
         vt = None if vt is None else vt[keep_t]
         vv = None if vv is None else vv[keep_v]

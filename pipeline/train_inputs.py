@@ -17,6 +17,7 @@ import polars as pl
 
 from features.spec import FeatureSpec
 from models.matrix import FeatureMatrix, MatrixChunks
+from models.sampling import negative_sample
 from models.sizing import negative_rate
 from pipeline.config import Experiment
 from pipeline.datasets import SplitTable, chunked_matrix, labels, sampled_matrix, to_matrix
@@ -47,6 +48,13 @@ def fit_negative_rate(kind: str, exp: Experiment, click: np.ndarray) -> float:
         return float(configured)
     rows, positives = len(click), int(np.sum(click > 0))
     return negative_rate(rows, positives, exp.train.max_in_memory_rows)
+
+
+def fitted_rows(click: np.ndarray, rate: float, seed: int, split: str) -> np.ndarray:
+    """Mask of the rows of `split` ("train" or "valid") a model fitted in memory takes: every
+    click and a seeded share `rate` of the non-clicks; valid is drawn apart from train. The
+    same rows on every engine."""
+    return negative_sample(click, rate, seed + {"train": 0, "valid": 1}[split])
 
 
 def model_input(
