@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import socket
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
 from pipeline.config import EXPERIMENTS_DIR, Experiment
 from pipeline.io import input_digest
@@ -86,8 +89,8 @@ def stage_run(
             if log_config:
                 log_experiment_config(exp)
             yield run
-        except KeyboardInterrupt:
-            mlflow.end_run("KILLED")
+        except KeyboardInterrupt as exc:
+            end_killed(run.info.run_id, exc)
             raise
 
 
@@ -105,9 +108,32 @@ def child_run(
     with mlflow.start_run(run_name=run_name, nested=True, tags=all_tags) as run:
         try:
             yield run
-        except KeyboardInterrupt:
-            mlflow.end_run("KILLED")
+        except KeyboardInterrupt as exc:
+            end_killed(run.info.run_id, exc)
             raise
+
+
+def end_killed(run_id: str, interrupt: BaseException) -> None:
+    """End the active run KILLED after `interrupt`, never raising in its place.
+
+    An interrupt that lands inside an MLflow write can leave that write's SQLite connection
+    open in its transaction, kept alive by the interrupted frames; the store stays locked, and
+    ending the run waits out the busy timeout and fails. So the frames' locals are dropped and
+    collected first, and a failure is retried once after another collection. A run that still
+    cannot be ended stays RUNNING with a warning: the next stage marks the runs of dead
+    processes KILLED (`end_abandoned_runs`)."""
+    traceback.clear_frames(interrupt.__traceback__)
+    gc.collect()
+    try:
+        mlflow.end_run("KILLED")  # pops the run first, then writes
+        return
+    except MlflowException:
+        gc.collect()
+    try:
+        mlflow.MlflowClient().set_terminated(run_id, "KILLED")
+    except MlflowException as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        log.warning("could not mark MLflow run %s KILLED (%s); the next stage will", run_id, first)
 
 
 def run_tags(

@@ -203,6 +203,38 @@ def test_abandoned_runs_are_killed_at_the_next_start(tmp_path, monkeypatch) -> N
     assert client.get_run(run.info.run_id).info.status == "FAILED"
 
 
+def test_an_interrupt_inside_a_store_write_still_ends_the_run_killed(tmp_path, monkeypatch) -> None:
+    """A signal that lands mid-write leaves that write's SQLite transaction open, held by the
+    interrupted frame: the store is locked until the frame goes (CI saw `end_run("KILLED")`
+    wait out the busy timeout and raise "database is locked" in place of the interrupt)."""
+    import sqlite3
+
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.config import load_experiment
+
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.setattr(tracking, "STORE_DIR", tmp_path / "mlruns")
+    exp = load_experiment("small", [f"data.root={tmp_path}"])
+
+    def interrupted_write() -> None:
+        write = sqlite3.connect(db, timeout=0.1)
+        write.execute("BEGIN IMMEDIATE")  # the write lock, as a half-done MLflow write holds it
+        write.execute("UPDATE runs SET name = name")
+        raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with (
+        pytest.raises(KeyboardInterrupt),
+        tracking.stage_run(exp, "train", log_config=False) as run,
+    ):
+        interrupted_write()
+    assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == "KILLED"
+    assert time.monotonic() - started < 15  # not the 20 s busy timeout
+
+
 # --- the CLI: two runs at once, a terminated run, a truncated input --------------------------
 
 
