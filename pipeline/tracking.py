@@ -133,7 +133,7 @@ def end_killed(run_id: str, interrupt: BaseException) -> None:
         mlflow.MlflowClient().set_terminated(run_id, "KILLED")
     except MlflowException as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        log.warning("could not mark MLflow run %s KILLED (%s); the next stage will", run_id, first)
+        log.warning("MLflow run %s not marked KILLED (%s): the next stage marks it", run_id, first)
 
 
 def run_tags(
