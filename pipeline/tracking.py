@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import socket
+import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,6 +114,23 @@ def child_run(
             raise
 
 
+def _collect() -> None:
+    """`gc.collect()`, with what the finalizers of the collected objects raise logged at debug
+    level instead of printed as "Exception ignored in ... Traceback": an ORM object torn by
+    the interrupt can fail its own clean-up (seen: SQLAlchemy's `InstanceState._cleanup`)."""
+    previous = sys.unraisablehook
+
+    def quiet(unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        log.debug("while collecting after an interrupt: %s: %s", type(exc).__name__, exc)
+
+    sys.unraisablehook = quiet
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+
+
 def end_killed(run_id: str, interrupt: BaseException) -> None:
     """End the active run KILLED after `interrupt`, never raising in its place.
 
@@ -123,12 +141,12 @@ def end_killed(run_id: str, interrupt: BaseException) -> None:
     cannot be ended stays RUNNING with a warning: the next stage marks the runs of dead
     processes KILLED (`end_abandoned_runs`)."""
     traceback.clear_frames(interrupt.__traceback__)
-    gc.collect()
+    _collect()
     try:
         mlflow.end_run("KILLED")  # pops the run first, then writes
         return
     except MlflowException:
-        gc.collect()
+        _collect()
     try:
         mlflow.MlflowClient().set_terminated(run_id, "KILLED")
     except MlflowException as err:
