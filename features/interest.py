@@ -61,7 +61,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(dot, den, out=np.zeros_like(dot), where=den > 0).astype(np.float32)
 
 
-def _by_user_time(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+def by_user_time(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """Stable order of rows by (user, ts)."""
     return np.lexsort((ts, user))
 
@@ -91,23 +91,33 @@ def last_prior(
     return last, count
 
 
-def _decayed_sums(
-    user: np.ndarray,
-    ts: np.ndarray,
-    w: np.ndarray,
-    table: np.ndarray,
-    rows: np.ndarray,
-    half_life_days: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-normalised decayed weighted sums S_k of events, laid out rank-major.
+def event_decays(user: np.ndarray, ts: np.ndarray, half_life_days: float) -> np.ndarray:
+    """Each sorted event's factor on its user's previous sum, `2 ** (-(s_k - s_{k-1}) /
+    half_life)` (float32; a user's first event gets some factor that nothing multiplies).
+    `user` and `ts` (microseconds) sorted by (user, ts)."""
+    if half_life_days <= 0:
+        raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
+    gap_days = np.maximum(np.diff(ts, prepend=ts[:1]), 0) / _DAY_US
+    return np.exp2(-gap_days / half_life_days).astype(np.float32)
 
-    `user`, `ts` (microseconds) and `w` are sorted by (user, ts), and so is `table[rows]` (the
-    events' embeddings). Returns
-    (sums, where): `sums[where[k]]` is the direction of S_k of sorted event k; the extra last
-    row of `sums` is zero.
+
+def user_starts(user: np.ndarray) -> np.ndarray:
+    """Whether each event (sorted by user) is its user's first."""
+    return np.diff(user, prepend=user[0] - 1) != 0 if len(user) else np.zeros(0, bool)
+
+
+def decayed_sums(
+    first: np.ndarray, decay: np.ndarray, w: np.ndarray, table: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The decayed weighted sums S_k of events (not normalised), laid out rank-major.
+
+    The events are sorted by (user, ts): `first` marks each user's first event, `decay` is
+    `event_decays`, `w` the weights and `table[rows]` the embeddings. Returns (sums, where):
+    `sums[where[k]]` is S_k of sorted event k; the extra last row of `sums` is zero. Linear in
+    the embeddings: the sums of projected embeddings are the projections of the sums.
     """
-    n, dim = len(user), table.shape[1]
-    starts = np.flatnonzero(np.diff(user, prepend=user[0] - 1)) if n else np.zeros(0, np.int64)
+    n, dim = len(first), table.shape[1]
+    starts = np.flatnonzero(first)
     lengths = np.diff(np.append(starts, n))
     by_len = np.argsort(-lengths, kind="stable")  # longest histories first
     starts, lengths = starts[by_len], lengths[by_len]
@@ -119,8 +129,7 @@ def _decayed_sums(
         where[starts[: active[r]] + r] = offset[r] + np.arange(active[r])
     slot_to_row = np.empty(n, dtype=np.int64)
     slot_to_row[where] = np.arange(n)
-    gap_days = np.maximum(np.diff(ts, prepend=ts[:1]), 0) / _DAY_US
-    decay = np.exp2(-gap_days / half_life_days).astype(np.float32)[slot_to_row]
+    decay = np.asarray(decay, dtype=np.float32)[slot_to_row]
     sums = np.empty((n + 1, dim), dtype=np.float32)
     np.take(table, rows[slot_to_row], axis=0, out=sums[:n])
     sums[n] = 0.0
@@ -131,15 +140,22 @@ def _decayed_sums(
         prev = sums[offset[r - 1] : offset[r - 1] + m]
         tmp = np.multiply(prev, decay[offset[r] : offset[r + 1], None], out=scratch[:m])
         sums[offset[r] : offset[r + 1]] += tmp
-    norm = _norms(sums)[:, None]
-    np.divide(sums, norm, out=sums, where=norm > 0)
     return sums, where
+
+
+def unit_rows(sums: np.ndarray) -> np.ndarray:
+    """`sums` divided in place by their L2 norms (zero rows stay zero); returns the norms."""
+    norm = _norms(sums)
+    np.divide(sums, norm[:, None], out=sums, where=norm[:, None] > 0)
+    return norm
 
 
 def user_interest(
     impressions: pl.DataFrame, events: pl.DataFrame, half_life_days: float
 ) -> pl.DataFrame:
-    """The user's interest vector at each impression, from events strictly before it.
+    """The user's interest vector at each impression, from events strictly before it: the
+    definition, one vector per row. The features stage stores the same states once per event
+    instead (`features.interest_store`); tests check the store against this.
 
     impressions: impression_id, user_id, ts. events: user_id, ts, weight (float), emb
     (Array(Float32, D), non-null; an all-zero row adds nothing). Returns impression_id,
@@ -169,46 +185,20 @@ def interest_states(
     D) float32 holds the unit-norm interest after each event (the last row zero); impression i's
     vector is `states[index[i]]`, from `count[i]` earlier events. Event k's embedding is
     `table[rows[k]]` (events: user_id, ts, weight), so no per-event copy is made either."""
-    if half_life_days <= 0:
-        raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
     user = events["user_id"].to_numpy().astype(np.int64)
     ts = micros(events["ts"])
-    order = _by_user_time(user, ts)
+    order = by_user_time(user, ts)
     user, ts = user[order], ts[order]
     weight = events["weight"].cast(pl.Float64).fill_null(0.0).to_numpy()[order]
-    sums, where = _decayed_sums(user, ts, weight, table, rows[order], half_life_days)
+    decay = event_decays(user, ts, half_life_days)
+    sums, where = decayed_sums(user_starts(user), decay, weight, table, rows[order])
+    unit_rows(sums)
     last, count = last_prior(
         impressions["user_id"].to_numpy().astype(np.int64), micros(impressions["ts"]), user, ts
     )
     index = np.full(len(last), len(sums) - 1, dtype=np.int64)  # the zero row without history
     index[last >= 0] = where[last[last >= 0]]
     return sums, index, count
-
-
-def user_blocks(
-    ev_user: np.ndarray, imp_user: np.ndarray, max_events: int
-) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """Blocks of whole users of about `max_events` events each (a user with more is a block of
-    its own), as (event positions, impression positions), both ascending; None when all the
-    events fit one block. Every impression is in exactly one block. A user's interest never
-    depends on another user's events, so `interest_states` block by block gives the values of
-    one call over everything, while holding only one block's (E_b + 1, D) states."""
-    if max_events < 1:
-        raise ValueError(f"max_events must be >= 1, got {max_events}")
-    if len(ev_user) <= max_events:
-        return None
-    users, per_user = np.unique(ev_user, return_counts=True)
-    # a block starts at the user whose running event count passes a multiple of max_events
-    firsts = users[np.flatnonzero(np.diff(np.cumsum(per_user) // max_events, prepend=-1))]
-    ev_block = np.searchsorted(firsts, ev_user, side="right") - 1
-    imp_block = np.maximum(np.searchsorted(firsts, imp_user, side="right") - 1, 0)
-    ev_order, imp_order = np.argsort(ev_block, kind="stable"), np.argsort(imp_block, kind="stable")
-    ev_at = np.searchsorted(ev_block[ev_order], np.arange(len(firsts) + 1))
-    imp_at = np.searchsorted(imp_block[imp_order], np.arange(len(firsts) + 1))
-    return [
-        (ev_order[ev_at[b] : ev_at[b + 1]], imp_order[imp_at[b] : imp_at[b + 1]])
-        for b in range(len(firsts))
-    ]
 
 
 def recent_click_similarity(
@@ -232,7 +222,7 @@ def recent_click_similarity(
 
     cl_user = clicks["user_id"].to_numpy().astype(np.int64)
     cl_ts = micros(clicks["ts"])
-    order = _by_user_time(cl_user, cl_ts)
+    order = by_user_time(cl_user, cl_ts)
     last, count = last_prior(
         impressions["user_id"].to_numpy().astype(np.int64),
         micros(impressions["ts"]),

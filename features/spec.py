@@ -25,6 +25,13 @@ ITEM_TABLE = "item_vectors"
 # `<table>.parquet` of the features folder (item_code, ad_id, vec), 0 = the zero vector, so each
 # vector is stored once (per ad), not once per impression
 AD_TEXT_TABLE = "ad_text_vectors"
+# the user interest vector (`features.interest_store`): its column holds Int32 codes into the
+# events of `<INTEREST_EVENTS>.parquet`; readers rebuild the vectors from the events and the
+# projected text vectors of `<INTEREST_VECTORS>.parquet` (each event stored once, not a vector
+# per impression)
+INTEREST = "e_user_interest"
+INTEREST_EVENTS = "interest_events"
+INTEREST_VECTORS = "interest_vectors"
 AD_ITEM = "s_ad_item"
 HISTORY = "s_history"
 REFERENCE_MODEL = "logreg"  # models/logreg.py: reads the shared columns and every embedding

@@ -9,7 +9,6 @@ against them by index (`features.interest.row_dot`), in blocks of `CHUNK` rows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,15 +19,27 @@ from features.config import FeatureConfig
 from features.history import HISTORY_EVENTS, item_table, recent_items
 from features.interest import (
     apply_pca,
+    by_user_time,
+    decayed_sums,
+    event_decays,
     fit_pca,
-    interest_states,
+    last_prior,
+    micros,
     normalize,
     recent_click_similarity,
     row_dot,
     to_matrix,
-    user_blocks,
+    unit_rows,
+    user_starts,
+)
+from features.interest_store import (
+    INTEREST_BLOCK_EVENTS,
+    events_frame,
+    interest_blocks,
+    vectors_frame,
 )
 from features.lookup import positions
+from features.spec import INTEREST, INTEREST_EVENTS, INTEREST_VECTORS
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +47,6 @@ log = logging.getLogger(__name__)
 EVENT_WEIGHTS = {"search": 1.0, "view": 1.0, "click": 1.0}  # purchases repeat their click
 PCA_FIT_ROWS = 200_000  # at most this many train rows (evenly spaced) fit the interest PCA
 CHUNK = 65_536  # rows per block of row-wise products (bounded temporary memory)
-# interest events per block of users whose full-width states are held at once (about 1.5 GB
-# at 384-d); logs with fewer events are one block
-INTEREST_BLOCK_EVENTS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -154,80 +162,73 @@ def interest_columns(
     queries: Vectors,
     cfg: FeatureConfig,
     seed: int,
-) -> tuple[dict[str, pl.Series], int]:
-    """e_user_interest (PCA on train), t_user_ad_cos and t_interest_events, row-aligned.
+) -> tuple[dict[str, pl.Series], dict[str, pl.DataFrame]]:
+    """e_user_interest (Int32 codes into the interest store, `features.interest_store`),
+    t_user_ad_cos and t_interest_events, row-aligned, and the store's two tables by name
+    (INTEREST_EVENTS, INTEREST_VECTORS).
 
-    The full-width interest states are held for one block of users at a time (`user_blocks`
-    of `INTEREST_BLOCK_EVENTS` events): a first pass gives the cosines and the PCA's fit rows,
-    a second the projections. With one block (every log up to that size) the states are
-    computed once and kept between the passes."""
+    The events are sorted by (user, ts) once; the full-width states are held for one block of
+    whole users at a time (`INTEREST_BLOCK_EVENTS` events), which gives the cosines, each
+    event's norm and the PCA's fit rows in one pass. No projected vector is made per row: the
+    readers rebuild them from the store."""
     width = ads.matrix.shape[1]
     q_mat = queries.matrix if queries.matrix.size else np.zeros((0, width), np.float32)
     events = _events(behaviour, ads.ids, queries.ids, rows["user_id"], rows["ts"].max())
     if events.height == 0:
         log.info("no search, view or click events: no user interest features")
-        return {}, 0
-    table = np.vstack([ads.matrix, q_mat, np.zeros((1, width), np.float32)])
-    impressions = rows.select("impression_id", "user_id", "ts")
-    ev_rows, half_life = events["row"].to_numpy(), cfg.interest_half_life_days
-    plan = user_blocks(
-        events["user_id"].to_numpy().astype(np.int64),
-        impressions["user_id"].to_numpy().astype(np.int64),
-        INTEREST_BLOCK_EVENTS,
+        return {}, {}
+    table = np.vstack([ads.matrix, q_mat])
+    user = events["user_id"].to_numpy().astype(np.int64)
+    order = by_user_time(user, micros(events["ts"]))
+    user, ts = user[order], micros(events["ts"])[order]
+    weight = events["weight"].to_numpy()[order]
+    ev_rows = events["row"].to_numpy().astype(np.int64)[order]
+    first, decay = user_starts(user), event_decays(user, ts, cfg.interest_half_life_days)
+    last, n_events = last_prior(
+        rows["user_id"].to_numpy().astype(np.int64), micros(rows["ts"]), user, ts
     )
-    log.info(
-        "user interest from %s events%s", f"{events.height:,}",
-        f" in {len(plan)} blocks of users" if plan else "",
-    )  # fmt: skip
-    everything = np.arange(rows.height)
-
-    def states_of(block: tuple[np.ndarray, np.ndarray] | None) -> tuple:
-        if block is None:
-            return everything, *interest_states(impressions, events, table, ev_rows, half_life)
-        ev, imp = block
-        return imp, *interest_states(impressions[imp], events[ev], table, ev_rows[ev], half_life)
-
-    ad_table = np.vstack([ads.matrix, np.zeros((1, width), np.float32)])
-    cos = np.zeros(rows.height, np.float32)
-    n_events = np.zeros(rows.height, np.int64)
-    blocks = plan or [None]
-    kept = None
-    for block in blocks:  # pass 1: cosines and history counts
-        imp, states, index, count = states_of(block)
-        cos[imp] = row_dot(states, ad_table, a_rows=index, b_rows=ad_idx[imp], chunk=CHUNK)
-        n_events[imp] = count
-        kept = (imp, states, index) if plan is None else None
-        del states, index
-    has = n_events > 0
+    has = last >= 0
     train = _pca_sample(rows["split"].eq("train").to_numpy(), has)
     if len(train) == 0:
         log.info("no train impression has an earlier event: no user interest features")
-        return {}, 0
+        return {}, {}
     dim = _pca_dim(cfg.interest_dim, len(train), width, "user interest")
-
-    def passes() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        for block in blocks:
-            yield kept if kept is not None else states_of(block)[:3]
-
+    blocks = interest_blocks(first, INTEREST_BLOCK_EVENTS)
+    log.info(
+        "user interest from %s events%s", f"{events.height:,}",
+        f" in {len(blocks)} blocks of users" if len(blocks) > 1 else "",
+    )  # fmt: skip
+    ad_table = np.vstack([ads.matrix, np.zeros((1, width), np.float32)])
+    cos = np.zeros(rows.height, np.float32)
+    norm = np.zeros(len(user), np.float32)
     fit = np.zeros((len(train), width), np.float32)
-    for imp, states, index in passes():  # pass 2a: the fit rows (imp is ascending)
-        at = np.flatnonzero(np.isin(train, imp))
-        fit[at] = states[index[np.searchsorted(imp, train[at])]]
+    imp_order = np.argsort(last, kind="stable")  # impressions by their last event
+    imp_last = last[imp_order]
+    fit_last = last[train]
+    for start, stop in blocks:
+        part = slice(start, stop)
+        sums, where = decayed_sums(first[part], decay[part], weight[part], table, ev_rows[part])
+        norm[part] = unit_rows(sums)[where]
+        lo, hi = np.searchsorted(imp_last, [start, stop])
+        imp = imp_order[lo:hi]
+        cos[imp] = row_dot(sums, ad_table, where[last[imp] - start], ad_idx[imp], chunk=CHUNK)
+        at = np.flatnonzero((fit_last >= start) & (fit_last < stop))
+        fit[at] = sums[where[fit_last[at] - start]]
+        del sums, where
     mean, comps = fit_pca(fit, dim, seed)
     del fit
-    reduced = np.zeros((rows.height, dim), np.float32)
-    for imp, states, index in passes():  # pass 2b: every row's projection, in row blocks
-        for s in range(0, len(imp), CHUNK):
-            reduced[imp[s : s + CHUNK]] = apply_pca(states[index[s : s + CHUNK]], mean, comps)
-    kept = None
-    reduced[~has] = 0.0  # no history: the train mean
+    used = np.unique(ev_rows)
     cos_series = pl.Series(cos).set(pl.Series(~has), None).cast(pl.Float32)
     columns = {
-        "e_user_interest": pl.Series("e_user_interest", reduced),
+        INTEREST: pl.Series(INTEREST, last + 1, dtype=pl.Int32),
         "t_user_ad_cos": cos_series.alias("t_user_ad_cos"),
         "t_interest_events": pl.Series("t_interest_events", n_events.astype(np.float32)),
     }
-    return columns, dim
+    store = {
+        INTEREST_EVENTS: events_frame(first, decay, weight, ev_rows, norm),
+        INTEREST_VECTORS: vectors_frame(used, table[used], mean, comps),
+    }
+    return columns, store
 
 
 def query_columns(

@@ -9,10 +9,13 @@ Columns (every one point in time: only behaviour events strictly before the impr
   embedding (neural model, looked up while batching).
 - `t_ad_pc00..` Float32: the ad embedding projected on a PCA fitted on the distinct ads of train
   rows (`features.lgbm_text_dim` columns; LightGBM).
-- `e_user_interest` Array(Float32, features.interest_dim): the user's interest vector at the
+- `e_user_interest` (`features.interest_dim` wide; neural): the user's interest vector at the
   impression (time-decayed mean of the embeddings of earlier searches -> query, views and
   clicks -> ad; half-life `features.interest_half_life_days`), projected on a PCA fitted on the
-  train rows that have a history; the zero vector (= the train mean) without history (neural).
+  train rows that have a history; the zero vector (= the train mean) without history. Stored
+  as Int32 codes into the interest store (`features.interest_store`: the sorted events and
+  the projected text vectors, two tables returned beside the columns), which the readers of
+  the feature tables expand.
 - `t_user_ad_cos`: cosine of the full-width interest vector and the ad; null without history.
 - `t_query_ad_cos`: cosine of the impression's search query and the ad; null on impressions
   without a query (non-search placements) or whose query has no embedding.
@@ -47,7 +50,15 @@ from features.config import FeatureConfig
 from features.history import item_table
 from features.interest import row_dot
 from features.lookup import attach
-from features.spec import AD_ITEM, AD_TEXT_TABLE, HISTORY, ITEM_TABLE
+from features.spec import (
+    AD_ITEM,
+    AD_TEXT_TABLE,
+    HISTORY,
+    INTEREST,
+    INTEREST_EVENTS,
+    INTEREST_VECTORS,
+    ITEM_TABLE,
+)
 from features.text_columns import (
     Vectors,
     ad_columns,
@@ -110,12 +121,14 @@ def _spec(
         ),
     ]
     if interest_dim:
+        half_life = cfg.interest_half_life_days
         entries.append(
             {
-                "name": "e_user_interest",
+                "name": INTEREST,
                 "kind": "embedding",
                 "dim": interest_dim,
-                "source": f"pca(user interest, half-life {cfg.interest_half_life_days} d)",
+                "source": f"pca(user interest, half-life {half_life} d); codes into "
+                f"{INTEREST_EVENTS}",
                 "family": "text",
                 "models": ["neural"],
             }
@@ -136,12 +149,15 @@ def _per_row(
     behaviour: pl.DataFrame,
     cfg: FeatureConfig,
     seed: int,
+    tables: dict[str, pl.DataFrame],
 ) -> Iterator[dict[str, pl.Series]]:
     """The user and query columns the data allows (row-aligned), one family at a time (the
-    item columns last)."""
+    item columns last); the interest store's tables go to `tables`."""
     has_users = "user_id" in rows.columns and rows["user_id"].null_count() < rows.height
     if has_users:
-        yield interest_columns(rows, behaviour, ads, ad_idx, queries, cfg, seed)[0]
+        columns, store = interest_columns(rows, behaviour, ads, ad_idx, queries, cfg, seed)
+        tables.update(store)
+        yield columns
         yield {"t_recent_click_sim": recent_clicks(rows, behaviour, ads, cfg.recent_clicks)}
     else:
         log.info("no user ids: no user interest or recent-click features")
@@ -214,17 +230,16 @@ def text_features(
 
     take(attach(rows.select("ad_id"), ad_table, "ad_id").drop("ad_id").insert_column(0, codes))
     del codes
-    interest_dim = 0
-    for columns in _per_row(rows, ads, ad_idx, queries, behaviour, cfg, seed):
+    store: dict[str, pl.DataFrame] = {}
+    for columns in _per_row(rows, ads, ad_idx, queries, behaviour, cfg, seed, store):
         block = _trained(columns, is_train)
         del columns
-        if "e_user_interest" in block.columns:
-            interest_dim = block.schema["e_user_interest"].size
         take(block)
         del block
+    interest_dim = store[INTEREST_VECTORS].schema["vec"].size if store else 0
     scalars = [n for n in names if n.startswith("t_") and n not in pcs]
     spec = _spec(ads.matrix.shape[1], pcs, interest_dim, scalars, cfg)
-    tables = {AD_TEXT_TABLE: item_table(ads.ids, ads.matrix)}
+    tables = {AD_TEXT_TABLE: item_table(ads.ids, ads.matrix), **store}
     if HISTORY in names:
         tables[ITEM_TABLE] = item_vectors(ads, ad_table, pcs)
         spec += _item_spec(tables[ITEM_TABLE].height, len(pcs), cfg.history_length)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,15 @@ import numpy as np
 import polars as pl
 
 from features.history import table_matrix
-from features.spec import ITEM_TABLE, Feature, FeatureSpec
+from features.interest_store import INTEREST_BLOCK_EVENTS, interest_table
+from features.spec import (
+    INTEREST,
+    INTEREST_EVENTS,
+    INTEREST_VECTORS,
+    ITEM_TABLE,
+    Feature,
+    FeatureSpec,
+)
 from models.matrix import FeatureMatrix, KeyedVectors, MatrixChunks
 from pipeline.io import read_manifest, read_table
 
@@ -32,6 +41,11 @@ def _dense(series: pl.Series) -> np.ndarray:
         series = series.cast(pl.List(pl.Float32)).cast(pl.Array(pl.Float32, int(width or 0)))
     if isinstance(series.dtype, pl.Array):
         return series.to_numpy().astype(np.float32, copy=False)
+    if series.dtype.is_integer():
+        raise ValueError(
+            f"'{series.name}' holds codes, not vectors: read the feature table with "
+            "pipeline.datasets (load_split, SplitTable), which expands them"
+        )
     return np.asarray(series.to_list(), dtype=np.float32)
 
 
@@ -112,9 +126,34 @@ def to_matrix(
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _interest_states(directory: Path, stamp: tuple[int, int]) -> np.ndarray:
+    """The interest store's (E + 1, dim) table of a features folder, rebuilt once per process
+    (`stamp`: the events file's mtime and size, so a rewritten folder is read again)."""
+    events = read_table(directory, INTEREST_EVENTS).collect()
+    vectors = read_table(directory, INTEREST_VECTORS).collect()
+    return interest_table(events, vectors, INTEREST_BLOCK_EVENTS)
+
+
+def with_interest(frame: pl.DataFrame, directory: Path) -> pl.DataFrame:
+    """`frame` (rows of a feature table in `directory`) with its interest codes expanded into
+    the vectors (`features.interest_store`); unchanged without a code column."""
+    if INTEREST not in frame.columns or not frame.schema[INTEREST].is_integer():
+        return frame
+    info = (directory / f"{INTEREST_EVENTS}.parquet").stat()
+    table = _interest_states(directory, (info.st_mtime_ns, info.st_size))
+    codes = frame[INTEREST].fill_null(0).to_numpy()
+    if len(codes) and (codes.min() < 0 or codes.max() >= len(table)):
+        raise ValueError(
+            f"{directory}: '{INTEREST}' codes outside [0, {len(table)}): the features folder "
+            "is inconsistent; rerun `make features`"
+        )
+    return frame.with_columns(pl.Series(INTEREST, table[codes]))
+
+
 def load_split(layout: Layout, split: str) -> pl.DataFrame:
     """One split's feature table (train, valid or test), in memory."""
-    return read_table(layout.features, split).collect()
+    return with_interest(read_table(layout.features, split).collect(), layout.features)
 
 
 def load_meta(layout: Layout, spec: FeatureSpec, split: str) -> pl.DataFrame:
@@ -137,11 +176,13 @@ class SplitTable:
 
     def columns(self, names: list[str]) -> pl.DataFrame:
         """Every row of some columns (labels, ids)."""
-        return pl.scan_parquet(self.path).select(names).collect()
+        frame = pl.scan_parquet(self.path).select(names).collect()
+        return with_interest(frame, self.path.parent)
 
     def slab(self, i: int, names: list[str], slab_rows: int) -> pl.DataFrame:
         """Rows [i * slab_rows, (i + 1) * slab_rows) of some columns."""
-        return pl.scan_parquet(self.path).slice(i * slab_rows, slab_rows).select(names).collect()
+        frame = pl.scan_parquet(self.path).slice(i * slab_rows, slab_rows).select(names).collect()
+        return with_interest(frame, self.path.parent)
 
     def slabs(self, slab_rows: int) -> list[int]:
         """The slabs' row counts."""

@@ -17,6 +17,7 @@ import polars as pl
 from features.spec import FeatureSpec
 from models.bidding import stable_mean, stable_sum
 from pipeline.config import Experiment
+from pipeline.datasets import load_split
 from pipeline.io import DataError, read_table
 from pipeline.stage import Layout
 
@@ -44,7 +45,7 @@ def scoring_rows(exp: Experiment, layout: Layout) -> pl.DataFrame:
         )
     profile = users.select("user_id", *[pl.col(c).cast(pl.String) for c in seg])
     ads = read_table(layout.raw, "ads").select("ad_id", "category").collect()
-    frames = [read_table(layout.features, s).collect() for s in exp.export.score_splits]
+    frames = [load_split(layout, s) for s in exp.export.score_splits]
     rows = pl.concat(frames, how="vertical_relaxed")
     rows = rows.drop([c for c in (*seg, "category") if c in rows.columns])
     rows = rows.join(profile, on="user_id", how="left").join(ads, on="ad_id", how="left")

@@ -35,6 +35,7 @@ import polars as pl
 
 from pipeline.bench import measured, stage_seconds
 from pipeline.config import load_experiment
+from pipeline.io import read_manifest
 from pipeline.stage import Layout
 
 EXPERIMENT = "default"
@@ -51,7 +52,6 @@ STAGES = {
     "neural": ("train", ["--set", 'train.models=["neural"]']),
     "lightgbm": ("train", ["--set", 'train.models=["lightgbm"]']),
 }
-FEATURE_FILES = ("train", "valid", "test", "vocab", "ad_text_vectors", "item_vectors")
 
 
 def _output(what: str, layout: Layout, result: dict) -> object:
@@ -60,7 +60,8 @@ def _output(what: str, layout: Layout, result: dict) -> object:
     if what == "embed":
         return pl.read_parquet(layout.embeddings / "ads.parquet")
     if what == "features":
-        return [(layout.features / f"{n}.parquet").read_bytes() for n in FEATURE_FILES]
+        names = sorted(read_manifest(layout.features)["tables"])
+        return [(n, (layout.features / f"{n}.parquet").read_bytes()) for n in names]
     found = re.search(rf"{what}_test_ctr_auc=([0-9.]+)", result["out"] + result["err"])
     return float(found.group(1)) if found else float("nan")
 

@@ -12,12 +12,10 @@ from features.interest import (
     apply_pca,
     cosine,
     fit_pca,
-    interest_states,
     normalize,
     recent_click_similarity,
     row_dot,
     to_matrix,
-    user_blocks,
     user_interest,
 )
 
@@ -225,50 +223,3 @@ def test_row_dot_with_and_without_row_indices():
     np.testing.assert_allclose(got, want, rtol=1e-5)
     np.testing.assert_allclose(row_dot(table, left, a_rows=idx), want, rtol=1e-5)
     assert row_dot(left[:0], table, b_rows=idx[:0]).shape == (0,)
-
-
-def test_user_blocks_hold_whole_users_and_every_row_once():
-    rng = np.random.default_rng(4)
-    ev_user = rng.integers(0, 300, 5000)
-    imp_user = rng.integers(0, 320, 2000)  # some users have no events
-    assert user_blocks(ev_user, imp_user, 5000) is None  # fits one block
-    plan = user_blocks(ev_user, imp_user, 700)
-    assert len(plan) >= 7
-    np.testing.assert_array_equal(np.sort(np.concatenate([e for e, _ in plan])), np.arange(5000))
-    np.testing.assert_array_equal(np.sort(np.concatenate([i for _, i in plan])), np.arange(2000))
-    for ev, imp in plan:
-        assert np.all(np.diff(ev) > 0) and np.all(np.diff(imp) > 0)
-        assert len(ev) <= 700 + np.bincount(ev_user).max()
-    owner = {}
-    for b, (ev, _) in enumerate(plan):  # a user's events and impressions in one block
-        for u in np.unique(ev_user[ev]):
-            assert owner.setdefault(int(u), b) == b
-    for b, (_, imp) in enumerate(plan):
-        for u in np.unique(imp_user[imp]):
-            assert owner.get(int(u), b) == b
-    with pytest.raises(ValueError, match="max_events"):
-        user_blocks(ev_user, imp_user, 0)
-
-
-def test_interest_states_block_by_block_equal_one_call():
-    rng = np.random.default_rng(5)
-    n_ev, n_imp, dim = 3000, 1500, 8
-    table = rng.normal(size=(50, dim)).astype(np.float32)
-    events = pl.DataFrame(
-        {
-            "user_id": pl.Series(rng.integers(0, 120, n_ev), dtype=pl.Int64),
-            "ts": [day(d) for d in rng.uniform(0, 20, n_ev)],
-            "weight": pl.Series(rng.uniform(0.5, 2.0, n_ev), dtype=pl.Float64),
-        }
-    )
-    rows = rng.integers(0, 50, n_ev)
-    imps = frame_impressions(list(rng.integers(0, 130, n_imp)), list(rng.uniform(0, 21, n_imp)))
-    states, index, count = interest_states(imps, events, table, rows, 2.0)
-    whole = states[index]
-    plan = user_blocks(events["user_id"].to_numpy(), imps["user_id"].to_numpy(), 400)
-    got, got_count = np.full_like(whole, np.nan), np.full_like(count, -1)
-    for ev, imp in plan:
-        s, i, c = interest_states(imps[imp], events[ev], table, rows[ev], 2.0)
-        got[imp], got_count[imp] = s[i], c
-    np.testing.assert_array_equal(got_count, count)
-    np.testing.assert_array_equal(got, whole)  # a user's states depend on its own events only

@@ -12,8 +12,9 @@ import pytest
 from features import schema
 from features.config import FeatureConfig
 from features.history import table_matrix
-from features.interest import normalize
-from features.spec import AD_TEXT_TABLE
+from features.interest import apply_pca, fit_pca, normalize, user_interest
+from features.interest_store import interest_table
+from features.spec import AD_TEXT_TABLE, INTEREST, INTEREST_EVENTS, INTEREST_VECTORS
 from features.text_columns import Vectors, ad_vectors, query_vectors
 from features.text_features import text_features
 
@@ -100,7 +101,8 @@ def _run_with_tables(
     behaviour: pl.DataFrame | None = None,
     **overrides,
 ) -> tuple[pl.DataFrame, list[dict], dict[str, pl.DataFrame]]:
-    """`_run`, and the lookup tables by name."""
+    """`_run`, and the lookup tables by name. The interest codes come back expanded into their
+    vectors, as the readers of the feature tables see them."""
     frame = _impressions() if frame is None else frame
     behaviour = _behaviour(_impressions(), extra_events) if behaviour is None else behaviour
     ad_vecs, query_vecs = _vectors(ads)
@@ -108,7 +110,17 @@ def _run_with_tables(
         frame, ad_vecs, query_vecs, behaviour, _cfg(**overrides), SEED
     )
     assert cols.height == (frame.height if spec else 0)
-    return frame.hstack(cols), spec, tables
+    return frame.hstack(_expanded(cols, tables)), spec, tables
+
+
+def _expanded(cols: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """The interest codes (Int32) replaced by their vectors from the interest store."""
+    if INTEREST not in cols.columns:
+        assert INTEREST_EVENTS not in tables
+        return cols
+    assert cols.schema[INTEREST] == pl.Int32  # a code: each event is stored once
+    states = interest_table(tables[INTEREST_EVENTS], tables[INTEREST_VECTORS], 10**9)
+    return cols.with_columns(pl.Series(INTEREST, states[cols[INTEREST].to_numpy()]))
 
 
 def _ad_text(out: pl.DataFrame, tables: dict[str, pl.DataFrame]) -> np.ndarray:
@@ -168,6 +180,35 @@ def test_columns_spec_and_values():
     assert out["t_user_ad_cos"].null_count() == 0
     assert (out["t_interest_events"] >= 3).all()
     assert out["t_user_ad_cos"].abs().max() <= 1.0 + 1e-6
+
+
+def test_interest_from_the_store_is_the_projected_state_of_each_row():
+    """The store's vectors equal the per-row computation: each row's full-width state
+    (`user_interest`), projected on a PCA fitted on the train rows' states."""
+    out, spec, tables = _run_with_tables(interest_half_life_days=1.5)
+    imps = _impressions()
+    ads, q = normalize(_ad_vectors()), _query_vectors()
+    events = _behaviour(imps).filter(pl.col("event") != "purchase")
+    emb = [q[QUERIES.index(r["query"])] if r["event"] == "search" else ads[r["ad_id"] - 1]
+           for r in events.iter_rows(named=True)]  # fmt: skip
+    events = events.select("user_id", "ts", weight=pl.lit(1.0), emb=pl.Series(np.array(emb)))
+    states = user_interest(imps, events, 1.5)["interest"].to_numpy()
+    train = imps["split"].eq("train").to_numpy()
+    mean, comps = fit_pca(states[train], 2, SEED)
+    np.testing.assert_allclose(
+        out[INTEREST].to_numpy(), apply_pca(states, mean, comps), rtol=0, atol=2e-6
+    )
+    assert tables[INTEREST_VECTORS]["vec"].dtype == pl.Array(pl.Float32, 2)
+    assert INTEREST_EVENTS in next(e["source"] for e in spec if e["name"] == INTEREST)
+
+
+def test_interest_in_blocks_of_users_equals_one_block(monkeypatch):
+    whole, _, tables = _run_with_tables()
+    monkeypatch.setattr("features.text_columns.INTEREST_BLOCK_EVENTS", 5)
+    blocks, _, in_blocks = _run_with_tables()
+    assert blocks.equals(whole)
+    for name in (INTEREST_EVENTS, INTEREST_VECTORS):
+        assert in_blocks[name].equals(tables[name])
 
 
 def test_user_interest_at_first_impression_by_hand():

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from pipeline import featurize
 from pipeline.config import load_experiment
+from pipeline.datasets import with_interest
 from pipeline.io import MANIFEST, input_digest, read_manifest, read_table
 from pipeline.sources.simulated.vocabulary import SUBTOPICS
 
@@ -214,6 +215,12 @@ def test_comparison_run_names_a_champion(client, experiment_id, small_pipeline) 
     assert on_disk["run_id"] == run.info.run_id
 
 
+def _test_rows(root: Path, rows: int) -> pl.DataFrame:
+    """The first test rows as a model is served them: the interest vectors, not their codes."""
+    features = root / "features"
+    return with_interest(read_table(features, "test").collect().head(rows), features)
+
+
 def test_champion_alias_resolves_and_predicts(client, experiment_id, small_pipeline) -> None:
     champion = runs(client, experiment_id, "tags.stage = 'evaluate'")[0].data.tags["champion"]
     name = f"adctr-small-{champion}"
@@ -225,7 +232,7 @@ def test_champion_alias_resolves_and_predicts(client, experiment_id, small_pipel
             client.get_model_version_by_alias(f"adctr-small-{other}", "champion")
 
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    test = read_table(small_pipeline.root / "features", "test").collect().head(50)
+    test = _test_rows(small_pipeline.root, 50)
     out = model.predict(test.to_pandas())
     assert list(out.columns) == ["pctr", "pcvr", "pctcvr"]
     assert len(out) == 50
@@ -245,7 +252,7 @@ def test_champion_alias_resolves_and_predicts(client, experiment_id, small_pipel
 @pytest.mark.parametrize("kind", MODELS)
 def test_each_registered_model_loads_and_predicts(client, small_pipeline, kind: str) -> None:
     model = mlflow.pyfunc.load_model(f"models:/adctr-small-{kind}/1")
-    test = read_table(small_pipeline.root / "features", "test").collect().head(20)
+    test = _test_rows(small_pipeline.root, 20)
     out = model.predict(test.to_pandas())
     assert list(out.columns) == ["pctr", "pcvr", "pctcvr"]
     assert ((out["pctr"] > 0) & (out["pctr"] < 1)).all()

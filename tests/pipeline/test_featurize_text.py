@@ -13,10 +13,10 @@ import pytest
 from features.config import FeatureConfig
 from features.interest import normalize
 from features.schema import RAW_TABLES
-from features.spec import AD_TEXT_TABLE, FeatureSpec
+from features.spec import AD_TEXT_TABLE, INTEREST, INTEREST_EVENTS, FeatureSpec
 from pipeline import featurize
 from pipeline.config import DataConfig, Experiment
-from pipeline.datasets import load_tables, to_matrix
+from pipeline.datasets import SplitTable, load_split, load_tables, to_matrix, with_interest
 from pipeline.io import DataError, write_tables
 from pipeline.sources.simulated.market import simulate_market
 from pipeline.sources.simulated.marketplace import MarketConfig
@@ -76,7 +76,7 @@ def _write(
 
 def _read(exp: Experiment) -> tuple[pl.DataFrame, FeatureSpec]:
     layout = Layout.of(exp)
-    frame = pl.concat([pl.read_parquet(layout.features / f"{s}.parquet") for s in SPLITS])
+    frame = pl.concat([load_split(layout, s) for s in SPLITS])  # interest codes expanded
     return frame, FeatureSpec.load(layout.feature_spec)
 
 
@@ -119,6 +119,30 @@ def test_text_features_are_built_from_each_table_read_once(market, tmp_path, rea
     gbm = spec.by_kind("lightgbm")
     assert gbm["embedding"] == ()
     assert {"t_ad_pc00", "t_user_ad_cos"} <= {f.name for f in gbm["numeric"]}
+
+
+def test_the_interest_column_is_stored_as_codes_and_read_as_vectors(market, tmp_path) -> None:
+    exp = _exp(tmp_path)
+    _write(exp, market)
+    featurize.run(exp)
+    layout = Layout.of(exp)
+    stored = pl.read_parquet(layout.features / "train.parquet")
+    assert stored.schema[INTEREST] == pl.Int32
+    events = pl.read_parquet(layout.features / f"{INTEREST_EVENTS}.parquet")
+    assert stored[INTEREST].max() <= events.height and (stored[INTEREST] == 0).any()
+    frame = load_split(layout, "train")
+    assert frame.schema[INTEREST] == pl.Array(pl.Float32, 2)
+    assert frame.drop(INTEREST).equals(stored.drop(INTEREST))
+    assert (frame.filter(stored[INTEREST] == 0)[INTEREST].to_numpy() == 0).all()  # no history
+    table = SplitTable.of(layout, "train")  # slab by slab, the same rows
+    slabs = [table.slab(i, [INTEREST], 64) for i in range(len(table.slabs(64)))]
+    assert pl.concat(slabs).equals(frame.select(INTEREST))
+    spec = FeatureSpec.load(layout.feature_spec)
+    with pytest.raises(ValueError, match="holds codes"):
+        to_matrix(stored, spec, "neural", load_tables(layout, spec))
+    broken = stored.with_columns(pl.lit(events.height + 1, pl.Int32).alias(INTEREST))
+    with pytest.raises(ValueError, match="codes outside"):
+        with_interest(broken, layout.features)
 
 
 def _no_text(exp: Experiment) -> None:

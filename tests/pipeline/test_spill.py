@@ -112,7 +112,7 @@ def test_the_feature_files_do_not_depend_on_the_chunk_size(
     monkeypatch.setattr(featurize, "ASSEMBLY_ROWS", 1000)
     featurize.run(exp)
     assert _digests(out) == whole
-    assert len(whole) == 7  # 3 splits, vocab, 2 vector tables, the spec
+    assert len(whole) == 9  # 3 splits, vocab, 4 vector tables (2: the interest store), the spec
     for name in ("train", "test"):
         theirs = pl.read_parquet(small_pipeline.root / "features" / f"{name}.parquet")
         assert pl.read_parquet(out / f"{name}.parquet").equals(theirs)
