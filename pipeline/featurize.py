@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from features.text_columns import ad_vectors, query_vectors
 from features.text_features import ROW_COLS, text_features
 from pipeline.atomic import scratch_dir
 from pipeline.config import Experiment
-from pipeline.io import DataError, read_manifest, read_table, write_tables
+from pipeline.io import DataError, Frames, read_manifest, read_table, write_tables
 from pipeline.lineage import check_lineage
 from pipeline.ray_engine import key_features_fn
 from pipeline.spill import ColumnSpill, assemble
@@ -219,6 +220,16 @@ def _encoding(
     return exprs, categorical, numeric, vocab
 
 
+def _split_frames(parts: list[Path], split: str) -> Frames:
+    """One split's rows of the assembled parts, a part at a time (dictionary pages: `Frames`)."""
+
+    def frames() -> Iterator[pl.DataFrame]:
+        for part in parts:
+            yield pl.read_parquet(part).filter(pl.col("split") == split)
+
+    return Frames(frames)
+
+
 def _inputs(layout: Layout, text: bool, query: bool) -> dict[str, Path]:
     """The upstream folders the features manifest names: the text features name the embeddings
     (and so the encoder) they came from, the query features the understood queries."""
@@ -298,10 +309,9 @@ def run(exp: Experiment) -> StageSummary:
         inputs = _inputs(layout, bool(text_spec), bool(query_spec))
         shape = f"{sum(rows.values()):,} rows x {len(columns)} columns"
         log.info("writing %s to %s", shape, layout.features)
-        scan = pl.scan_parquet(parts)
         write_tables(
             layout.features,
-            {s: scan.filter(pl.col("split") == s) for s in SPLITS} | lookups | {"vocab": vocab},
+            {s: _split_frames(parts, s) for s in SPLITS} | lookups | {"vocab": vocab},
             config_digest=exp.digest(),
             inputs=inputs,
             files={layout.feature_spec.name: FeatureSpec.from_dict(spec).to_json().encode()},

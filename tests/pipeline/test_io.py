@@ -413,3 +413,42 @@ def test_an_unreadable_manifest_is_a_data_error(tmp_path: Path, content: bytes) 
     with pytest.raises(DataError, match=r"raw/_manifest\.json: ") as info:
         read_manifest(tmp_path / "raw")
     assert "\n" not in str(info.value)
+
+
+def test_frames_are_written_with_dictionary_pages_whatever_their_chunking(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(io, "ROW_GROUP_ROWS", 300)
+    rng = np.random.default_rng(0)
+    table = pl.DataFrame(
+        {
+            "ad": rng.integers(0, 20, 1000),
+            "pc": rng.normal(size=20).astype(np.float32)[rng.integers(0, 20, 1000)],
+            "x": rng.normal(size=1000).astype(np.float32),
+            "split": rng.choice(["train", "test"], 1000),
+        }
+    )
+
+    def chunked(size: int) -> io.Frames:
+        return io.Frames(lambda: (table.slice(s, size) for s in range(0, 1000, size)))
+
+    written = {}
+    for size in (1000, 7, 250):
+        write_tables(tmp_path / f"by{size}", {"t": chunked(size)}, config_digest="c")
+        written[size] = (tmp_path / f"by{size}" / "t.parquet").read_bytes()
+    assert written[7] == written[1000] == written[250]
+    out = tmp_path / "by7"
+    assert read_table(out, "t").collect().equals(table)
+    assert read_manifest(out)["tables"]["t"]["rows"] == 1000
+    meta = pq.ParquetFile(out / "t.parquet").metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [300, 300, 300, 100]
+    assert "RLE_DICTIONARY" in meta.row_group(0).column(1).encodings  # a float column too
+    # a split without rows is still a table, with the schema
+    none = io.Frames(lambda: (table.slice(s, 100).filter(pl.col("split") == "x") for s in (0, 1)))
+    write_tables(tmp_path / "none", {"t": none}, config_digest="c")
+    assert read_table(tmp_path / "none", "t").collect().schema == table.schema
+    with pytest.raises(ValueError, match="no frame"):
+        write_tables(tmp_path / "nothing", {"t": io.Frames(lambda: iter(()))}, config_digest="c")
