@@ -10,15 +10,18 @@ model.
   with `data_parallel=True`: each step is the one-process run's batch, every rank computing
   its rows of it, with the gradients summed over the ranks, so every rank holds the same
   weights and stops at the same epoch.
-- LightGBM: `LightGBMTrainer`, LightGBM's own data-parallel learner over the network Ray Train
-  sets up (`get_network_params`), the same `models.lgbm.LightGBMCTR` with a `DataParallel`
-  part. Every worker finds the feature bins on the same rows (the negatives sampled as on the
-  local engine, then at most `BIN_ROWS` of them, seeded; the CVR booster's on the clicked
-  rows), so the bins are the local engine's wherever those rows are all of them. With more
-  than one worker the trees still differ from the local engine's: each worker draws its own
-  bag of rows, a categorical split's per-category counts are estimated from the summed
-  hessians, and the histograms are summed in another order, so a near-tie between two splits
-  can go the other way (README, "Running on a cluster").
+- LightGBM: `LightGBMTrainer` on as few workers as hold the rows it fits: at most
+  `engine.workers`, and one while those rows fit `train.max_in_memory_rows` (`gbm_workers`).
+  On one worker it is the local engine's fit on the same rows, so the same model. On more,
+  LightGBM's own data-parallel learner runs over the network Ray Train sets up
+  (`get_network_params`), the same `models.lgbm.LightGBMCTR` with a `DataParallel` part.
+  Every worker finds the feature bins on the same rows (the negatives sampled as on the local
+  engine, then at most `BIN_ROWS` of them, seeded; the CVR booster's on the clicked rows).
+  The trees still differ from the local engine's: each worker draws its own bag of rows, a
+  categorical split's per-category counts are estimated from the summed hessians, and the
+  histograms are summed in another order, so a near-tie between two splits can go the other
+  way (README, "Running on a cluster"). LightGBM's feature-parallel learner, which would keep
+  the one-machine trees, is not in its C API ("Do not support feature parallel in c api").
 
 The checkpoint goes to a scratch folder beside `models/` (removed at the end): on a cluster,
 `data.root` must be storage that every node sees, as for the features the workers read.
@@ -117,8 +120,16 @@ def bin_rows(keep: np.ndarray, seed: int, most: int = BIN_ROWS) -> np.ndarray:
     return out
 
 
+def gbm_workers(rows: int, exp: Experiment) -> int:
+    """LightGBM's Ray Train workers for `rows` fitted rows: as few as hold them (at most
+    `train.max_in_memory_rows` each), at most `engine.workers`. More would only change the
+    trees (data-parallel boosting is not the one-machine fit) and pay for the network."""
+    return max(1, min(exp.engine.workers, -(-rows // exp.train.max_in_memory_rows)))
+
+
 def _lightgbm_worker(config: dict[str, Any]) -> None:
-    """One LightGBM machine: fit this rank's shard of the sampled train rows data-parallel."""
+    """One LightGBM machine: alone, the local engine's fit of the sampled train rows; else
+    this rank's shard of them, data-parallel."""
     from ray.train.lightgbm import get_network_params
 
     exp: Experiment = config["exp"]
@@ -128,19 +139,21 @@ def _lightgbm_worker(config: dict[str, Any]) -> None:
     rank, world = _rank()
     (ct, vt), (cv, vv) = labels_of(train, spec), labels_of(valid, spec)
     kept_t, kept_v = fitted_rows(ct, rate, seed, "train"), fitted_rows(cv, rate, seed, "valid")
-    mine = kept_t & shard(len(ct), rank, world)
-    clicked = kept_t & (ct == 1)
-    cvr_bins = None
-    if vt is not None:
-        cvr_bins = model_input(train, spec, "lightgbm", tables, bin_rows(clicked, seed), exp)
-    parallel = DataParallel(
-        network=get_network_params(),
-        rows=int(kept_t.sum()),
-        clicks=int(clicked.sum()),
-        conversions=0 if vt is None else int(vt[clicked].sum()),
-        ctr_bins=model_input(train, spec, "lightgbm", tables, bin_rows(kept_t, seed), exp),
-        cvr_bins=cvr_bins,
-    )
+    parallel, mine = None, kept_t  # alone: the local engine's fit, on the same rows
+    if world > 1:
+        mine = kept_t & shard(len(ct), rank, world)
+        clicked = kept_t & (ct == 1)
+        cvr_bins = None
+        if vt is not None:
+            cvr_bins = model_input(train, spec, "lightgbm", tables, bin_rows(clicked, seed), exp)
+        parallel = DataParallel(
+            network=get_network_params(),
+            rows=int(kept_t.sum()),
+            clicks=int(clicked.sum()),
+            conversions=0 if vt is None else int(vt[clicked].sum()),
+            ctr_bins=model_input(train, spec, "lightgbm", tables, bin_rows(kept_t, seed), exp),
+            cvr_bins=cvr_bins,
+        )
     model = LightGBMCTR(exp.lightgbm, seed, config["threads"]).fit(
         model_input(train, spec, "lightgbm", tables, mine, exp),
         ct[mine],
@@ -156,14 +169,14 @@ def _lightgbm_worker(config: dict[str, Any]) -> None:
     _report(model, rank, metrics, extra)
 
 
-def _per_worker(train: SplitTable, rows: int, exp: Experiment) -> int:
-    """The train rows (of `rows` fitted on) per worker; a DataError where a worker could not
-    hold them."""
-    per_worker = rows // exp.engine.workers
+def _per_worker(train: SplitTable, rows: int, exp: Experiment, workers: int) -> int:
+    """The train rows (of `rows` fitted on) per worker of `workers`; a DataError where a
+    worker could not hold them."""
+    per_worker = rows // workers
     if per_worker < 1:
         raise DataError(
             f"{train.path}: {rows:,} train rows to fit on, fewer than engine.workers "
-            f"({exp.engine.workers}); lower engine.workers"
+            f"({workers}); lower engine.workers"
         )
     if per_worker > exp.train.max_in_memory_rows:
         raise DataError(
@@ -178,12 +191,13 @@ def _fit_on_ray(
     exp: Experiment,
     models_dir: Path,
     config: dict[str, Any],
+    workers: int,
     per_worker: int,
     load: Any,
 ) -> Any:
-    """The model `kind` fitted by `engine.workers` Ray Train workers running its worker loop
-    with `config`, loaded back from rank 0's checkpoint folder by `load`."""
-    workers = exp.engine.workers
+    """The model `kind` fitted by `workers` Ray Train workers running its worker loop with
+    `config`, loaded back from rank 0's checkpoint folder by `load`."""
+    how = HOW[kind] if workers > 1 or kind == "neural" else "one booster, the local fit,"
     with ray_session(exp.engine) as ray, scratch_dir(models_dir / "ray-train") as work:
         from ray.train import FailureConfig, RunConfig, ScalingConfig
 
@@ -191,7 +205,7 @@ def _fit_on_ray(
         threads = max(1, int(cpus + 0.5))
         log.info(
             "%s: %s on %d Ray Train worker(s), %.2f CPUs and %d threads each, %s rows each",
-            kind, HOW[kind], workers, cpus, threads, f"{per_worker:,}",
+            kind, how, workers, cpus, threads, f"{per_worker:,}",
         )  # fmt: skip
         trainer = _trainer(kind)(
             WORKERS[kind],
@@ -247,9 +261,10 @@ def fit_on_ray(
     config = {"spec": spec, "train": train, "valid": valid, "tables": dict(tables or {})}
     threads = exp.engine.num_threads
     if kind == "neural":
-        per_worker = _per_worker(train, train.rows, exp)
+        workers = exp.engine.workers
+        per_worker = _per_worker(train, train.rows, exp, workers)
         load_neural = partial(NeuralCTR.load, num_threads=threads)
-        return _fit_on_ray(kind, exp, models_dir, config, per_worker, load_neural)
+        return _fit_on_ray(kind, exp, models_dir, config, workers, per_worker, load_neural)
     click, _ = labels_of(train, spec)
     config["rate"] = rate = fit_negative_rate(kind, exp, click)
     rows = int(fitted_rows(click, rate, exp.data.seed, "train").sum())
@@ -264,4 +279,6 @@ def fit_on_ray(
         model.evals_result_ = json.loads(Path(folder, EVALS_FILE).read_text())
         return model
 
-    return _fit_on_ray(kind, exp, models_dir, config, _per_worker(train, rows, exp), load)
+    workers = gbm_workers(rows, exp)
+    per_worker = _per_worker(train, rows, exp, workers)
+    return _fit_on_ray(kind, exp, models_dir, config, workers, per_worker, load)

@@ -9,8 +9,9 @@ engine, each run in its own process:
 - `features` (the behaviour keys as Ray tasks over hash partitions of the key); its files are
   compared byte for byte with the local engine's;
 - `train` with one model at a time: `neural` (Ray Train, DDP over the workers) and `lightgbm`
-  (Ray Train, LightGBM's data-parallel learner); its test CTR AUC is compared with the local
-  engine's.
+  (Ray Train on as few workers as hold its rows: on `default` one, the local fit, whatever
+  `engine.workers`; `pipeline.ray_train.gbm_workers`); its test CTR AUC is compared with the
+  local engine's.
 Prints per stage and engine the median wall seconds of the process (Ray's start and stop
 included) and of the stage alone (its summary line), the ratio to local, and how its output
 compares. A local Ray has the machine's CPUs and no more: on a 2-core machine the local engine

@@ -22,7 +22,7 @@ from mlflow.entities import Run
 from pipeline.config import EngineConfig, load_experiment
 from pipeline.io import DataError, read_manifest
 from pipeline.ray_engine import _head, actor_share, stage_engine
-from pipeline.ray_train import _per_worker, bin_rows
+from pipeline.ray_train import _per_worker, bin_rows, gbm_workers
 from tests.conftest import PipelineRun, run_stage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,11 +93,21 @@ def test_lightgbm_workers_bin_on_the_same_rows() -> None:
 def test_too_few_or_too_many_rows_a_worker_is_one_line() -> None:
     train = SimpleNamespace(path=Path("features/train.parquet"))
     exp = load_experiment("small", ["engine.kind=ray", "engine.workers=4"])
-    assert _per_worker(train, 10, exp) == 2
+    assert _per_worker(train, 10, exp, 4) == 2
     with pytest.raises(DataError, match=r"3 train rows to fit on, fewer than engine\.workers"):
-        _per_worker(train, 3, exp)
+        _per_worker(train, 3, exp, 4)
     with pytest.raises(DataError, match=r"raise engine\.workers"):
-        _per_worker(train, 4 * exp.train.max_in_memory_rows + 4, exp)
+        _per_worker(train, 4 * exp.train.max_in_memory_rows + 4, exp, 4)
+
+
+def test_lightgbm_takes_as_few_workers_as_hold_its_rows() -> None:
+    exp = load_experiment("small", ["engine.kind=ray", "engine.workers=4"])
+    most = exp.train.max_in_memory_rows
+    assert gbm_workers(10, exp) == 1  # the local fit, on one worker
+    assert gbm_workers(most, exp) == 1
+    assert gbm_workers(most + 1, exp) == 2
+    assert gbm_workers(3 * most, exp) == 3
+    assert gbm_workers(10 * most, exp) == 4  # engine.workers at most
 
 
 def test_cluster_addresses_are_parsed() -> None:
@@ -251,21 +261,45 @@ def _train_runs(uri: str) -> dict[str, Run]:
     return {r.data.tags["model"]: r for r in runs}
 
 
-def test_train_on_ray_fits_both_models_on_two_workers(small_pipeline, tmp_path) -> None:
-    """The neural model on 2 Ray Train workers (DDP, gloo): each step is the local run's batch,
-    dropout masks included, so its metrics are the local engine's up to float rounding.
-    LightGBM on 2 workers, data-parallel, binned on the same rows as the local engine: its
-    trees differ from the local engine's (each worker bags its own rows; the histograms are
-    summed in another order), its metrics are close (`tests/models/test_lgbm.py` shows the
-    data-parallel path on one machine is the local fit)."""
+def _train_on_ray(small_pipeline, tmp_path: Path, *sets: str) -> tuple[str, str]:
+    """The train stage on a local Ray over a copy of `small`'s features: (stderr, its store)."""
     for folder in ("raw", "embeddings", "features"):
         shutil.copytree(small_pipeline.root / folder, tmp_path / "data" / "small" / folder)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = small_pipeline.env | {"MLFLOW_TRACKING_URI": uri, "RAY_ADDRESS": ""}
-    sets = ["engine.kind=ray", "engine.workers=2", 'train.models=["lightgbm", "neural"]']
-    proc = run_stage("train", PipelineRun(tmp_path / "data", uri, env), *_sets(sets))
-    assert "neural: DDP on 2 Ray Train worker(s)" in proc.stderr
-    assert "lightgbm: data-parallel boosting on 2 Ray Train worker(s)" in proc.stderr
+    sets = ("engine.kind=ray", "engine.workers=2", *sets)
+    return run_stage("train", PipelineRun(tmp_path / "data", uri, env), *_sets(sets)).stderr, uri
+
+
+def test_lightgbm_on_ray_is_the_local_fit_while_its_rows_fit_one_worker(
+    small_pipeline, tmp_path
+) -> None:
+    """small's train rows fit one worker: LightGBM trains there as on the local engine, so
+    every metric is the local engine's, exactly."""
+    err, uri = _train_on_ray(small_pipeline, tmp_path, 'train.models=["lightgbm"]')
+    assert "lightgbm: one booster, the local fit, on 1 Ray Train worker(s)" in err
+    on_ray = _train_runs(uri)["lightgbm"]
+    local = _train_runs(small_pipeline.tracking_uri)["lightgbm"]
+    assert on_ray.data.tags["engine"] == "ray"
+    got = {k: v for k, v in on_ray.data.metrics.items() if k.startswith(("test_", "valid_"))}
+    assert len(got) > 20
+    assert got == {k: local.data.metrics[k] for k in got}
+
+
+def test_train_on_ray_fits_both_models_on_two_workers(small_pipeline, tmp_path) -> None:
+    """The neural model on 2 Ray Train workers (DDP, gloo): each step is the local run's batch,
+    dropout masks included, so its metrics are the local engine's up to float rounding.
+    LightGBM on 2 workers (all 12,946 train rows kept, more than one worker is let hold),
+    data-parallel, binned on the same rows as the local engine: its trees differ from the
+    local engine's (each worker bags its own rows; the histograms are summed in another
+    order), its metrics are close
+    (`tests/models/test_lgbm.py` shows the data-parallel path on one machine is the local
+    fit)."""
+    models = 'train.models=["lightgbm", "neural"]'
+    more = ("lightgbm.negative_rate=1.0", "train.max_in_memory_rows=7000")  # > 1 worker holds
+    stderr, uri = _train_on_ray(small_pipeline, tmp_path, models, *more)
+    assert "neural: DDP on 2 Ray Train worker(s)" in stderr
+    assert "lightgbm: data-parallel boosting on 2 Ray Train worker(s)" in stderr
     on_ray, local = _train_runs(uri), _train_runs(small_pipeline.tracking_uri)
     # LightGBM's CVR booster fits small's ~20 train conversions: another bag of rows moves its
     # AUC by points, so its pCTCVR is not compared (the neural's is)
