@@ -178,9 +178,9 @@ def interest_columns(
         log.info("no search, view or click events: no user interest features")
         return {}, {}
     table = np.vstack([ads.matrix, q_mat])
-    user = events["user_id"].to_numpy().astype(np.int64)
-    order = by_user_time(user, micros(events["ts"]))
-    user, ts = user[order], micros(events["ts"])[order]
+    user, ts = events["user_id"].to_numpy().astype(np.int64), micros(events["ts"])
+    order = by_user_time(user, ts)
+    user, ts = user[order], ts[order]
     weight = events["weight"].to_numpy()[order]
     ev_rows = events["row"].to_numpy().astype(np.int64)[order]
     first, decay = user_starts(user), event_decays(user, ts, cfg.interest_half_life_days)

@@ -22,7 +22,7 @@ from features.spec import (
     FeatureSpec,
 )
 from models.matrix import FeatureMatrix, KeyedVectors, MatrixChunks
-from pipeline.io import read_manifest, read_table
+from pipeline.io import DataError, read_manifest, read_table
 
 if TYPE_CHECKING:  # the MLflow model imports this module: keep its imports light
     from pipeline.stage import Layout
@@ -132,7 +132,12 @@ def _interest_states(directory: Path, stamp: tuple[int, int]) -> np.ndarray:
     (`stamp`: the events file's mtime and size, so a rewritten folder is read again)."""
     events = read_table(directory, INTEREST_EVENTS).collect()
     vectors = read_table(directory, INTEREST_VECTORS).collect()
-    return interest_table(events, vectors, INTEREST_BLOCK_EVENTS)
+    try:
+        return interest_table(events, vectors, INTEREST_BLOCK_EVENTS)
+    except ValueError as exc:
+        raise DataError(
+            f"{directory / INTEREST_EVENTS}.parquet: {exc}; rerun `make features`"
+        ) from None
 
 
 def with_interest(frame: pl.DataFrame, directory: Path) -> pl.DataFrame:
@@ -140,11 +145,12 @@ def with_interest(frame: pl.DataFrame, directory: Path) -> pl.DataFrame:
     the vectors (`features.interest_store`); unchanged without a code column."""
     if INTEREST not in frame.columns or not frame.schema[INTEREST].is_integer():
         return frame
-    info = (directory / f"{INTEREST_EVENTS}.parquet").stat()
-    table = _interest_states(directory, (info.st_mtime_ns, info.st_size))
+    path = directory / f"{INTEREST_EVENTS}.parquet"
+    info = path.stat() if path.is_file() else None  # none: read_table says what is missing
+    table = _interest_states(directory, (info.st_mtime_ns, info.st_size) if info else (0, 0))
     codes = frame[INTEREST].fill_null(0).to_numpy()
     if len(codes) and (codes.min() < 0 or codes.max() >= len(table)):
-        raise ValueError(
+        raise DataError(
             f"{directory}: '{INTEREST}' codes outside [0, {len(table)}): the features folder "
             "is inconsistent; rerun `make features`"
         )

@@ -225,7 +225,7 @@ def _split_frames(parts: list[Path], split: str) -> Frames:
 
     def frames() -> Iterator[pl.DataFrame]:
         for part in parts:
-            yield pl.read_parquet(part).filter(pl.col("split") == split)
+            yield pl.scan_parquet(part).filter(pl.col("split") == split).collect()
 
     return Frames(frames)
 

@@ -194,10 +194,10 @@ def _fit_on_ray(
     workers: int,
     per_worker: int,
     load: Any,
+    how: str,
 ) -> Any:
     """The model `kind` fitted by `workers` Ray Train workers running its worker loop with
-    `config`, loaded back from rank 0's checkpoint folder by `load`."""
-    how = HOW[kind] if workers > 1 or kind == "neural" else "one booster, the local fit,"
+    `config`, loaded back from rank 0's checkpoint folder by `load` (`how`: for the log)."""
     with ray_session(exp.engine) as ray, scratch_dir(models_dir / "ray-train") as work:
         from ray.train import FailureConfig, RunConfig, ScalingConfig
 
@@ -240,7 +240,6 @@ def _trainer(kind: str) -> Any:
 
 
 WORKERS = {"neural": _neural_worker, "lightgbm": _lightgbm_worker}
-HOW = {"neural": "DDP", "lightgbm": "data-parallel boosting"}
 
 
 def fit_on_ray(
@@ -264,7 +263,7 @@ def fit_on_ray(
         workers = exp.engine.workers
         per_worker = _per_worker(train, train.rows, exp, workers)
         load_neural = partial(NeuralCTR.load, num_threads=threads)
-        return _fit_on_ray(kind, exp, models_dir, config, workers, per_worker, load_neural)
+        return _fit_on_ray(kind, exp, models_dir, config, workers, per_worker, load_neural, "DDP")
     click, _ = labels_of(train, spec)
     config["rate"] = rate = fit_negative_rate(kind, exp, click)
     rows = int(fitted_rows(click, rate, exp.data.seed, "train").sum())
@@ -281,4 +280,5 @@ def fit_on_ray(
 
     workers = gbm_workers(rows, exp)
     per_worker = _per_worker(train, rows, exp, workers)
-    return _fit_on_ray(kind, exp, models_dir, config, workers, per_worker, load)
+    how = "data-parallel boosting" if workers > 1 else "one booster, the local fit,"
+    return _fit_on_ray(kind, exp, models_dir, config, workers, per_worker, load, how)

@@ -141,8 +141,11 @@ def test_the_interest_column_is_stored_as_codes_and_read_as_vectors(market, tmp_
     with pytest.raises(ValueError, match="holds codes"):
         to_matrix(stored, spec, "neural", load_tables(layout, spec))
     broken = stored.with_columns(pl.lit(events.height + 1, pl.Int32).alias(INTEREST))
-    with pytest.raises(ValueError, match="codes outside"):
+    with pytest.raises(DataError, match="codes outside"):  # one line, exit 2 from a stage
         with_interest(broken, layout.features)
+    (layout.features / f"{INTEREST_EVENTS}.parquet").unlink()
+    with pytest.raises(DataError, match=f"{INTEREST_EVENTS}.parquet"):
+        load_split(layout, "train")
 
 
 def _no_text(exp: Experiment) -> None:
