@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -47,17 +48,48 @@ class RowDropout(nn.Dropout):
     larger batch's: with `rows` set (the positions of the input's rows in a batch of `batch`
     rows, `set_batch_rows`), the mask is drawn for the whole batch, as one process would draw
     it, and the input's rows take theirs. So each rank of data-parallel training drops what
-    the one-process run drops."""
+    the one-process run drops. With `noise` set (`draw_dropout`: the batch's scaled mask,
+    drawn before the batch is split into parts that run in threads), the input is the rows
+    `batch_part()` of this thread, and they take theirs of it."""
 
     rows: torch.Tensor | None = None
     batch: int = 0
+    noise: torch.Tensor | None = None
+
+    def __init__(self, p: float, width: int) -> None:
+        super().__init__(p)
+        self.width = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.noise is not None and self.training and self.p > 0:
+            return x * self.noise[_PART.rows]
         if self.rows is None or not self.training or self.p == 0:
             return super().forward(x)
         keep = 1.0 - self.p
         noise = torch.empty((self.batch, *x.shape[1:]), dtype=x.dtype).bernoulli_(keep)
         return x * noise.div_(keep)[self.rows]
+
+
+_PART = threading.local()  # the rows of the batch this thread runs (`batch_part`)
+
+
+def batch_part(rows: slice) -> None:
+    """Set the rows of the batch that this thread's forward takes (`RowDropout.noise`)."""
+    _PART.rows = rows
+
+
+def draw_dropout(module: nn.Module, batch: int | None) -> None:
+    """Draw every `RowDropout`'s scaled mask for a batch of `batch` rows, in the module's
+    order, from the global generator (None: clear them). The threads that run the batch's
+    parts then take their rows of the masks, and no thread draws: the random stream does not
+    depend on which thread runs first."""
+    for layer in module.modules():
+        if isinstance(layer, RowDropout):
+            keep = 1.0 - layer.p
+            noise = None
+            if batch is not None and layer.p > 0:
+                noise = torch.empty(batch, layer.width).bernoulli_(keep).div_(keep)
+            layer.noise = noise
 
 
 def set_batch_rows(module: nn.Module, rows: torch.Tensor | None, batch: int = 0) -> None:
@@ -74,7 +106,7 @@ def mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
     for fan_in, fan_out in itertools.pairwise(sizes):
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
         if dropout > 0:
-            layers.append(RowDropout(dropout))
+            layers.append(RowDropout(dropout, fan_out))
     return nn.Sequential(*layers)
 
 
@@ -127,13 +159,14 @@ class NumericInput(nn.Module):
         x = signed_log1p(x) if self.log_transform else x
         z = ((x - self.mean) / self.std).clamp(-self.clip, self.clip)
         z = z.masked_fill(missing, 0.0)
-        indicators = missing[:, self.with_indicator].to(z.dtype)
+        columns = self.with_indicator.nonzero().squeeze(1)  # index_select: no boolean mask
+        indicators = missing.index_select(1, columns).to(z.dtype)
         return torch.cat([z, indicators], dim=1)
 
 
 def signed_log1p(x: torch.Tensor) -> torch.Tensor:
-    """sign(x) * log1p(|x|): tames heavy-tailed counts, keeps sign and order."""
-    return torch.sign(x) * torch.log1p(torch.abs(x))
+    """sign(x) * log1p(|x|): tames heavy-tailed counts, keeps sign and order (NaN stays NaN)."""
+    return torch.log1p(x.abs()).copysign_(x)
 
 
 def numeric_statistics(
@@ -145,28 +178,31 @@ def numeric_statistics(
     """Per-column (mean, std, any missing) of `NumericInput`'s input, NaN = missing; `x` one
     tensor or its row slabs in turn (a table read in parts).
 
-    Mean and std are over the present values after the optional signed log1p (float64 sums
-    over row chunks, no full-size copies); std < 1e-6 (constant or empty columns) becomes 1.
-    `reduce` (data-parallel training: a sum over the ranks) maps the stacked per-column sums
+    Mean and std are over the present values after the optional signed log1p, computed in
+    float32 as the layer computes it. Each chunk of rows is summed in float32 around a shift
+    (the first chunk's column means: no cancellation in the squares), and the chunks' sums
+    are added in float64; std < 1e-6 (constant or empty columns) becomes 1. `reduce`
+    (data-parallel training: a sum over the ranks) maps the stacked per-column float64 sums
     (count, total, squares, rows) of this part of the rows to those of all rows.
     """
-    count = total = squares = None
+    moments = shift = None
     rows = 0
     for part in [x] if isinstance(x, torch.Tensor) else x:
-        if count is None:
-            k = part.shape[1]
-            count, total, squares = (torch.zeros(k, dtype=torch.float64) for _ in range(3))
         for start in range(0, part.shape[0], chunk):
-            v = part[start : start + chunk].double()
+            v = part[start : start + chunk].float()
             v = signed_log1p(v) if log_transform else v
             present = ~torch.isnan(v)
-            v = v.masked_fill(~present, 0.0)
-            count += present.sum(0)
-            total += v.sum(0)
-            squares += (v * v).sum(0)
+            if shift is None:
+                shift = torch.nanmean(v, 0).nan_to_num_(0.0)
+                moments = torch.zeros(3, v.shape[1], dtype=torch.float64)
+            d = (v - shift).masked_fill_(~present, 0.0)
+            moments += torch.stack([present.float().sum(0), d.sum(0), (d * d).sum(0)])
         rows += part.shape[0]
-    if count is None:
+    if moments is None:
         raise ValueError("numeric_statistics of no rows")
+    count, total, squares = moments
+    shift = shift.double()  # the raw sums, so that ranks with other shifts add up
+    total, squares = total + shift * count, squares + 2 * shift * total + shift**2 * count
     if reduce is not None:
         rows_col = torch.full_like(count, float(rows))
         count, total, squares, rows_col = reduce(torch.stack([count, total, squares, rows_col]))

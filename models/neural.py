@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from models.cpu import native_precision
 from models.dcn_esmm import DCNESMM, embedding_width, esmm_loss, numeric_statistics
 from models.matrix import (
     FeatureMatrix,
@@ -114,7 +115,8 @@ class NeuralCTR:
                 raise ValueError("X_valid needs click_valid and conversion_valid")
             yv_click, yv_conv = _labels(click_valid, conversion_valid, rows_of(X_valid))
         rows, clicks, ctr, cvr, shard = self._totals(X, n, y_click, y_conv)
-        self.config_, self.derived_ = resolve(self.config, neural_defaults(rows, clicks))
+        derived = neural_defaults(rows, clicks) | {"precision": native_precision()}
+        self.config_, self.derived_ = resolve(self.config, derived)
         first = first_part(X)
         self._fit_schema(first, [X] if isinstance(X, FeatureMatrix) else X)
         with torch_settings(self.num_threads), torch.random.fork_rng(devices=[]):
@@ -181,11 +183,13 @@ class NeuralCTR:
         opts = optimizers(self.module_, cfg)
         # data-parallel: the ranks' batches are the one-process run's (`train_epoch`)
         net = self.module_ if shard is None else data_parallel(self.module_)
+        # a batch in one part per thread, run at once (`train_epoch`); data-parallel: whole
+        parts = torch.get_num_threads() if shard is None else 1
         generator = torch.Generator().manual_seed(self.random_state)
         self.history_: list[dict[str, float]] = []
         best, best_state, since_best = -math.inf, None, 0
         for epoch in range(1, cfg.epochs + 1):
-            row = {"epoch": epoch, **train_epoch(net, *train, opts, generator, cfg, shard)}
+            row = {"epoch": epoch, **train_epoch(net, *train, opts, generator, cfg, shard, parts)}
             if valid is not None:
                 row |= self._validate(*valid)
                 score = -row["valid_loss"]
@@ -437,7 +441,8 @@ class _Gather:
         self.shape = (codes.shape[0], table.shape[1])
 
     def __getitem__(self, idx: torch.Tensor | slice) -> torch.Tensor:
-        return self.table[self.codes[idx]]
+        codes = self.codes[idx] if isinstance(idx, slice) else self.codes.index_select(0, idx)
+        return self.table.index_select(0, codes)
 
 
 def _tensor(a: np.ndarray, dtype: type) -> torch.Tensor:

@@ -42,9 +42,10 @@ class NeuralConfig:
     attention_dim: int = 16  # the item vectors' projected width
     attention_hidden: tuple[int, ...] = (32,)  # DIN's activation unit
     # the training step's arithmetic: "fp32", or "bf16" (the forward and backward under bf16
-    # autocast: matmuls in bfloat16 with float32 accumulation, on CPUs with native bf16 such as
-    # AVX512-BF16 or AMX; weights, optimiser state, validation and scoring stay float32)
-    precision: str = "fp32"
+    # autocast: matmuls in bfloat16 with float32 accumulation; weights, optimiser state,
+    # validation and scoring stay float32). None: "bf16" on CPUs with native bf16 (AVX512-BF16,
+    # AMX), where it is faster, else "fp32" (`models.cpu.native_precision`, at fit)
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         positive = ("embedding_dim", "batch_size", "epochs", "patience", "predict_batch_size")
@@ -52,7 +53,7 @@ class NeuralConfig:
         for name in positive:
             if _set(self, name) and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.precision not in PRECISIONS:
+        if _set(self, "precision") and self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )

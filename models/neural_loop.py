@@ -6,17 +6,22 @@ settings (thread count, deterministic algorithms) that training and prediction r
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.deterministic
 from sklearn.metrics import roc_auc_score
 from torch.profiler import record_function
 
-from models.dcn_esmm import DCNESMM, esmm_loss, set_batch_rows
+from models.dcn_esmm import DCNESMM, batch_part, draw_dropout, esmm_loss, set_batch_rows
 from models.neural_config import NeuralConfig
 
 
@@ -32,6 +37,7 @@ def optimizers(module: DCNESMM, cfg: NeuralConfig) -> list[torch.optim.Optimizer
             [{"params": rest}, {"params": dense_ids, "weight_decay": 0.0}],
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
+            fused=True,
         )
     ]
     if sparse:
@@ -47,6 +53,7 @@ def train_epoch(
     generator: torch.Generator,
     cfg: NeuralConfig,
     shard: Shard | None = None,
+    parts: int = 1,
 ) -> dict[str, float]:
     """One pass over the train rows, held in `groups` groups (slabs of a table too large to
     hold, or one group of every row): the groups in a seeded order, taken `shuffle_slabs` at a
@@ -58,7 +65,29 @@ def train_epoch(
     rank's shard. Every rank draws the same permutation of the global rows (the same
     `generator` seed), so the batches are the one-process run's, each rank taking its rows of
     each; the losses (and the epoch's means) are weighted so that the averaged gradient is
-    that of the whole batch."""
+    that of the whole batch.
+
+    `parts` > 1: each batch is split into that many parts, whose forward and backward run in
+    as many Python threads at once, each with one intra-op thread (`_parts_step`)."""
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if parts > 1:
+            pool = stack.enter_context(ThreadPoolExecutor(parts, "adctr-step"))
+            stack.enter_context(intra_op_threads(1))
+        return _epoch(module, groups, load, opts, generator, cfg, shard, pool, parts)
+
+
+def _epoch(
+    module: torch.nn.Module,
+    groups: int,
+    load: Callable[[list[int]], tuple],
+    opts: list[torch.optim.Optimizer],
+    generator: torch.Generator,
+    cfg: NeuralConfig,
+    shard: Shard | None,
+    pool: ThreadPoolExecutor | None,
+    parts: int,
+) -> dict[str, float]:
     module.train()
     started = time.perf_counter()
     sums = torch.zeros(3, dtype=torch.float64)
@@ -69,16 +98,19 @@ def train_epoch(
         codes, numeric, vectors, items, click, conversion = load(order[w : w + mix])
         for idx, part in _batches(codes.shape[0], cfg.batch_size, generator, shard):
             with record_function("adctr.step"):
-                with record_function("adctr.slice"):
-                    sliced = [v[idx] for v in vectors], [v[idx] for v in items]
-                    batch = (codes[idx], numeric[idx], *sliced)
-                    labels = click[idx], conversion[idx]
+                with record_function("adctr.slice"):  # index_select: 4x `t[idx]`'s speed
+                    sliced = [take(v, idx) for v in vectors], [take(v, idx) for v in items]
+                    batch = (take(codes, idx), take(numeric, idx), *sliced)
+                    labels = take(click, idx), take(conversion, idx)
                 scale = None
                 if part is not None:  # this rank's rows of a global batch
                     positions, size = part
                     set_batch_rows(module, positions, size)
                     scale = shard.world * len(idx) / size
-                losses = _step(module, batch, labels, opts, cfg, scale)
+                if pool is None:
+                    losses = _step(module, batch, labels, opts, cfg, scale)
+                else:
+                    losses = _parts_step(module, batch, labels, opts, cfg, pool, parts)
                 if len(idx):
                     sums += torch.tensor([t.item() for t in losses]) * len(idx)
         n += codes.shape[0]
@@ -94,6 +126,12 @@ def train_epoch(
         "train_seconds": seconds,
         "samples_per_s": n / seconds,
     }
+
+
+def take(rows: Any, idx: torch.Tensor) -> torch.Tensor:
+    """`rows[idx]` for a batch: `index_select` on a tensor (one copy per row, not the general
+    advanced-indexing kernel), `rows[idx]` on anything else (a keyed embedding's `_Gather`)."""
+    return rows.index_select(0, idx) if isinstance(rows, torch.Tensor) else rows[idx]
 
 
 @dataclass(frozen=True)
@@ -141,6 +179,22 @@ def _step(
     takes part in the gradients' all-reduce). Each part runs in a `torch.profiler` scope named
     `adctr.<part>` (`make bench SECTIONS=profile` reads them; without a profiler they cost a
     few microseconds)."""
+    losses, total, (ctr_logit, cvr_logit) = _forward(module, batch, labels, cfg)
+    if scale is not None:  # no row here: a zero with the graph's gradients (all zero)
+        total = total * scale if scale > 0 else (ctr_logit.sum() + cvr_logit.sum()) * 0.0
+    for opt in opts:
+        opt.zero_grad(set_to_none=True)
+    with record_function("adctr.backward"):
+        total.backward()
+    _optimise(opts)
+    return losses
+
+
+def _forward(
+    module: DCNESMM, batch: tuple, labels: tuple[torch.Tensor, torch.Tensor], cfg: NeuralConfig
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """The forward and loss of a step: ((loss, ctr BCE, ctcvr BCE), the loss minimised (with
+    the embeddings' L2), the float32 logits)."""
     with record_function("adctr.forward"), autocast(cfg.precision):
         ctr_logit, cvr_logit, lookups = module(*batch)
     ctr_logit, cvr_logit = ctr_logit.float(), cvr_logit.float()  # the loss in float32
@@ -149,17 +203,71 @@ def _step(
         total = loss
         if cfg.embedding_l2 > 0 and lookups:
             total = loss + cfg.embedding_l2 * sum(e.pow(2).sum(1).mean() for e in lookups)
-        if scale is not None:  # no row here: a zero with the graph's gradients (all zero)
-            total = total * scale if scale > 0 else (ctr_logit.sum() + cvr_logit.sum()) * 0.0
+    return (loss, ctr_bce, ctcvr_bce), total, (ctr_logit, cvr_logit)
+
+
+def _parts_step(
+    module: DCNESMM,
+    batch: tuple,
+    labels: tuple[torch.Tensor, torch.Tensor],
+    opts: list[torch.optim.Optimizer],
+    cfg: NeuralConfig,
+    pool: ThreadPoolExecutor,
+    parts: int,
+) -> tuple[torch.Tensor, ...]:
+    """`_step` with the batch in `parts` row ranges whose forward and backward run at once in
+    `pool`'s threads, one intra-op thread each: the same gradient (each part's loss weighted
+    by its share of the rows, the parts' gradients summed in part order, so a seed repeats
+    bit for bit), without waking a second OpenMP thread for each of a step's few hundred small
+    ops (under OMP_WAIT_POLICY=PASSIVE a wake-up costs about 50 us, more than most of those
+    ops' work). The dropout masks are drawn for the whole batch before the parts start."""
+    rows = labels[0].shape[0]
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    spans = [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+    params = [p for p in module.parameters() if p.requires_grad]
+    codes, numeric, vectors, items = batch
+
+    def run(span: slice) -> tuple[list[torch.Tensor], tuple]:
+        batch_part(span)
+        share = (span.stop - span.start) / rows
+        part = (codes[span], numeric[span], [v[span] for v in vectors], [v[span] for v in items])
+        losses, total, _ = _forward(module, part, (labels[0][span], labels[1][span]), cfg)
+        with record_function("adctr.backward"):
+            grads = torch.autograd.grad(total * share, params, allow_unused=True)
+        return [t.detach() * share for t in losses], grads
+
+    draw_dropout(module, rows)
+    try:
+        with record_function("adctr.parts"):
+            done = list(pool.map(run, spans))
+    finally:
+        draw_dropout(module, None)
     for opt in opts:
         opt.zero_grad(set_to_none=True)
-    with record_function("adctr.backward"):
-        total.backward()
+    for j, param in enumerate(params):
+        grads = [g[j] for _, g in done if g[j] is not None]
+        if grads:
+            param.grad = functools.reduce(torch.add, grads)
+    _optimise(opts)
+    return tuple(functools.reduce(torch.add, t) for t in zip(*(d[0] for d in done), strict=True))
+
+
+def _optimise(opts: list[torch.optim.Optimizer]) -> None:
     for opt in opts:
         sparse = isinstance(opt, torch.optim.SparseAdam)
         with record_function("adctr.sparse_optimizer" if sparse else "adctr.dense_optimizer"):
             opt.step()
-    return loss, ctr_bce, ctcvr_bce
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `n`, restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def autocast(precision: str) -> contextlib.AbstractContextManager:
@@ -185,17 +293,28 @@ def fmt(row: dict[str, float]) -> str:
 @contextlib.contextmanager
 def torch_settings(num_threads: int | None) -> Iterator[None]:
     """A fixed thread count (None: torch's current one) and deterministic algorithms,
-    restored afterwards."""
+    restored afterwards.
+
+    Set through `torch._C`: the public `torch.use_deterministic_algorithms` also imports
+    `torch._inductor` (1.4 s on a 2-core machine, once a process) to set a flag that only
+    `torch.compile` reads, and nothing here compiles. Uninitialised memory is not filled
+    (`torch.utils.deterministic.fill_uninitialized_memory`, on by default in deterministic
+    mode): every op here writes what it allocates, and the filling was 5% of a training step
+    (hundreds of `fill_` calls)."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    torch.use_deterministic_algorithms(True)
+    torch._C._set_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+        torch._C._set_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def world() -> tuple[int, int]:

@@ -17,7 +17,8 @@ in a fresh process on 2 threads, the systems interleaved (their order rotates wi
 - adctr's `NeuralCTR` on the same matrix;
 - adctr's `NeuralCTR` with its vectors (ad text, user interest, history attention) read from
   `features/` (the same rows);
-- the two adctr runs again with `precision = "bf16"` (the training step under bf16 autocast).
+- the two adctr runs again with `precision = "bf16"` (the training step under bf16 autocast);
+  adctr's default is the CPU's native precision, and the table marks the rows it picks.
 Both sides take `EQUIVALENT`'s settings. Samples/s is train rows over the wall seconds of the
 fit call; test AUC and log loss of pCTR are computed here, the same way for every system.
 """
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.cpu import native_precision
 from models.dcn_esmm import NumericInput, numeric_statistics
 from models.matrix import FeatureMatrix
 from models.metrics import binary_metrics
@@ -155,6 +157,11 @@ def fit_adctr(args: argparse.Namespace, layout: Layout) -> None:
         click, conv = data["train_click"], data["train_conversion"]
     config = replace(EQUIVALENT, precision=args.precision)
     model = NeuralCTR(config, random_state=args.seed, num_threads=THREADS)
+    # torch.optim imports torch._dynamo when the first optimiser is built (1.4 s here, once a
+    # process). The peer builds its optimiser in `model.compile`, before its timer; adctr
+    # builds its own inside `fit`, so the import is paid here, before the timer, on both sides
+    import torch._dynamo  # noqa: F401
+
     started, cpu = time.perf_counter(), time.process_time()
     model.fit(X, click, conv)
     fit_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu
@@ -225,9 +232,11 @@ def _mean_std(values: list[float], spec: str) -> str:
 def report(runs: dict[str, list[dict]], args: argparse.Namespace) -> None:
     """Mean ± std over the seeds per system, and adctr's samples/s over the peer's."""
     speed = {s: [r["rows"] / r["fit_s"] for r in rs] for s, rs in runs.items()}
+    native = native_precision()
+    default = {ADCTR, WITH_VECTORS} if native == "fp32" else {ADCTR_BF16, WITH_VECTORS_BF16}
     rows = [
         {
-            "system": system,
+            "system": f"{system}{' *' if system in default else ''}",
             "train samples/s": _mean_std(speed[system], ",.0f"),
             "test AUC": _mean_std([r["auc"] for r in rs], ".4f"),
             "test logloss": _mean_std([r["logloss"] for r in rs], ".4f"),
@@ -239,6 +248,7 @@ def report(runs: dict[str, list[dict]], args: argparse.Namespace) -> None:
     print(f"\n{first['rows']:,} train rows, {first['n']:,.0f} test rows ({args.matrix.name}),")
     print(f"1 epoch, {THREADS} threads, seeds {', '.join(map(str, args.seeds))} (mean ± std):")
     print_table(rows)
+    print(f"* adctr's default here: neural.precision left unset trains in {native} on this CPU")
     for system in SYSTEMS[1:]:
         paired = [a / b for a, b in zip(speed[system], speed[PEER], strict=True)]
         print(

@@ -3,11 +3,11 @@
 Reads the `default` experiment's `features/` (train split) when they exist, else profiles a
 synthetic matrix of the same shape (`pipeline.bench.neural`). Writes nothing.
 
-For each `neural.precision` (fp32, the default, then bf16), `NeuralCTR.fit` runs one epoch of
-`WARMUP + STEPS` batches, rows drawn at random from the train rows, under `torch.profiler` (CPU,
-no shapes or stacks), on the default `NeuralConfig` with the settings derived from the whole
-split (batch size included). The training loop and
-the net mark each part of a step with a scope `adctr.<part>` (`models.neural_loop`,
+For each `neural.precision` (fp32, then bf16: the default on CPUs with native bf16),
+`NeuralCTR.fit` runs one epoch of `WARMUP + STEPS` batches, rows drawn at random from the train
+rows, under `torch.profiler` (CPU, no shapes or stacks), on the default `NeuralConfig` with the
+settings derived from the whole split (batch size included). The training loop and the net
+mark each part of a step with a scope `adctr.<part>` (`models.neural_loop`,
 `models.dcn_esmm`); the first `WARMUP` steps are dropped, and each category's time is the sum
 of its scopes over the other steps. Two rows are remainders: the forward outside its named
 parts (the concatenation of x0), and the step outside every scope (zero_grad, the loss
@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
+from torch._C._profiler import _ExperimentalConfig
 from torch.autograd.profiler_util import FunctionEvent
 from torch.profiler import ProfilerActivity, profile
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 WARMUP, STEPS = 5, 40
 SYNTHETIC_ROWS = 160_000  # derives the default's settings (batch 2,048, > 5k clicks)
-STEP, FORWARD = "adctr.step", "adctr.forward"
+STEP, FORWARD, PARTS = "adctr.step", "adctr.forward", "adctr.parts"
 # the forward's parts (nested in FORWARD), then the step's other parts, in a step's order
 FORWARD_PARTS = {
     "adctr.ids": "id embedding lookup",
@@ -49,9 +50,8 @@ FORWARD_PARTS = {
     "adctr.mlp": "MLP",
     "adctr.heads": "heads",
 }
+IN_PARTS = {"adctr.loss": "loss", "adctr.backward": "backward"}  # with the forward
 STEP_PARTS = {
-    "adctr.loss": "loss",
-    "adctr.backward": "backward",
     "adctr.dense_optimizer": "dense optimizer (AdamW)",
     "adctr.sparse_optimizer": "sparse optimizer (SparseAdam)",
 }
@@ -69,6 +69,7 @@ class StepProfile:
     step_ms: float
     parts_ms: dict[str, float]
     ops: list[tuple[str, float, float]]
+    in_threads: bool = False  # each batch ran as parts at once in threads (`_parts_step`)
 
     @property
     def samples_per_s(self) -> float:
@@ -97,7 +98,8 @@ def profile_steps(
     rows = (warmup + steps) * config.batch_size
     pick = np.sort(np.random.default_rng(0).choice(len(X), rows, replace=False))
     model = NeuralCTR(replace(config, epochs=1), random_state=0, num_threads=threads)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    every_thread = _ExperimentalConfig(profile_all_threads=True)  # the batch's parts' threads
+    with profile(activities=[ProfilerActivity.CPU], experimental_config=every_thread) as prof:
         model.fit(X.take(pick), click[pick], conv[pick])
     return summarise(prof.events(), warmup, config.batch_size)
 
@@ -128,11 +130,17 @@ def summarise(events: Iterable[FunctionEvent], warmup: int, batch_size: int) -> 
     n = len(spans)
     ms = {k: v / n / 1e3 for k, v in scoped.items()}
     ms[FORWARD] = ms.get(FORWARD, 0.0) - sum(ms.get(k, 0.0) for k in FORWARD_PARTS)
-    labels = SLICE | FORWARD_PARTS | {FORWARD: FORWARD_REST} | STEP_PARTS
+    in_parts = FORWARD_PARTS | {FORWARD: FORWARD_REST} | IN_PARTS
+    labels = SLICE | in_parts | STEP_PARTS
     parts = {label: ms[k] for k, label in labels.items() if k in ms}
+    if PARTS in ms:  # the batch's parts ran at once: their work summed over the threads,
+        work = sum(ms.get(k, 0.0) for k in in_parts)  # scaled to the wall time they took
+        for k, label in in_parts.items():
+            if k in ms:
+                parts[label] = ms[k] * ms[PARTS] / work
     parts[STEP_REST] = ms[STEP] - sum(parts.values())
     ops = sorted(((k, v / n / 1e3, calls[k] / n) for k, v in op_us.items()), key=lambda t: -t[1])
-    return StepProfile(n, batch_size, ms[STEP], parts, ops)
+    return StepProfile(n, batch_size, ms[STEP], parts, ops, PARTS in ms)
 
 
 def report(result: StepProfile, source: str) -> None:
@@ -147,16 +155,21 @@ def report(result: StepProfile, source: str) -> None:
     print(f"{source}: {result.steps} steps of {result.batch_size:,} rows profiled after the")
     print(f"warm-up, {THREADS} threads, OMP_WAIT_POLICY={wait}, 1-min load average {load:.1f}")
     print_table(rows)
-    absent = [v for k, v in (FORWARD_PARTS | STEP_PARTS).items() if v not in result.parts_ms]
+    named = FORWARD_PARTS | IN_PARTS | STEP_PARTS
+    absent = [v for k, v in named.items() if v not in result.parts_ms]
     if absent:
         print(f"not in this model: {', '.join(absent)}")
+    if result.in_threads:
+        print(f"each batch ran as {THREADS} parts at once, one thread each: the forward, loss and")
+        print("backward rows are the parts' time summed over the threads, scaled to their wall")
     rate = f"{result.samples_per_s:,.0f}"
     print(f"samples/s over the profiled steps: {rate} (with the profiler's overhead)\n")
+    cpu = sum(ms for _, ms, _ in result.ops)
     top = [
         {
-            "aten op (top 10 by self CPU)": name,
+            "aten op (top 10 by self CPU, all threads)": name,
             "ms/step": f"{ms:.2f}",
-            "share": f"{100 * ms / result.step_ms:.1f}%",
+            "share": f"{100 * ms / cpu:.1f}%",
             "calls/step": f"{n:.0f}",
         }
         for name, ms, n in result.ops[:10]
@@ -171,6 +184,6 @@ def main() -> None:
         data, source = synthetic_matrix(SYNTHETIC_ROWS), f"synthetic ({SYNTHETIC_ROWS:,} rows)"
     else:
         data, source = real, f"default train features ({len(real[0]):,} rows)"
-    for precision in PRECISIONS:  # the default (fp32), then the bf16 training step
+    for precision in PRECISIONS:  # fp32, then the bf16 training step
         config = NeuralConfig(precision=precision)
         report(profile_steps(*data, config), f"{source}, precision {precision}")

@@ -53,4 +53,27 @@ def test_the_unit_is_the_mlp_over_h_v_difference_and_product() -> None:
     ve = v.unsqueeze(1).expand_as(h)
     x = torch.cat([h, ve, h - ve, h * ve], dim=-1)
     expected = block.rest(block.first(x)).squeeze(-1)
-    assert torch.allclose(block.unit(h, v), expected, atol=1e-5)
+    rows = torch.arange(3).repeat_interleave(4)  # each item against its row's ad
+    assert torch.allclose(block.unit(h.reshape(12, 4), v, rows), expected.reshape(12), atol=1e-5)
+
+
+def test_scoring_filled_slots_only_is_the_dense_block() -> None:
+    """Output and weights equal DIN over every slot, padding masked after scoring (the
+    block's definition), for a table smaller and larger than a batch's items."""
+    for items in (6, 40):
+        torch.manual_seed(1)
+        block = TargetAttention(n_items=items, item_dim=3, width=4, hidden=(5, 3))
+        block.set_table(torch.cat([torch.zeros(1, 3), torch.randn(items - 1, 3)]))
+        target = torch.randint(1, items, (7,))
+        history = torch.randint(0, items, (7, 3))
+        history[2] = 0
+        p = block.project(block.table)
+        v, h = p[target], p[history]
+        ve = v.unsqueeze(1).expand_as(h)
+        x = torch.cat([h, ve, h - ve, h * ve], dim=-1)
+        w = block.rest(block.first(x)).squeeze(-1).masked_fill(history == 0, 0.0)
+        pooled = (w.unsqueeze(-1) * h).sum(1) / 3
+        filled = (history > 0).sum(1, keepdim=True) / 3
+        expected = torch.cat([pooled, filled], dim=1)
+        assert torch.allclose(block(target, history), expected, atol=1e-6)
+        assert torch.allclose(block.weights(target, history), w, atol=1e-6)

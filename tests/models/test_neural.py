@@ -25,6 +25,7 @@ TINY = NeuralConfig(
     batch_size=64,
     epochs=2,
     sparse_min_rows=20,  # the 40-row table takes SparseAdam, the others dense Adam
+    precision="fp32",  # the same arithmetic on every CI machine (None: the CPU's own)
 )
 
 
@@ -347,3 +348,42 @@ def test_bf16_steps_repeat_under_a_seed_and_save_their_setting(tmp_path, data):
     np.testing.assert_array_equal(loaded.predict_proba(X), p)
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         NeuralConfig(precision="fp16")
+
+
+def test_precision_left_unset_is_this_cpus_native_one(tmp_path, data, monkeypatch):
+    """precision None: bf16 where the CPU has native bf16, else fp32, decided at fit, recorded
+    as derived and saved; the fit is the one with that precision set."""
+    X, click, conversion = data
+    for native in (True, False):
+        monkeypatch.setattr("models.cpu.bf16_native", lambda native=native: native)
+        unset = replace(TINY, precision=None)
+        model = NeuralCTR(unset, random_state=3, num_threads=THREADS).fit(X, click, conversion)
+        chosen = "bf16" if native else "fp32"
+        assert model.config_.precision == model.derived_["precision"] == chosen
+        explicit = replace(TINY, precision=chosen)
+        same = NeuralCTR(explicit, random_state=3, num_threads=THREADS).fit(X, click, conversion)
+        assert "precision" not in same.derived_
+        np.testing.assert_array_equal(model.predict_proba(X), same.predict_proba(X))
+        loaded = NeuralCTR.load(model.save(tmp_path / chosen))
+        assert loaded.config_.precision == chosen
+
+
+def test_a_batch_split_over_threads_is_the_whole_batch_step(data, monkeypatch):
+    """num_threads=2: each batch's two halves run forward and backward at once in two threads
+    (one intra-op thread each), their gradients summed; the dropout masks are drawn for the
+    whole batch first. So the fit is the one-thread fit up to float rounding, and a seed
+    repeats it bit for bit."""
+    X, click, conv = data
+    import models.neural_loop as loop
+
+    calls = []
+    step = loop._parts_step
+    monkeypatch.setattr(loop, "_parts_step", lambda *a: calls.append(a[-1]) or step(*a))
+    config = replace(TINY, dropout=0.3)
+    one = NeuralCTR(config, random_state=5, num_threads=1).fit(X, click, conv)
+    assert calls == []
+    two = NeuralCTR(config, random_state=5, num_threads=2).fit(X, click, conv)
+    assert calls and set(calls) == {2}
+    again = NeuralCTR(config, random_state=5, num_threads=2).fit(X, click, conv)
+    np.testing.assert_array_equal(two.predict_proba(X), again.predict_proba(X))
+    np.testing.assert_allclose(two.predict_proba(X), one.predict_proba(X), atol=1e-4)
