@@ -70,65 +70,36 @@ def train_epoch(
 
     `parts` > 1: each batch is split into that many parts, whose forward and backward run in
     as many Python threads at once (this one and `parts - 1` more), each with one intra-op
-    thread (`_parts_step`)."""
-    with contextlib.ExitStack() as stack:
-        pool = None
-        if parts > 1:
-            stack.callback(_trim_heap)
-            pool = stack.enter_context(ThreadPoolExecutor(parts - 1, "adctr-step"))
-            stack.enter_context(intra_op_threads(1))
-        return _epoch(module, groups, load, opts, generator, cfg, shard, pool, parts)
-
-
-def _trim_heap() -> None:
-    """Give the memory the parts' threads freed back to the OS (glibc keeps a heap per
-    thread, whose freed activations would otherwise stay resident after the epoch)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
-
-
-def _epoch(
-    module: torch.nn.Module,
-    groups: int,
-    load: Callable[[list[int]], tuple],
-    opts: list[torch.optim.Optimizer],
-    generator: torch.Generator,
-    cfg: NeuralConfig,
-    shard: Shard | None,
-    pool: ThreadPoolExecutor | None,
-    parts: int,
-) -> dict[str, float]:
-    module.train()
-    started = time.perf_counter()
-    sums = torch.zeros(3, dtype=torch.float64)
-    n = 0
-    order = torch.randperm(groups, generator=generator).tolist() if groups > 1 else [0]
-    mix = cfg.shuffle_slabs
-    for w in range(0, len(order), mix):
-        codes, numeric, vectors, items, click, conversion = load(order[w : w + mix])
-        for idx, part in _batches(codes.shape[0], cfg.batch_size, generator, shard):
-            with record_function("adctr.step"):
-                with record_function("adctr.slice"):  # index_select: 4x `t[idx]`'s speed
-                    sliced = [take(v, idx) for v in vectors], [take(v, idx) for v in items]
-                    batch = (take(codes, idx), take(numeric, idx), *sliced)
-                    labels = take(click, idx), take(conversion, idx)
-                scale = None
-                if part is not None:  # this rank's rows of a global batch
-                    positions, size = part
-                    set_batch_rows(module, positions, size)
-                    scale = shard.world * len(idx) / size
-                if pool is None:
-                    losses = _step(module, batch, labels, opts, cfg, scale)
-                else:
-                    losses = _parts_step(module, batch, labels, opts, cfg, pool, parts)
-                if len(idx):
-                    sums += torch.tensor([t.item() for t in losses]) * len(idx)
-        n += codes.shape[0]
-    if shard is not None:
-        set_batch_rows(module, None)
-        sums, n = all_sum(sums), shard.rows
-    seconds = time.perf_counter() - started
-    means = (sums / max(n, 1)).tolist()
+    thread (`_parts_gradients`)."""
+    with step_threads(parts) as pool:
+        module.train()
+        started = time.perf_counter()
+        sums = torch.zeros(3, dtype=torch.float64)
+        n = 0
+        order = torch.randperm(groups, generator=generator).tolist() if groups > 1 else [0]
+        mix = cfg.shuffle_slabs
+        for w in range(0, len(order), mix):
+            codes, numeric, vectors, items, click, conversion = load(order[w : w + mix])
+            for idx, part in _batches(codes.shape[0], cfg.batch_size, generator, shard):
+                with record_function("adctr.step"):
+                    with record_function("adctr.slice"):  # index_select: 4x `t[idx]`'s speed
+                        sliced = [take(v, idx) for v in vectors], [take(v, idx) for v in items]
+                        batch = (take(codes, idx), take(numeric, idx), *sliced)
+                        labels = take(click, idx), take(conversion, idx)
+                    scale = None
+                    if part is not None:  # this rank's rows of a global batch
+                        positions, size = part
+                        set_batch_rows(module, positions, size)
+                        scale = shard.world * len(idx) / size
+                    losses = _step(module, batch, labels, opts, cfg, scale, pool, parts)
+                    if len(idx):
+                        sums += torch.tensor([t.item() for t in losses]) * len(idx)
+            n += codes.shape[0]
+        if shard is not None:
+            set_batch_rows(module, None)
+            sums, n = all_sum(sums), shard.rows
+        seconds = time.perf_counter() - started
+        means = (sums / max(n, 1)).tolist()
     return {
         "train_loss": means[0],
         "train_ctr_loss": means[1],
@@ -136,6 +107,22 @@ def _epoch(
         "train_seconds": seconds,
         "samples_per_s": n / seconds,
     }
+
+
+@contextlib.contextmanager
+def step_threads(parts: int) -> Iterator[ThreadPoolExecutor | None]:
+    """The pool that runs a batch's parts after the first (None for one part), with one
+    intra-op thread meanwhile; afterwards the memory the parts' threads freed goes back to
+    the OS (glibc keeps a heap per thread, whose freed activations would stay resident)."""
+    if parts < 2:
+        yield None
+        return
+    try:
+        with ThreadPoolExecutor(parts - 1, "adctr-step") as pool, intra_op_threads(1):
+            yield pool
+    finally:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).malloc_trim(0)
 
 
 def take(rows: Any, idx: torch.Tensor) -> torch.Tensor:
@@ -182,21 +169,30 @@ def _step(
     opts: list[torch.optim.Optimizer],
     cfg: NeuralConfig,
     scale: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    pool: ThreadPoolExecutor | None = None,
+    parts: int = 1,
+) -> tuple[torch.Tensor, ...]:
     """One optimiser step on `batch` (the module's inputs) and its (click, conversion) labels;
     the batch's (loss, ctr BCE, ctcvr BCE). `scale` multiplies the loss that is minimised (a
     rank's share of a data-parallel batch; 0 where the rank has no row of it, which still
-    takes part in the gradients' all-reduce). Each part runs in a `torch.profiler` scope named
-    `adctr.<part>` (`make bench SECTIONS=profile` reads them; without a profiler they cost a
-    few microseconds)."""
-    losses, total, (ctr_logit, cvr_logit) = _forward(module, batch, labels, cfg)
-    if scale is not None:  # no row here: a zero with the graph's gradients (all zero)
-        total = total * scale if scale > 0 else (ctr_logit.sum() + cvr_logit.sum()) * 0.0
+    takes part in the gradients' all-reduce). With a `pool`, the batch's gradient comes from
+    `parts` parts run at once (`_parts_gradients`). Each part of the step runs in a
+    `torch.profiler` scope named `adctr.<part>` (`make bench SECTIONS=profile` reads them;
+    without a profiler they cost a few microseconds)."""
     for opt in opts:
         opt.zero_grad(set_to_none=True)
-    with record_function("adctr.backward"):
-        total.backward()
-    _optimise(opts)
+    if pool is not None:
+        losses = _parts_gradients(module, batch, labels, cfg, pool, parts)
+    else:
+        losses, total, (ctr_logit, cvr_logit) = _forward(module, batch, labels, cfg)
+        if scale is not None:  # no row here: a zero with the graph's gradients (all zero)
+            total = total * scale if scale > 0 else (ctr_logit.sum() + cvr_logit.sum()) * 0.0
+        with record_function("adctr.backward"):
+            total.backward()
+    for opt in opts:
+        sparse = isinstance(opt, torch.optim.SparseAdam)
+        with record_function("adctr.sparse_optimizer" if sparse else "adctr.dense_optimizer"):
+            opt.step()
     return losses
 
 
@@ -216,16 +212,16 @@ def _forward(
     return (loss, ctr_bce, ctcvr_bce), total, (ctr_logit, cvr_logit)
 
 
-def _parts_step(
+def _parts_gradients(
     module: DCNESMM,
     batch: tuple,
     labels: tuple[torch.Tensor, torch.Tensor],
-    opts: list[torch.optim.Optimizer],
     cfg: NeuralConfig,
     pool: ThreadPoolExecutor,
     parts: int,
 ) -> tuple[torch.Tensor, ...]:
-    """`_step` with the batch in `parts` row ranges whose forward and backward run at once,
+    """The batch's losses, and its gradient set on the parameters, from `parts` row ranges
+    whose forward and backward run at once,
     the first in this thread and the others in `pool`'s, one intra-op thread each (one
     extra thread, not `parts`: measured, the train stage's peak RSS then stays as it was,
     about 0.1 GB below a pool of `parts` threads): the same gradient (each part's loss weighted
@@ -255,21 +251,11 @@ def _parts_step(
             done = [run(spans[0]), *(f.result() for f in others)]
     finally:
         draw_dropout(module, None)
-    for opt in opts:
-        opt.zero_grad(set_to_none=True)
     for j, param in enumerate(params):
         grads = [g[j] for _, g in done if g[j] is not None]
         if grads:
             param.grad = functools.reduce(torch.add, grads)
-    _optimise(opts)
     return tuple(functools.reduce(torch.add, t) for t in zip(*(d[0] for d in done), strict=True))
-
-
-def _optimise(opts: list[torch.optim.Optimizer]) -> None:
-    for opt in opts:
-        sparse = isinstance(opt, torch.optim.SparseAdam)
-        with record_function("adctr.sparse_optimizer" if sparse else "adctr.dense_optimizer"):
-            opt.step()
 
 
 @contextlib.contextmanager
@@ -309,11 +295,11 @@ def torch_settings(num_threads: int | None) -> Iterator[None]:
     restored afterwards.
 
     Set through `torch._C`: the public `torch.use_deterministic_algorithms` also imports
-    `torch._inductor` (1.4 s on a 2-core machine, once a process) to set a flag that only
+    `torch._inductor` (1.4 s here, when it is the first to import it) to set a flag that only
     `torch.compile` reads, and nothing here compiles. Uninitialised memory is not filled
     (`torch.utils.deterministic.fill_uninitialized_memory`, on by default in deterministic
-    mode): every op here writes what it allocates, and the filling was 5% of a training step
-    (hundreds of `fill_` calls)."""
+    mode): every op here writes what it allocates, and the filling was hundreds of `fill_`
+    calls a training step (5% of a step under the profiler)."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()

@@ -69,7 +69,7 @@ class StepProfile:
     step_ms: float
     parts_ms: dict[str, float]
     ops: list[tuple[str, float, float]]
-    in_threads: bool = False  # each batch ran as parts at once in threads (`_parts_step`)
+    in_threads: bool = False  # each batch ran as parts at once in threads (`_parts_gradients`)
 
     @property
     def samples_per_s(self) -> float:

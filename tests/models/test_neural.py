@@ -377,8 +377,8 @@ def test_a_batch_split_over_threads_is_the_whole_batch_step(data, monkeypatch):
     import models.neural_loop as loop
 
     calls = []
-    step = loop._parts_step
-    monkeypatch.setattr(loop, "_parts_step", lambda *a: calls.append(a[-1]) or step(*a))
+    step = loop._parts_gradients
+    monkeypatch.setattr(loop, "_parts_gradients", lambda *a: calls.append(a[-1]) or step(*a))
     config = replace(TINY, dropout=0.3)
     one = NeuralCTR(config, random_state=5, num_threads=1).fit(X, click, conv)
     assert calls == []

@@ -23,7 +23,7 @@ from pipeline.bench.profile import (
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_profile_measures_every_part_of_a_step(threads: int) -> None:
-    """threads=2: each batch runs as two parts at once (`_parts_step`), and the parts'
+    """threads=2: each batch runs as two parts at once (`_parts_gradients`), and the parts'
     scopes, in the worker threads, are measured too."""
     X, click, conv = synthetic_matrix(3_000)
     rng = np.random.default_rng(0)
