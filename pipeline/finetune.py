@@ -19,8 +19,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from features.text import DEFAULT_ENCODER, encoder_id, model_revision, resolve_model_dir
-from models.cpu import bf16_native
+from features.text import (
+    DEFAULT_ENCODER,
+    bf16_native,
+    encoder_id,
+    model_revision,
+    resolve_model_dir,
+)
 from models.finetune_config import FinetuneConfig
 from pipeline.atomic import atomic_dir
 from pipeline.config import Experiment

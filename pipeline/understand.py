@@ -25,8 +25,7 @@ import numpy as np
 import polars as pl
 
 from features import schema
-from features.text import DEFAULT_ENCODER, model_revision, resolve_model_dir, text_key
-from models.cpu import bf16_native
+from features.text import DEFAULT_ENCODER, bf16_native, model_revision, resolve_model_dir, text_key
 from models.mentions import replace_mentions
 from models.spans import ENTITY_TYPES, Annotated, price_value, understanding_scores
 from models.understand_config import UnderstandConfig

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.cpu import bf16_native
+from features.text import bf16_native
 from pipeline.bench import measured
 from pipeline.config import load_experiment
 

@@ -353,12 +353,16 @@ def test_bf16_steps_repeat_under_a_seed_and_save_their_setting(tmp_path, data):
 def test_precision_left_unset_is_this_cpus_native_one(tmp_path, data, monkeypatch):
     """precision None: bf16 where the CPU has native bf16, else fp32, decided at fit, recorded
     as derived and saved; the fit is the one with that precision set."""
+    from features.text import bf16_native
+    from models.cpu import native_precision
+
+    assert native_precision() == ("bf16" if bf16_native() else "fp32")  # the encoder's check
     X, click, conversion = data
     for native in (True, False):
-        monkeypatch.setattr("models.cpu.bf16_native", lambda native=native: native)
+        chosen = "bf16" if native else "fp32"
+        monkeypatch.setattr("models.neural.native_precision", lambda chosen=chosen: chosen)
         unset = replace(TINY, precision=None)
         model = NeuralCTR(unset, random_state=3, num_threads=THREADS).fit(X, click, conversion)
-        chosen = "bf16" if native else "fp32"
         assert model.config_.precision == model.derived_["precision"] == chosen
         explicit = replace(TINY, precision=chosen)
         same = NeuralCTR(explicit, random_state=3, num_threads=THREADS).fit(X, click, conversion)
