@@ -221,14 +221,15 @@ def _parts_gradients(
     parts: int,
 ) -> tuple[torch.Tensor, ...]:
     """The batch's losses, and its gradient set on the parameters, from `parts` row ranges
-    whose forward and backward run at once,
-    the first in this thread and the others in `pool`'s, one intra-op thread each (one
-    extra thread, not `parts`: measured, the train stage's peak RSS then stays as it was,
-    about 0.1 GB below a pool of `parts` threads): the same gradient (each part's loss weighted
-    by its share of the rows, the parts' gradients summed in part order, so a seed repeats
-    bit for bit), without waking a second OpenMP thread for each of a step's few hundred small
-    ops (under OMP_WAIT_POLICY=PASSIVE a wake-up costs about 50 us, more than most of those
-    ops' work). The dropout masks are drawn for the whole batch before the parts start."""
+    whose forward and backward run at once: the first in this thread, the others in `pool`'s
+    (one extra thread, not `parts`: measured, the train stage's peak RSS then stays as it was,
+    about 0.1 GB below a pool of `parts` threads), one intra-op thread each.
+
+    It is the batch's gradient: each part's loss is weighted by its share of the rows and the
+    parts' gradients are summed in part order, so a seed repeats bit for bit. No op wakes a
+    second OpenMP thread (under OMP_WAIT_POLICY=PASSIVE a wake-up costs about 50 us, more than
+    most of a step's few hundred small ops' work). The dropout masks are drawn for the whole
+    batch before the parts start."""
     rows = labels[0].shape[0]
     bounds = [rows * i // parts for i in range(parts + 1)]
     spans = [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
